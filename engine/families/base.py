@@ -1,0 +1,111 @@
+"""The one contract between model families and everything else (DESIGN.md §3).
+
+A noisy sample is z_t = alpha_t * x0 + sigma_t * eps. Each family adapter turns its network's raw
+output into x0_hat; samplers, guidance and trainers only ever see (alpha, sigma, x0_hat) and never
+ask which family they hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class Grid:
+    """A sampling grid, noisiest first: steps + 1 points, the last one clean (or nearly)."""
+    t: torch.Tensor  # (N + 1,) the family's time at each point (continuous in [0, 1], 1 = noise)
+    alpha: torch.Tensor  # (N + 1,)
+    sigma: torch.Tensor  # (N + 1,)
+
+
+class FlowSchedule:
+    """Rectified flow: alpha_t = 1 - t, sigma_t = t; with an optional SD3-style time shift."""
+
+    def __init__(self, shift: float = 1.0):
+        self.shift = shift
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 1.0 - t, t
+
+    def grid(self, steps: int) -> Grid:
+        u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        t = self.shift * u / (1 + (self.shift - 1) * u)
+        a, s = self.alpha_sigma(t)
+        return Grid(t.float(), a.float(), s.float())
+
+
+@dataclass
+class Conditioning:
+    """A family's prompt encoding for a batch: tensors with a leading batch dimension."""
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def cat(self, other: "Conditioning") -> "Conditioning":
+        out = {}
+        for k, a in self.tensors.items():
+            b = other.tensors[k]
+            if a.dim() >= 2 and a.shape[1:] != b.shape[1:]:  # pad token axes to the same length
+                n = max(a.shape[1], b.shape[1])
+                a, b = _pad_to(a, n), _pad_to(b, n)
+            out[k] = torch.cat([a, b])
+        return Conditioning(out)
+
+    def repeat(self, n: int) -> "Conditioning":
+        return Conditioning({k: v.repeat_interleave(n, 0) for k, v in self.tensors.items()})
+
+    def index(self, idx) -> "Conditioning":
+        return Conditioning({k: v[idx] for k, v in self.tensors.items()})
+
+
+def _pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
+    pad = torch.zeros((x.shape[0], n - x.shape[1], *x.shape[2:]), dtype=x.dtype, device=x.device)
+    return torch.cat([x, pad], 1)
+
+
+class Family:
+    """Base of every family adapter. Subclasses set the attributes and implement the methods."""
+
+    name: str = "base"  # family id: "embedded", "sd", "flux", ...
+    schedule: Any  # has alpha_sigma(t) and grid(steps)
+    denoiser: nn.Module  # the network that runs once per pass (what caching, FP8 and LoRA act on)
+    guidance_embedded: bool = False  # True: takes the guidance scale as an input, one pass per step
+    default_size: int = 512  # image side used when none is asked for
+    path: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.denoiser.parameters()).dtype
+
+    def encode(self, prompts: list[str]) -> Conditioning:
+        raise NotImplementedError
+
+    def noise_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def x0(self, z: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+           guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """One denoiser pass: x0_hat for the batch z at times t (B,). `guidance` (B,) only for
+        guidance-embedded models."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Clean sample -> images (B, H, W, 3) uint8 on the CPU."""
+        raise NotImplementedError
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise UsageError if the family cannot make images of this size."""
+
+    def describe(self) -> dict:
+        return {"family": self.name, "guidance_embedded": self.guidance_embedded,
+                "parameters": sum(p.numel() for p in self.denoiser.parameters())}

@@ -1,0 +1,130 @@
+"""The embedded family: a small pixel-space rectified-flow UNet for the shapes world.
+
+The denoiser is diffusers' `UNet2DConditionModel` (so diffusers' LoRA loading, hooks and layerwise
+casting apply), run on 32 x 32 RGB images packed 2 x 2 into 16 x 16 x 12 with pixel_unshuffle.
+It predicts the flow velocity u = eps - x0, so x0_hat = z_t - t * u (alpha_t = 1 - t, sigma_t = t).
+The text encoder is the lab's own small transformer (engine/text.py), trained with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+
+from ..errors import UsageError
+from ..text import TextEncoder, TextEncoderConfig
+from ..world import IMAGE_SIZE, vocabulary
+from .base import Conditioning, Family, FlowSchedule
+from .guidance import guidance_features
+
+PACK = 2  # pixel_unshuffle factor
+TIME_SCALE = 1000.0  # the UNet's sinusoidal timestep embedding expects timesteps in [0, 1000]
+
+
+@dataclass
+class EmbeddedConfig:
+    image_size: int = IMAGE_SIZE  # pixels per side
+    channels: tuple[int, ...] = (64, 128, 128)  # UNet block widths
+    heads: int = 4  # attention heads in the cross-attention blocks
+    text_width: int = 128  # text encoder width = cross-attention width
+    text_layers: int = 2
+    shift: float = 1.0  # sampling-time shift of the flow schedule (1 = uniform grid)
+
+
+def build_unet(cfg: EmbeddedConfig, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=cfg.image_size // PACK,
+        in_channels=3 * PACK * PACK,
+        out_channels=3 * PACK * PACK,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=tuple(cfg.channels),
+        layers_per_block=1,
+        cross_attention_dim=cfg.text_width,
+        attention_head_dim=cfg.heads,
+        norm_num_groups=32,
+        time_cond_proj_dim=time_cond_proj_dim,
+    )
+
+
+class EmbeddedFamily(Family):
+    name = "embedded"
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, cfg: EmbeddedConfig,
+                 path: Path | None = None):
+        self.denoiser = unet
+        self.text_encoder = text_encoder
+        self.cfg = cfg
+        self.schedule = FlowSchedule(cfg.shift)
+        self.path = path
+
+    @property
+    def guidance_embedded(self) -> bool:
+        return self.denoiser.config.time_cond_proj_dim is not None
+
+    @property
+    def default_size(self) -> int:
+        return self.cfg.image_size
+
+    @classmethod
+    def new(cls, cfg: EmbeddedConfig = EmbeddedConfig()) -> "EmbeddedFamily":
+        text = TextEncoder(TextEncoderConfig(vocab=vocabulary(), width=cfg.text_width, layers=cfg.text_layers))
+        return cls(build_unet(cfg), text, cfg)
+
+    @classmethod
+    def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "EmbeddedFamily":
+        meta = json.loads((path / "lab.json").read_text())
+        cfg = EmbeddedConfig(**meta["config"])
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
+        text = TextEncoder.load(path / "text_encoder").to(dtype)
+        fam = cls(unet.to(device).eval(), text.to(device).eval(), cfg, path)
+        return fam
+
+    def save(self, path: Path, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
+        """Write the model directory (weights stored in `dtype`; loading upcasts)."""
+        path.mkdir(parents=True, exist_ok=True)
+        self.denoiser.to(dtype).save_pretrained(path / "unet")
+        self.denoiser.float()
+        self.text_encoder.save(path / "text_encoder", dtype)
+        cfg = asdict(self.cfg)
+        cfg["channels"] = list(cfg["channels"])
+        (path / "lab.json").write_text(json.dumps({"family": self.name, "config": cfg, **(extra or {})}, indent=1))
+
+    def encode(self, prompts: list[str]) -> Conditioning:
+        hidden, mask = self.text_encoder.encode(prompts)
+        return Conditioning({"hidden": hidden.to(self.dtype), "mask": mask})
+
+    def noise_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
+        return (batch, 3, height, width)
+
+    def check_size(self, height: int, width: int) -> None:
+        s = self.cfg.image_size
+        if (height, width) != (s, s):
+            raise UsageError(f"height and width must be {s} for the embedded model, got {height}x{width}")
+
+    def velocity(self, z: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                 guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw network output u = eps - x0, in pixel space (B, 3, H, W)."""
+        t = t.to(z.device, torch.float32).expand(z.shape[0])
+        extra = {}
+        if self.guidance_embedded:
+            if guidance is None:
+                raise ValueError("this model is guidance-distilled: pass the guidance scale")
+            extra["timestep_cond"] = guidance_features(guidance.to(z.device).expand(z.shape[0]),
+                                                       self.denoiser.config.time_cond_proj_dim).to(z.dtype)
+        out = self.denoiser(F.pixel_unshuffle(z, PACK), t * TIME_SCALE,
+                            encoder_hidden_states=cond.tensors["hidden"],
+                            encoder_attention_mask=cond.tensors["mask"], **extra).sample
+        return F.pixel_shuffle(out, PACK)
+
+    def x0(self, z, t, cond, guidance=None):
+        u = self.velocity(z, t, cond, guidance)
+        return z - t.to(z.dtype).view(-1, 1, 1, 1) * u
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()

@@ -1,0 +1,69 @@
+"""A measurement record per generation: denoiser passes, seconds, peak memory."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Measurement:
+    nfe: int = 0  # denoiser passes per image (two per step under CFG, one without)
+    seconds: float = 0.0  # wall time of the whole generation (prompt encoding to decoded image)
+    peak_mem_mb: float = 0.0  # CUDA: peak allocated; CPU: peak resident set size of the process
+    skipped: int = 0  # denoiser passes per image replaced by a cache
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 4)
+        d["peak_mem_mb"] = round(self.peak_mem_mb, 1)
+        return d
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def _reset_cpu_peak() -> bool:
+    # Writing 5 to clear_refs resets the kernel's high-water mark of resident memory (Linux).
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _cpu_peak_mb() -> float:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def measuring(device: torch.device, record: Measurement):
+    """Time the block and record its peak memory on `device` into `record`."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_cpu_peak()
+    start = time.perf_counter()
+    try:
+        yield record
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+            record.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            record.peak_mem_mb = _cpu_peak_mb()
+        record.seconds = time.perf_counter() - start

@@ -1,0 +1,120 @@
+"""Train the embedded teacher (`python -m engine train-teacher`): rectified flow with condition dropout.
+
+Loss: || u_hat(z_t, t, c) - (eps - x0) ||^2 with z_t = (1 - t) x0 + t eps (Liu et al. 2022;
+Esser et al. 2024 for the logit-normal t). Captions are dropped to the empty prompt with
+probability `cond_dropout`, so the same network is also the unconditional model that
+classifier-free guidance needs (Ho & Salimans 2021).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
+
+from .families.embedded import EmbeddedConfig, EmbeddedFamily
+from .paths import EMBEDDED_TEACHER
+from .world import describe
+from .world.dataset import render_dataset
+
+
+@dataclass
+class TeacherTrainConfig:
+    steps: int = 6000  # optimisation steps (an upper bound when `minutes` is set)
+    minutes: float | None = None  # wall-clock budget: fit the step count (and LR schedule) to it
+    batch_size: int = 64
+    lr: float = 1e-3  # peak AdamW learning rate; linear warm-up, cosine decay to 10%
+    warmup: int = 200
+    ema: float = 0.999  # decay of the exponential moving average that is saved
+    cond_dropout: float = 0.1  # probability of training on the empty prompt
+    dataset: int = 100_000  # distinct rendered scenes; captions are drawn afresh every time
+    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 100
+    out: str = str(EMBEDDED_TEACHER)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _captions(scenes, idx: torch.Tensor, step: int, dropout: float) -> list[str]:
+    rng = random.Random(f"captions-{step}")
+    return ["" if rng.random() < dropout else describe(scenes[i], rng)[0] for i in idx.tolist()]
+
+
+def train(cfg: TeacherTrainConfig, log=print) -> dict:
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+    images, scenes = render_dataset(cfg.dataset, cfg.seed, "train")
+    x_all = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1).to(device)  # (N, 3, H, W)
+    log(f"rendered {len(scenes)} scenes in {time.time() - t_start:.0f}s on {device}")
+
+    family = EmbeddedFamily.new(EmbeddedConfig())
+    family.denoiser.to(device).train()
+    family.text_encoder.to(device).train()
+    params = list(family.denoiser.parameters()) + list(family.text_encoder.parameters())
+    ema = EMAModel(params, decay=cfg.ema, foreach=True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    total = {"steps": cfg.steps}
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / cfg.warmup)
+        progress = min(1.0, step / max(1, total["steps"]))
+        return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    t_loop, losses, step = time.time(), [], 0
+    while step < total["steps"]:
+        # 1. a batch: images, fresh captions (some dropped), logit-normal t, noise
+        idx = torch.randint(0, len(scenes), (cfg.batch_size,), generator=gen)
+        x0 = x_all[idx.to(device)]
+        prompts = _captions(scenes, idx, step, cfg.cond_dropout)
+        t = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen)).to(device)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        z_t = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
+        # 2. velocity loss
+        with autocast:
+            cond = family.encode(prompts)
+            u_hat = family.velocity(z_t, t, cond)
+        loss = F.mse_loss(u_hat.float(), eps - x0)
+        # 3. update, EMA
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema.step(params)
+        losses.append(loss.item())
+        step += 1
+        if step == 30 and cfg.minutes:
+            per_step = (time.time() - t_loop) / 30
+            total["steps"] = max(31, min(cfg.steps, int(cfg.minutes * 60 / per_step)))
+            log(f"{per_step:.3f}s a step: training for {total['steps']} steps to fit {cfg.minutes} minutes")
+        if step % cfg.log_every == 0 or step == total["steps"]:
+            log(f"step {step}/{total['steps']} loss {sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:]):.4f} "
+                f"lr {sched.get_last_lr()[0]:.2e} {time.time() - t_loop:.0f}s")
+
+    ema.copy_to(params)
+    family.denoiser.eval().cpu().float()
+    family.text_encoder.eval().cpu().float()
+    seconds = time.time() - t_start
+    info = {"trained": {"config": asdict(cfg), "steps_run": step, "seconds": round(seconds, 1),
+                        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                        "final_loss": sum(losses[-200:]) / len(losses[-200:])}}
+    family.save(Path(cfg.out), extra=info)
+    log(json.dumps(info))
+    return info
