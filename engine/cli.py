@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch-size", type=_int_in(1, 4096), default=50)
     _common(a)
 
+    at = sub.add_parser("adherence-table", help="adherence over steps x guidance, as a Markdown table")
+    at.add_argument("--model", default="embedded")
+    at.add_argument("--steps", type=_int_in(1, 1000), nargs="+", default=[50, 8])
+    at.add_argument("--guidance", type=_float(), nargs="+", default=[1.0, 3.0, 5.0, 7.0])
+    at.add_argument("--n", type=_int_in(1, 100000), default=600)
+    at.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    at.add_argument("--batch-size", type=_int_in(1, 4096), default=50)
+    at.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    _common(at)
+
     t = sub.add_parser("train-teacher", help="train the embedded teacher")
     t.add_argument("--steps", type=_int_in(1, 10**7), default=6000)
     t.add_argument("--minutes", type=_float(), default=None)
@@ -77,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_float(), default=1e-3)
     t.add_argument("--dataset", type=_int_in(1, 10**8), default=100_000)
     t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    t.add_argument("--warmup", type=_int_in(0, 10**6), default=200)
     t.add_argument("--device", default="auto")
+    t.add_argument("--init", default=None, help="continue from this model directory's weights")
     t.add_argument("--out", default=None, help="model directory (default assets/embedded-teacher)")
 
     j = sub.add_parser("train-judge", help="train the judge network")
@@ -108,39 +120,75 @@ def _cmd_generate(args) -> dict:
     return record
 
 
-def _cmd_adherence(args) -> dict:
+def _check_guidance(g: float) -> None:
     import math
 
+    if not math.isfinite(g) or not 0 <= g <= 30:
+        raise UsageError(f"--guidance must be a number in 0..30 (1 = no guidance), got {g}")
+
+
+def _adherence_setup(args, category: str | None):
     from . import registry
-    from .adherence import evaluate
     from .judge import Judge
     from .paths import JUDGE_WEIGHTS
     from .store import Store
     from .world import CATEGORIES, sample_prompts
 
-    if args.category is not None and args.category not in CATEGORIES:
-        raise UsageError(f"--category must be one of {', '.join(CATEGORIES)}, got {args.category!r}")
-    if not math.isfinite(args.guidance) or not 0 <= args.guidance <= 30:
-        raise UsageError(f"--guidance must be a number in 0..30 (1 = no guidance), got {args.guidance}")
+    if category is not None and category not in CATEGORIES:
+        raise UsageError(f"--category must be one of {', '.join(CATEGORIES)}, got {category!r}")
     store = Store(args.data_dir)
     family = registry.load(args.model, store=store, device=args.device, dtype=args.dtype)
     if family.name != "embedded":
         raise UsageError(f"adherence needs a model of the embedded domain; {args.model!r} is a {family.name} model")
     judge = Judge.load(JUDGE_WEIGHTS).to(family.device)
-    prompts = sample_prompts(args.n, args.seed, args.category)
+    return family, judge, sample_prompts(args.n, args.seed, category)
+
+
+def _progress(label: str):
+    return lambda i, n: print(f"\r{label}{i}/{n} images", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+
+def _cmd_adherence(args) -> dict:
+    from .adherence import evaluate
+
+    _check_guidance(args.guidance)
+    family, judge, prompts = _adherence_setup(args, args.category)
     result = evaluate(family, judge, prompts, steps=args.steps, guidance=args.guidance,
-                      batch_size=args.batch_size,
-                      progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr, flush=True))
-    print(file=sys.stderr)
+                      batch_size=args.batch_size, progress=_progress(""))
     result["model"] = args.model
     return result
+
+
+def _cmd_adherence_table(args):
+    from .adherence import evaluate
+    from .world import CATEGORIES
+
+    for g in args.guidance:
+        _check_guidance(g)
+    family, judge, prompts = _adherence_setup(args, None)
+    rows = []
+    for steps in args.steps:
+        for g in args.guidance:
+            rows.append(evaluate(family, judge, prompts, steps=steps, guidance=g, batch_size=args.batch_size,
+                                 progress=_progress(f"steps {steps}, guidance {g:g}: ")))
+    if args.json:
+        return {"model": args.model, "n": args.n, "seed": args.seed, "rows": rows}
+    head = ["steps", "guidance", "NFE", "overall", *CATEGORIES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        nfe = r["steps"] * (1 if r["guidance"] == 1 or family.guidance_embedded else 2)
+        cells = [r["steps"], f"{r['guidance']:g}", nfe, f"{r['adherence']:.3f}",
+                 *(f"{r['by_category'].get(c, float('nan')):.3f}" for c in CATEGORIES)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def _cmd_train_teacher(args) -> dict:
     from .train_teacher import TeacherTrainConfig, train
 
     cfg = TeacherTrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                             dataset=args.dataset, seed=args.seed, device=args.device)
+                             dataset=args.dataset, seed=args.seed, device=args.device,
+                             warmup=args.warmup, init=args.init)
     if args.out:
         cfg.out = args.out
     if not cfg.lr > 0:
@@ -158,7 +206,7 @@ def _cmd_train_judge(args) -> dict:
     return {"min_accuracy": report["min_accuracy"], "accuracy": report["accuracy"]}
 
 
-COMMANDS = {"generate": _cmd_generate, "adherence": _cmd_adherence,
+COMMANDS = {"generate": _cmd_generate, "adherence": _cmd_adherence, "adherence-table": _cmd_adherence_table,
             "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge}
 
 
@@ -172,5 +220,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(result))
+    print(result if isinstance(result, str) else json.dumps(result))
     return 0

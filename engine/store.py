@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,13 +49,24 @@ class Store:
 
     def __init__(self, root: str | Path | None = None, *, memory: bool = False):
         self.root = data_dir(root) if not memory else None
-        if memory:
-            self.db = sqlite_utils.Database(memory=True)
-        else:
-            self.db = sqlite_utils.Database(self.root / DB_NAME)
+        self._local = threading.local()
+        # An in-memory database exists only on its one connection: share it (tests, one thread).
+        self._memory_db = sqlite_utils.Database(memory=True) if memory else None
+        if not memory:
             self.db.enable_wal()
-            self.db.execute("PRAGMA busy_timeout = 10000")
         self.migrate()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection (sqlite connections must not cross threads)."""
+        if self._memory_db is not None:
+            return self._memory_db
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.root / DB_NAME, timeout=30)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            db = self._local.db = sqlite_utils.Database(conn)
+        return db
 
     # -- schema ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

@@ -35,10 +35,11 @@ class TeacherTrainConfig:
     ema: float = 0.999  # decay of the exponential moving average that is saved
     cond_dropout: float = 0.1  # probability of training on the empty prompt
     dataset: int = 100_000  # distinct rendered scenes; captions are drawn afresh every time
-    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
+    precision: str = "auto"  # "bf16" (autocast), "fp32", or auto: bf16 on CUDA, fp32 on CPU (faster there)
     seed: int = 0
     device: str = "auto"
     log_every: int = 100
+    init: str | None = None  # continue from this model directory's weights instead of from scratch
     out: str = str(EMBEDDED_TEACHER)
 
 
@@ -48,8 +49,8 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _captions(scenes, idx: torch.Tensor, step: int, dropout: float) -> list[str]:
-    rng = random.Random(f"captions-{step}")
+def _captions(scenes, idx: torch.Tensor, step: int, dropout: float, seed: int) -> list[str]:
+    rng = random.Random(f"captions-{seed}-{step}")
     return ["" if rng.random() < dropout else describe(scenes[i], rng)[0] for i in idx.tolist()]
 
 
@@ -61,7 +62,8 @@ def train(cfg: TeacherTrainConfig, log=print) -> dict:
     x_all = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1).to(device)  # (N, 3, H, W)
     log(f"rendered {len(scenes)} scenes in {time.time() - t_start:.0f}s on {device}")
 
-    family = EmbeddedFamily.new(EmbeddedConfig())
+    family = EmbeddedFamily.load(Path(cfg.init)) if cfg.init else EmbeddedFamily.new(EmbeddedConfig())
+    history = json.loads((Path(cfg.init) / "lab.json").read_text()).get("history", []) if cfg.init else []
     family.denoiser.to(device).train()
     family.text_encoder.to(device).train()
     params = list(family.denoiser.parameters()) + list(family.text_encoder.parameters())
@@ -76,13 +78,14 @@ def train(cfg: TeacherTrainConfig, log=print) -> dict:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     gen = torch.Generator().manual_seed(cfg.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     t_loop, losses, step = time.time(), [], 0
     while step < total["steps"]:
         # 1. a batch: images, fresh captions (some dropped), logit-normal t, noise
         idx = torch.randint(0, len(scenes), (cfg.batch_size,), generator=gen)
         x0 = x_all[idx.to(device)]
-        prompts = _captions(scenes, idx, step, cfg.cond_dropout)
+        prompts = _captions(scenes, idx, step, cfg.cond_dropout, cfg.seed)
         t = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen)).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         z_t = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
@@ -100,9 +103,11 @@ def train(cfg: TeacherTrainConfig, log=print) -> dict:
         ema.step(params)
         losses.append(loss.item())
         step += 1
-        if step == 30 and cfg.minutes:
-            per_step = (time.time() - t_loop) / 30
-            total["steps"] = max(31, min(cfg.steps, int(cfg.minutes * 60 / per_step)))
+        if step == 10:
+            t_steady = time.time()  # the first steps include one-off warm-up costs
+        if step == 40 and cfg.minutes:
+            per_step = (time.time() - t_steady) / 30
+            total["steps"] = max(41, min(cfg.steps, int(cfg.minutes * 60 / per_step)))
             log(f"{per_step:.3f}s a step: training for {total['steps']} steps to fit {cfg.minutes} minutes")
         if step % cfg.log_every == 0 or step == total["steps"]:
             log(f"step {step}/{total['steps']} loss {sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:]):.4f} "
@@ -112,9 +117,10 @@ def train(cfg: TeacherTrainConfig, log=print) -> dict:
     family.denoiser.eval().cpu().float()
     family.text_encoder.eval().cpu().float()
     seconds = time.time() - t_start
-    info = {"trained": {"config": asdict(cfg), "steps_run": step, "seconds": round(seconds, 1),
-                        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                        "final_loss": sum(losses[-200:]) / len(losses[-200:])}}
+    run = {"config": asdict(cfg), "steps_run": step, "seconds": round(seconds, 1),
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "final_loss": round(sum(losses[-200:]) / len(losses[-200:]), 5)}
+    info = {"history": history + [run]}
     family.save(Path(cfg.out), extra=info)
     log(json.dumps(info))
     return info

@@ -1,0 +1,68 @@
+"""Compare tab: one prompt and seed, two model settings side by side, with what each cost."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from engine.errors import UsageError
+from engine.generate import Request, run
+
+from .state import Lab, enlarge
+
+DEFAULT_PROMPT = "a happy yellow face on a pink background"
+SIDES = (("Left", 50, 5.0), ("Right", 8, 5.0))
+
+
+def _readout(record: dict) -> str:
+    return (f"**{record['model']}** · {record['steps']} steps · guidance {record['guidance']:g}  \n"
+            f"NFE **{record['nfe']}** · skipped {record['skipped']} · **{record['seconds']:.2f} s** · "
+            f"peak memory {record['peak_mem_mb']:.0f} MB")
+
+
+def generate_pair(lab: Lab, prompt, seed, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b,
+                  progress=gr.Progress()):
+    """Generate both sides; returns (image a, image b, slider pair, readout a, readout b)."""
+    images, readouts = [], []
+    for i, (model, steps, guidance) in enumerate(((model_a, steps_a, guidance_a), (model_b, steps_b, guidance_b))):
+        side = SIDES[i][0]
+        try:
+            req = Request(prompt=prompt or "", steps=int(steps), guidance=float(guidance),
+                          seed=int(seed) if seed is not None else -1)
+            req.check()
+            family = lab.load(model)
+            image, record = run(family, req, model_name=model, store=lab.store,
+                                callback=lambda k, n, i=i: progress((i + k / n) / 2, desc=f"{side}: step {k}/{n}"))
+        except UsageError as e:
+            raise gr.Error(f"{side} side: {e}") from None
+        images.append(enlarge(image))
+        readouts.append(_readout(record))
+    return images[0], images[1], (images[0], images[1]), readouts[0], readouts[1]
+
+
+def build(lab: Lab) -> dict:
+    """Lay out the tab inside the current Blocks context; returns the components tests use."""
+    with gr.Row():
+        prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", scale=4, max_lines=3)
+        seed = gr.Number(0, label="Seed", precision=0, scale=1)
+    pickers = []
+    with gr.Row():
+        for side, steps, guidance in SIDES:
+            with gr.Column():
+                gr.Markdown(f"### {side}")
+                model = gr.Dropdown(lab.model_names(), value="embedded", label="Model", allow_custom_value=False)
+                st = gr.Slider(1, 100, value=steps, step=1, label="Steps")
+                gd = gr.Slider(0, 15, value=guidance, step=0.5, label="Guidance scale (1 = no CFG: one pass a step)")
+                pickers += [model, st, gd]
+    go = gr.Button("Generate", variant="primary")
+    with gr.Row(equal_height=True):
+        img_a = gr.Image(label="Left", type="pil", format="png", interactive=False, height=400)
+        img_b = gr.Image(label="Right", type="pil", format="png", interactive=False, height=400)
+    with gr.Row():
+        out_a = gr.Markdown()
+        out_b = gr.Markdown()
+    with gr.Accordion("Slider view", open=False):
+        slider = gr.ImageSlider(label="Left | Right", type="pil", format="png", max_height=500)
+    go.click(lambda *a, progress=gr.Progress(): generate_pair(lab, *a, progress=progress),
+             [prompt, seed, *pickers], [img_a, img_b, slider, out_a, out_b], api_name="compare")
+    return {"prompt": prompt, "seed": seed, "models": [pickers[0], pickers[3]], "generate": go,
+            "images": [img_a, img_b]}

@@ -1,0 +1,40 @@
+"""`python -m app`: build the Blocks app and serve it (127.0.0.1:7860 unless told otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import gradio as gr
+
+from engine.store import Store
+
+from . import compare
+from .state import Lab
+
+CSS = """
+.gradio-container img { image-rendering: pixelated; }
+"""
+
+
+def build_app(lab: Lab) -> gr.Blocks:
+    with gr.Blocks(title="Distillation Lab") as demo:
+        gr.Markdown("# Distillation Lab\nTeacher and student, side by side: what each costs in passes, "
+                    "seconds and memory, and what it does to the image.")
+        with gr.Tab("Compare"):
+            tab = compare.build(lab)
+        demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, tab["models"])
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app", description="Distillation Lab web app")
+    p.add_argument("--host", default=os.environ.get("LAB_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("LAB_PORT", "7860")))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    lab = Lab(Store(args.data_dir), device=args.device)
+    build_app(lab).queue().launch(server_name=args.host, server_port=args.port, css=CSS,
+                                  footer_links=["api"])
+    return 0

@@ -1,0 +1,99 @@
+import random
+
+import numpy as np
+import pytest
+
+from engine.world import CATEGORIES, HEADS, make_example, sample_prompts, tokenize, vocabulary
+from engine.world.captions import REQUIRED, describe
+from engine.world.render import render
+from engine.world.scene import RARE_COMBOS, is_rare, sample_category_scene, sample_scene
+
+
+def test_examples_are_deterministic_given_seed():
+    a, b = make_example(123), make_example(123)
+    assert a.caption == b.caption and a.scene == b.scene
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert make_example(124).caption != a.caption or make_example(124).scene != a.scene
+
+
+def test_image_is_small_rgb():
+    img = make_example(0).image
+    assert img.size == (32, 32) and img.mode == "RGB"
+
+
+def test_stated_attributes_are_true_of_the_scene():
+    for seed in range(500):
+        ex = make_example(seed)
+        labels = ex.scene.labels()
+        for k, v in ex.stated.items():
+            if k != "unordered":
+                assert labels[k] == v, (ex.caption, k)
+
+
+def test_captions_vary_and_leave_attributes_unstated():
+    exs = [make_example(s) for s in range(400)]
+    objects = [e for e in exs if e.scene.kind == "object"]
+    # Real captions do not state everything: position and size are often left out.
+    assert sum("position" not in e.stated for e in objects) > len(objects) / 3
+    assert sum("size" not in e.stated for e in objects) > len(objects) / 3
+    assert len({e.caption for e in exs}) > 390
+
+
+def test_vocabulary_covers_every_caption():
+    vocab = set(vocabulary())
+    for p in sample_prompts(1200):
+        assert set(tokenize(p.text)) <= vocab, p.text
+
+
+def test_prompts_cover_categories_and_state_their_required_attributes():
+    prompts = sample_prompts(600)
+    assert {p.category for p in prompts} == set(CATEGORIES)
+    for p in prompts:
+        for attr in REQUIRED[p.category]:
+            if attr == "texture" and p.category == "rare" and "texture" not in p.stated:
+                continue  # a rare colour combination on a plain object has no texture to state
+            assert attr in p.stated, (p.category, p.text)
+    assert sample_prompts(30, seed=1) == sample_prompts(30, seed=1)
+    assert sample_prompts(30, seed=1) != sample_prompts(30, seed=2)
+
+
+def test_rare_combinations_are_rare_in_training():
+    rng = random.Random(0)
+    objects = [s for s in (sample_scene(rng, "train") for _ in range(20000)) if s.kind == "object"]
+    rare = sum(is_rare(s.shape, s.colour, s.texture) for s in objects) / len(objects)
+    rng = random.Random(0)
+    uniform = [s for s in (sample_scene(rng, "uniform") for _ in range(20000)) if s.kind == "object"]
+    natural = sum(is_rare(s.shape, s.colour, s.texture) for s in uniform) / len(uniform)
+    assert rare < natural / 10
+    assert all(is_rare(s.shape, s.colour, s.texture)
+               for s in (sample_category_scene(random.Random(i), "rare") for i in range(50)))
+
+
+def test_object_is_drawn_where_stated():
+    rng = random.Random(3)
+    for _ in range(40):
+        s = sample_category_scene(rng, "basic")
+        img = np.asarray(render(s)).astype(int)
+        from engine.world.render import RGB
+        mask = (np.abs(img - np.array(RGB[s.colour])).sum(-1) < 30)
+        ys, xs = np.nonzero(mask)
+        cx, cy = xs.mean() / 32, ys.mean() / 32
+        expect = {"left": cx < 0.4, "right": cx > 0.6, "top": cy < 0.4, "bottom": cy > 0.6,
+                  "center": 0.4 <= cx <= 0.6 and 0.4 <= cy <= 0.6}
+        assert expect[s.position], (s, cx, cy)
+
+
+def test_background_never_hides_the_object():
+    rng = random.Random(5)
+    for _ in range(2000):
+        s = sample_scene(rng, "uniform")
+        assert s.background not in {s.colour, s.colour_a, s.colour_b}
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_describe_requires(category):
+    rng = random.Random(category)
+    scene = sample_category_scene(rng, category)
+    text, stated = describe(scene, rng, REQUIRED[category])
+    assert text and stated["kind"] == scene.kind
+    assert set(stated) - {"unordered"} <= set(HEADS)
