@@ -106,6 +106,27 @@ class Family:
     def check_size(self, height: int, width: int) -> None:
         """Raise UsageError if the family cannot make images of this size."""
 
+    # -- what distillation needs (engine/distill); families that cannot do one raise UsageError --
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # default LoRA target modules
+
+    def clone(self) -> "Family":
+        """An independent copy (a student starts as its teacher)."""
+        raise NotImplementedError
+
+    def with_guidance_input(self) -> "Family":
+        """A copy whose denoiser also takes the guidance scale (Meng et al. 2023), with the new
+        weights zero-initialised so that it starts as this model's conditional branch."""
+        raise NotImplementedError
+
+    def save(self, path: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
+        """Write a model directory that `engine.registry` loads back."""
+        raise NotImplementedError
+
+    def training_prompts(self, rng, n: int) -> list[str]:
+        """`n` prompts of the model's own domain, for distillation without a prompt file."""
+        from ..errors import UsageError
+        raise UsageError(f"prompts: the {self.name} family has no built-in prompts; pass a prompt file")
+
     def describe(self) -> dict:
         return {"family": self.name, "guidance_embedded": self.guidance_embedded,
                 "parameters": sum(p.numel() for p in self.denoiser.parameters())}
