@@ -14,6 +14,7 @@ import torch
 
 from .families.base import Conditioning, Family
 from .measure import Measurement, measuring
+from .trajectory import branches, trajectory
 
 
 def ddim_step(z_t: torch.Tensor, x0_hat: torch.Tensor, alpha_t, sigma_t, alpha_s, sigma_s) -> torch.Tensor:
@@ -53,7 +54,8 @@ class Guided:
         g = torch.full((b,), self.s, device=z.device) if self.family.guidance_embedded else None
         if self.uncond is None:
             return self.family.x0(z, t, self.cond, g)
-        x0 = self.family.x0(torch.cat([z, z]), torch.cat([t, t]), self.uncond.cat(self.cond))
+        with branches(("uncond", "cond")):
+            x0 = self.family.x0(torch.cat([z, z]), torch.cat([t, t]), self.uncond.cat(self.cond))
         x0_uncond, x0_cond = x0.chunk(2)
         return cfg_combine(x0_uncond, x0_cond, self.s)
 
@@ -73,11 +75,12 @@ def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, s
     if len(seeds) != len(prompts):
         raise ValueError(f"one seed per prompt: got {len(seeds)} seeds for {len(prompts)} prompts")
     record = Measurement()
-    with measuring(family.device, record):
+    with measuring(family.device, record), trajectory(steps, len(prompts)) as traj:
         grid = family.schedule.grid(steps)
         model = Guided.build(family, prompts, guidance)
         z = initial_noise(family, len(prompts), height, width, seeds)
         for i in range(steps):
+            traj.step = i
             t = grid.t[i : i + 1].to(z.device)
             x0_hat = model(z, t)
             z = ddim_step(z, x0_hat, grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1])
@@ -85,4 +88,7 @@ def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, s
             if callback:
                 callback(i + 1, steps)
         images = family.decode(z)
+        # A cache (engine/accel) replaced some passes: NFE counts the passes that ran.
+        record.skipped = round(traj.skipped_rows / len(prompts))
+        record.nfe -= record.skipped
     return images, record
