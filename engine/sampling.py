@@ -76,7 +76,7 @@ def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, s
         raise ValueError(f"one seed per prompt: got {len(seeds)} seeds for {len(prompts)} prompts")
     record = Measurement()
     with measuring(family.device, record), trajectory(steps, len(prompts)) as traj:
-        grid = family.schedule.grid(steps)
+        grid = family.schedule.grid(steps, size=(height, width))
         model = Guided.build(family, prompts, guidance)
         z = initial_noise(family, len(prompts), height, width, seeds)
         for i in range(steps):

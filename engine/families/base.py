@@ -32,7 +32,8 @@ class FlowSchedule:
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return 1.0 - t, t
 
-    def grid(self, steps: int) -> Grid:
+    def grid(self, steps: int, size: tuple[int, int] | None = None) -> Grid:
+        """`size` (height, width) is for schedules whose shift depends on the image size (FLUX)."""
         u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
         t = self.shift * u / (1 + (self.shift - 1) * u)
         a, s = self.alpha_sigma(t)
