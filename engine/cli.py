@@ -92,10 +92,73 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, help="continue from this model directory's weights")
     t.add_argument("--out", default=None, help="model directory (default assets/embedded-teacher)")
 
+    d = sub.add_parser("distill", help="start a distillation job (guidance, progressive, or both)")
+    d.add_argument("technique", choices=["guidance", "progressive", "both", "guidance+progressive"])
+    d.add_argument("--teacher", default="embedded")
+    d.add_argument("--name", required=True, help="the student's model name")
+    d.add_argument("--train-steps", type=_int_in(1, 10**6), default=None, help="optimisation steps per round")
+    d.add_argument("--lr", type=_float(), default=None)
+    d.add_argument("--warmup", type=_int_in(0, 10**6), default=None)
+    d.add_argument("--batch-size", type=_int_in(1, 65536), default=None)
+    d.add_argument("--guidance-min", type=_float(), default=None)
+    d.add_argument("--guidance-max", type=_float(), default=None)
+    d.add_argument("--teacher-steps", type=_int_in(1, 4096), default=None,
+                   help="guidance: steps of the teacher trajectories trained on")
+    d.add_argument("--from-steps", type=_int_in(1, 4096), default=None)
+    d.add_argument("--to-steps", type=_int_in(1, 4096), default=None)
+    d.add_argument("--lora-rank", type=int, default=None, help="train a LoRA student of this rank")
+    d.add_argument("--lora-alpha", type=_float(), default=None)
+    d.add_argument("--lora-save", choices=["merged", "adapter"], default="merged")
+    d.add_argument("--ema", type=_float(), default=None)
+    d.add_argument("--checkpoint-every", type=_int_in(1, 10**7), default=None)
+    d.add_argument("--eval-n", type=_int_in(0, 100000), default=None,
+                   help="embedded domain: prompts scored for adherence after every round")
+    d.add_argument("--prompts", default=None, help="training prompts, one per line (default: the model's domain)")
+    d.add_argument("--mixed-precision", default=None, help="auto, no, bf16, fp16")
+    d.add_argument("--seed", type=_int_in(0, 2**31 - 1), default=None)
+    d.add_argument("--detach", action="store_true", help="start the job and return at once")
+    d.add_argument("--data-dir", default=None)
+
+    sub.add_parser("jobs", help="list distillation jobs").add_argument("--data-dir", default=None)
+    for verb, text in (("resume", "continue a failed, canceled or interrupted job from its last checkpoint"),
+                       ("cancel", "cancel a queued or running job")):
+        r = sub.add_parser(verb, help=text)
+        r.add_argument("job", type=_int_in(1, 2**62))
+        r.add_argument("--data-dir", default=None)
+        if verb == "resume":
+            r.add_argument("--detach", action="store_true")
+    jr = sub.add_parser("job-run", help=argparse.SUPPRESS)  # the body of a job's own process
+    jr.add_argument("job", type=int)
+    jr.add_argument("--data-dir", default=None)
+
     j = sub.add_parser("train-judge", help="train the judge network")
     j.add_argument("--steps", type=_int_in(1, 10**7), default=3000)
     j.add_argument("--device", default="auto")
     j.add_argument("--out", default=None, help="directory (default assets/judge)")
+
+    ar = sub.add_parser("arena", help="blind arena: prepare battles, export votes, print the leaderboard")
+    asub = ar.add_subparsers(dest="arena_command", required=True, parser_class=_Parser)
+    ap = asub.add_parser("prepare", help="pre-generate battles between model settings")
+    ap.add_argument("--setting", action="append", required=True, metavar="MODEL[,steps=N][,guidance=G][,KEY=V]",
+                    help="a competitor (repeat; at least two); the first is the reference")
+    ap.add_argument("--pairs", default="first", help="first: the first setting against each other one; all: every pair")
+    ap.add_argument("--n", type=_int_in(1, 10_000), default=100, help="battles to prepare")
+    ap.add_argument("--golden", default=None, help="golden set (JSONL: prompt, seed, category); default: fresh prompts of the embedded world")
+    ap.add_argument("--category", default=None, help="embedded-world prompts of this category only")
+    ap.add_argument("--prompt", action="append", default=None, help="a prompt typed by hand (repeat)")
+    ap.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    ap.add_argument("--batch-size", type=_int_in(1, 4096), default=16)
+    _common(ap)
+    ae = asub.add_parser("export", help="write every vote as CSV or JSON")
+    ae.add_argument("--format", default="csv", help="csv or json")
+    ae.add_argument("--out", required=True)
+    ae.add_argument("--data-dir", default=None)
+    al = asub.add_parser("leaderboard", help="print the ratings, win rates, position bias and agreement")
+    al.add_argument("--bootstrap", type=_int_in(0, 100_000), default=1000, help="resamples for the intervals")
+    al.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    al.add_argument("--category", default=None)
+    al.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    al.add_argument("--data-dir", default=None)
     return parser
 
 
@@ -206,8 +269,113 @@ def _cmd_train_judge(args) -> dict:
     return {"min_accuracy": report["min_accuracy"], "accuracy": report["accuracy"]}
 
 
-COMMANDS = {"generate": _cmd_generate, "adherence": _cmd_adherence, "adherence-table": _cmd_adherence_table,
-            "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge}
+def _cmd_arena(args):
+    from .arena import battles, leaderboard, votes
+    from .arena.settings import parse
+    from .store import Store
+
+    store = Store(args.data_dir)
+    if args.arena_command == "export":
+        out = Path(args.out)
+        if not out.parent.exists():
+            raise UsageError(f"--out: folder {str(out.parent)!r} does not exist")
+        votes.export(store, args.format, out)
+        return {"votes": store.vote_count(), "format": args.format, "out": str(out)}
+    if args.arena_command == "leaderboard":
+        board = leaderboard.leaderboard(store, leaderboard.LeaderboardConfig(args.bootstrap, args.seed, args.category))
+        return board if args.json else leaderboard.markdown(board)
+    if args.prompt and args.golden:
+        raise UsageError("--prompt and --golden: give one source of prompts, not both")
+    cfg = battles.PrepareConfig(n=args.n, pairs=args.pairs, seed=args.seed, batch_size=args.batch_size,
+                                device=args.device)
+    if args.prompt:
+        prompts, cfg.source = battles.typed_prompts(args.prompt, args.seed), "admin"
+    elif args.golden:
+        prompts, cfg.source = battles.golden_prompts(args.golden), Path(args.golden).stem
+    else:
+        prompts, cfg.source = battles.world_prompts(args.n, args.seed, args.category), "world"
+    rows = battles.prepare(store, [parse(s) for s in args.setting], prompts, cfg, progress=_progress("arena: "))
+    return {"battles": len(rows), "total_battles": len(store.battles())}
+
+
+RECIPE_FLAGS = ("train_steps", "lr", "warmup", "batch_size", "guidance_min", "guidance_max", "teacher_steps",
+                "from_steps", "to_steps", "ema", "checkpoint_every", "eval_n", "prompts", "mixed_precision", "seed")
+
+
+def _cmd_distill(args) -> dict:
+    from . import jobs
+    from .distill.recipes import LoraSpec, Recipe
+    from .store import Store
+
+    technique = "guidance+progressive" if args.technique == "both" else args.technique
+    fields = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    lora = None
+    if args.lora_rank is not None:
+        lora = LoraSpec(rank=args.lora_rank, alpha=args.lora_alpha, save=args.lora_save)
+    recipe = Recipe(technique=technique, teacher=args.teacher, name=args.name, lora=lora, **fields)
+    store = Store(args.data_dir)
+    job_id, warnings = jobs.submit(store, recipe)
+    for w in warnings:
+        print(w, file=sys.stderr)
+    print(f"job {job_id} queued: {technique} of {args.teacher} -> {args.name} (log: {jobs.log_path(store, job_id)})",
+          file=sys.stderr, flush=True)
+    return _job_result(store, job_id, args.detach)
+
+
+def _job_result(store, job_id: int, detach: bool) -> dict:
+    from . import jobs
+
+    job = store.job(job_id) if detach else jobs.follow(store, job_id)
+    out = {"job": job_id, "status": job["status"], "models": json.loads(job["models"] or "[]")}
+    if job["error"]:
+        out["error"] = job["error"]
+    return out
+
+
+def _cmd_jobs(args) -> str:
+    from . import jobs
+    from .store import Store
+
+    store = Store(args.data_dir)
+    jobs.reconcile(store)
+    rows = store.jobs()
+    lines = [f"{'id':>4}  {'status':<11} {'technique':<21} {'teacher':<18} {'name':<18} progress"]
+    for j in rows:
+        progress = f"round {min(j['round'] + 1, j['rounds'])}/{j['rounds']}, step {j['step']}/{j['total']}"
+        lines.append(f"{j['id']:>4}  {j['status']:<11} {j['technique']:<21} {j['teacher']:<18} {j['name']:<18} {progress}")
+    return "\n".join(lines)
+
+
+def _cmd_resume(args) -> dict:
+    from . import jobs
+    from .store import Store
+
+    store = Store(args.data_dir)
+    jobs.resume(store, args.job)
+    print(f"job {args.job} resumed from its last checkpoint", file=sys.stderr, flush=True)
+    return _job_result(store, args.job, args.detach)
+
+
+def _cmd_cancel(args) -> dict:
+    from . import jobs
+    from .store import Store
+
+    store = Store(args.data_dir)
+    return {"job": args.job, "status": jobs.cancel(store, args.job)}
+
+
+def _cmd_job_run(args) -> None:
+    from . import jobs
+    from .store import Store
+
+    raise SystemExit(jobs.run_job(Store(args.data_dir), args.job))
+
+
+COMMANDS = {"distill": _cmd_distill, "jobs": _cmd_jobs, "resume": _cmd_resume, "cancel": _cmd_cancel,
+            "job-run": _cmd_job_run, "generate": _cmd_generate, "adherence": _cmd_adherence,
+            "adherence-table": _cmd_adherence_table,
+            "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge,
+            "arena": _cmd_arena}
 
 
 def main(argv: list[str] | None = None) -> int:

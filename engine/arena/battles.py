@@ -1,0 +1,254 @@
+"""Battles: prepare them in a batch (images made before any rater waits) and pick the next one.
+
+A battle is one prompt and seed rendered by two model settings, `a` and `b`, with the side shown on
+the left drawn at random once per battle. Pairing prefers the comparisons (pairs of settings) with
+the fewest votes, then the battles with the fewest votes, so votes spread evenly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import random
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+from .. import registry
+from ..errors import UsageError
+from ..generate import Request, run
+from ..sampling import sample
+from ..store import Store
+from . import settings as S
+
+MAX_BATTLES = 10_000
+
+
+@dataclass(frozen=True)
+class BattlePrompt:
+    """One prompt a battle is drawn from: its text, golden-set category and seed."""
+    text: str
+    seed: int
+    category: str | None = None
+
+
+@dataclass
+class PrepareConfig:
+    n: int = 100  # battles to prepare
+    pairs: str = "first"  # "first": the first setting against each other one; "all": every pair
+    seed: int = 0  # draws the left side of each battle
+    batch_size: int = 16  # images generated per forward batch
+    device: str = "auto"  # where the models run
+    source: str = "golden"  # where the prompts came from: a golden-set name, "world" or "admin"
+
+    def check(self, n_settings: int) -> None:
+        if not isinstance(self.n, int) or not 1 <= self.n <= MAX_BATTLES:
+            raise UsageError(f"n must be an integer in 1..{MAX_BATTLES}, got {self.n!r}")
+        if self.pairs not in ("first", "all"):
+            raise UsageError(f"pairs must be 'first' or 'all', got {self.pairs!r}")
+        if n_settings < 2:
+            raise UsageError(f"a battle needs at least two settings, got {n_settings}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def golden_prompts(path: str | Path) -> list[BattlePrompt]:
+    """A golden set: JSONL lines with `prompt` (or `text`), `seed` and optional `category`; a file
+    of plain lines is one prompt a line with seeds 0, 1, 2, ..."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"golden: no file at {str(p)!r}")
+    out = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith("{"):
+            out.append(BattlePrompt(line, len(out)))
+            continue
+        try:
+            row = json.loads(line)
+            text = row.get("prompt", row.get("text"))
+            seed = int(row.get("seed", len(out)))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise UsageError(f"golden: line {i} of {p.name} is not a JSON object with prompt and seed ({e})") from None
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError(f"golden: line {i} of {p.name} has no 'prompt' text")
+        out.append(BattlePrompt(text.strip(), seed, row.get("category")))
+    if not out:
+        raise UsageError(f"golden: {p.name} holds no prompts")
+    return out
+
+
+def world_prompts(n: int, seed: int = 0, category: str | None = None) -> list[BattlePrompt]:
+    """Fresh prompts of the embedded shapes world, spread over its categories (or from one)."""
+    from ..world import CATEGORIES, sample_prompts
+
+    if category is not None and category not in CATEGORIES:
+        raise UsageError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+    return [BattlePrompt(p.text, p.seed, p.category) for p in sample_prompts(n, seed, category)]
+
+
+def typed_prompts(texts: list[str], seed: int = 0) -> list[BattlePrompt]:
+    """Prompts an admin typed: one a line, seeds seed, seed + 1, ..."""
+    texts = [t.strip() for t in texts if t and t.strip()]
+    if not texts:
+        raise UsageError("prompts: type at least one prompt (one a line)")
+    return [BattlePrompt(t, seed + i, "typed") for i, t in enumerate(texts)]
+
+
+# -- preparing ------------------------------------------------------------------------------------
+def plan(setting_keys: list[str], prompts: list[BattlePrompt], cfg: PrepareConfig,
+         counts: dict[tuple[str, str], int]) -> list[tuple[str, str, BattlePrompt]]:
+    """Which comparison each new battle goes to: always the one with the fewest battles and votes
+    so far (`counts`, per ordered pair), prompts taken in order and reused when they run out."""
+    if cfg.pairs == "first":
+        pairs = [(setting_keys[0], k) for k in setting_keys[1:]]
+    else:
+        pairs = list(combinations(setting_keys, 2))
+    load = {p: counts.get(p, 0) + counts.get(p[::-1], 0) for p in pairs}
+    out = []
+    for i in range(cfg.n):
+        pair = min(pairs, key=lambda p: load[p])  # first of the least loaded, in the given order
+        load[pair] += 1
+        out.append((*pair, prompts[i % len(prompts)]))
+    return out
+
+
+def _extra_keys(setting: dict) -> dict:
+    return {k: v for k, v in setting.items() if k not in ("model", "steps", "guidance")}
+
+
+def render(family, setting: dict, prompts: list[BattlePrompt], batch_size: int) -> list[Image.Image]:
+    """The images of one setting, through the sampler the Compare tab uses.
+
+    Settings of model, steps and guidance alone are sampled in batches; a setting with other keys
+    (caching, FP8, ...) goes image by image through `generate.run`, which receives each key as a
+    field of its Request or an argument of its own, and refuses a key it does not know."""
+    extra = _extra_keys(setting)
+    if not extra:
+        for p in prompts:
+            Request(p.text, setting["steps"], setting["guidance"], p.seed).check()
+        size = family.default_size
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i : i + batch_size]
+            images, _ = sample(family, [p.text for p in chunk], steps=setting["steps"], guidance=setting["guidance"],
+                               seeds=[p.seed for p in chunk], height=size, width=size)
+            out += [Image.fromarray(im.numpy()) for im in images]
+        return out
+    fields = {f.name for f in dataclasses.fields(Request)}
+    run_args = set(inspect.signature(run).parameters) - {"family", "req", "model_name", "store", "callback"}
+    unknown = sorted(set(extra) - fields - run_args)
+    if unknown:
+        allowed = ", ".join(["model", "steps", "guidance",
+                             *sorted((fields | run_args) - {"prompt", "seed", "steps", "guidance"})])
+        raise UsageError(f"setting: {', '.join(unknown)} is not a generation option here; allowed: {allowed}")
+    req_extra = {k: v for k, v in extra.items() if k in fields}
+    run_extra = {k: v for k, v in extra.items() if k not in fields}
+    out = []
+    for p in prompts:
+        req = Request(p.text, setting["steps"], setting["guidance"], p.seed, **req_extra)
+        image, _ = run(family, req, model_name=setting["model"], **run_extra)
+        out.append(image)
+    return out
+
+
+def prepare(store: Store, settings: list[dict], prompts: list[BattlePrompt], cfg: PrepareConfig | None = None,
+            *, load: Callable[[str], object] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Pre-generate `cfg.n` battles between the settings on the prompts; returns the battle rows.
+
+    Every image is made before the first battle row is written, so raters never see half a
+    battle; an image an earlier battle made for the same setting, prompt and seed is reused."""
+    cfg = cfg or PrepareConfig()
+    cfg.check(len(settings))
+    if not prompts:
+        raise UsageError("prompts: no prompts to draw battles from")
+    names = registry.names(store)
+    settings = [S.normalize(s, names) for s in settings]
+    keys = [S.key(s) for s in settings]
+    if len(set(keys)) != len(keys):
+        raise UsageError("settings: two settings are identical; a battle needs two different settings")
+    if store.root is None:
+        raise UsageError("prepare needs a data directory to keep the battle images")
+    load = load or (lambda name: registry.load(name, store=store, device=cfg.device))
+    counts = {(r["a_setting"], r["b_setting"]): r["n_battles"] + r["n_votes"] for r in store.comparison_counts()}
+    battles = plan(keys, prompts, cfg, counts)
+
+    # 1. What each setting must draw (skipping images an earlier battle already holds).
+    files: dict[tuple[str, str, int], str] = {}
+    todo: dict[str, list[BattlePrompt]] = {k: [] for k in keys}
+    for a, b, p in battles:
+        for k in (a, b):
+            if (k, p.text, p.seed) in files:
+                continue
+            old = store.arena_image(k, p.text, p.seed)
+            if old and (store.root / "arena" / old).exists():
+                files[(k, p.text, p.seed)] = old
+            else:
+                files[(k, p.text, p.seed)] = ""
+                todo[k].append(p)
+    total, done = sum(len(v) for v in todo.values()), 0
+
+    # 2. Draw them, one setting (one loaded model) at a time.
+    for k, setting in zip(keys, settings):
+        for i in range(0, len(todo[k]), cfg.batch_size):
+            chunk = todo[k][i : i + cfg.batch_size]
+            for p, image in zip(chunk, render(load(setting["model"]), setting, chunk, cfg.batch_size)):
+                path = store.new_file(".png", folder="arena")
+                image.save(path)
+                files[(k, p.text, p.seed)] = path.name
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+
+    # 3. Write the battles, each with its left side drawn at random.
+    rng = random.Random(f"arena-left-{cfg.seed}-{len(store.battles())}")
+    rows = []
+    for a, b, p in battles:
+        rows.append(store.add_battle(prompt=p.text, seed=p.seed, category=p.category, source=cfg.source,
+                                     a_setting=a, b_setting=b, a_image=files[(a, p.text, p.seed)],
+                                     b_image=files[(b, p.text, p.seed)], left_side=rng.choice("ab")))
+    return rows
+
+
+# -- pairing and showing ----------------------------------------------------------------------------
+def pair_of(a_setting: str, b_setting: str) -> tuple[str, str]:
+    """A comparison regardless of which setting was drawn as `a`."""
+    return tuple(sorted((a_setting, b_setting)))
+
+
+def next_battle(store: Store, rater: str, rng: random.Random | None = None) -> dict | None:
+    """The battle this rater should see next, or None when they have voted on all of them: from
+    the comparison with the fewest votes, the battle with the fewest votes, ties at random."""
+    candidates = store.battle_candidates(rater)
+    if not candidates:
+        return None
+    pair_votes: dict[tuple[str, str], int] = {}
+    for r in store.comparison_counts():
+        p = pair_of(r["a_setting"], r["b_setting"])
+        pair_votes[p] = pair_votes.get(p, 0) + r["n_votes"]
+    rng = rng or random.Random()
+    best = min(candidates, key=lambda c: (pair_votes.get(pair_of(c["a_setting"], c["b_setting"]), 0),
+                                          c["n_votes"], rng.random()))
+    return store.battle(best["id"])
+
+
+def sides(battle: dict) -> tuple[str, str]:
+    """(left setting, right setting) of a battle, as canonical JSON."""
+    if battle["left_side"] == "a":
+        return battle["a_setting"], battle["b_setting"]
+    return battle["b_setting"], battle["a_setting"]
+
+
+def images(store: Store, battle: dict) -> tuple[Image.Image, Image.Image]:
+    """(left image, right image) of a battle, read from the data directory."""
+    files = (battle["a_image"], battle["b_image"]) if battle["left_side"] == "a" else \
+        (battle["b_image"], battle["a_image"])
+    return tuple(Image.open(store.root / "arena" / f).convert("RGB") for f in files)
