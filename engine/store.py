@@ -78,10 +78,21 @@ def _m_jobs(db: sqlite_utils.Database) -> None:
                            pk="id", foreign_keys=[("job_id", "jobs", "id")])
 
 
+
+def _m_accel_calibrations_bench(db: sqlite_utils.Database) -> None:
+    # A cache's calibration for one model (key: the model directory), e.g. TeaCache's polynomial.
+    db["calibrations"].create({"model": str, "method": str, "data": str, "created": str},
+                              pk=("model", "method"), not_null={"data"})
+    # A `bench` run: the decision table of one model, measured on one machine.
+    db["bench_runs"].create({"id": int, "model": str, "device": str, "config": str, "rows": str, "created": str},
+                            pk="id", not_null={"rows"})
+    db["bench_runs"].create_index(["model"])
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_models_generations", _m001_models_generations),
     ("arena_battles_votes", _m_arena_battles_votes),
     ("jobs", _m_jobs),
+    ("accel_calibrations_bench", _m_accel_calibrations_bench),
 ]
 
 
@@ -301,7 +312,7 @@ class Store:
         """Move a job to `status` (optionally only from the given states); True if it moved."""
         if status not in self.JOB_STATES:
             raise ValueError(f"status must be one of {self.JOB_STATES}, got {status!r}")
-        sets = {"status": status, **fields}
+        sets = {"status": status, **{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in fields.items()}}
         if status in ("succeeded", "failed", "canceled", "interrupted"):
             sets.setdefault("finished", _now())
         cols = ", ".join(f"{k} = :{k}" for k in sets)
@@ -342,3 +353,26 @@ class Store:
         if job_id is None:
             return list(self.db["job_evals"].rows_where(order_by="id"))
         return list(self.db["job_evals"].rows_where("job_id = ?", [job_id], order_by="id"))
+
+    # -- acceleration: cache calibrations and bench runs ----------------------------------------
+    def save_calibration(self, model: str, method: str, data: dict) -> None:
+        with self.db.conn:
+            self.db["calibrations"].upsert({"model": model, "method": method, "data": json.dumps(data),
+                                            "created": _now()}, pk=("model", "method"))
+
+    def calibration(self, model: str, method: str) -> dict | None:
+        rows = list(self.db["calibrations"].rows_where("model = ? and method = ?", [model, method]))
+        return json.loads(rows[0]["data"]) if rows else None
+
+    def add_bench_run(self, model: str, device: str, config: dict, rows: list[dict]) -> int:
+        with self.db.conn:
+            return self.db["bench_runs"].insert({"model": model, "device": device, "config": json.dumps(config),
+                                                 "rows": json.dumps(rows), "created": _now()}).last_pk
+
+    def bench_runs(self, model: str | None = None, limit: int = 20) -> list[dict]:
+        """Bench runs, newest first, with `config` and `rows` decoded."""
+        where, args = ("model = ?", [model]) if model else (None, [])
+        out = []
+        for r in self.db["bench_runs"].rows_where(where, args, order_by="id desc", limit=limit):
+            out.append({**r, "config": json.loads(r["config"]), "rows": json.loads(r["rows"])})
+        return out
