@@ -1,7 +1,9 @@
 """Model names -> model directories -> loaded family adapters.
 
 `--model` (and every model picker) takes `embedded` (the shipped teacher), a registered model's
-name (a student of a distillation job), or a path to a model directory.
+name (a student of a distillation job), a path to a model directory (the lab's, with lab.json, or
+any diffusers directory with model_index.json of a supported pipeline), or a hub id already in the
+Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from pathlib import Path
 import torch
 
 from .errors import UsageError
+from .families import catalog
 from .families.base import Family
 from .families.embedded import EmbeddedFamily
 from .paths import EMBEDDED_TEACHER
 from .store import Store
 
 BUILTIN = {"embedded": EMBEDDED_TEACHER}
-LOADERS = {"embedded": EmbeddedFamily.load}
+LOADERS = {"embedded": EmbeddedFamily.load, **catalog.LOADERS}
 
 
 def names(store: Store | None = None) -> list[str]:
@@ -37,6 +40,8 @@ def resolve(model: str, store: Store | None = None) -> Path:
     if row:
         return Path(row["path"])
     path = Path(model).expanduser()
+    if not path.exists() and catalog.looks_like_hub_id(model):
+        return catalog.hub_snapshot(model)
     if not path.exists():
         known = ", ".join(names(store))
         raise UsageError(f"--model: no model named or found at {model!r}; use one of: {known}, or a model directory")
@@ -45,8 +50,10 @@ def resolve(model: str, store: Store | None = None) -> Path:
 
 def family_of(path: Path) -> str:
     meta = path / "lab.json"
+    if path.is_dir() and not meta.exists() and (path / "model_index.json").exists():
+        return catalog.family_of_pipeline(path)
     if not path.is_dir() or not meta.exists():
-        raise UsageError(f"--model: {path} is not a model directory (it has no lab.json)")
+        raise UsageError(f"--model: {path} is not a model directory (it has no lab.json or model_index.json)")
     try:
         family = json.loads(meta.read_text())["family"]
     except (ValueError, KeyError) as e:
@@ -54,6 +61,21 @@ def family_of(path: Path) -> str:
     if family not in LOADERS:
         raise UsageError(f"--model: family {family!r} in {meta} is not supported; supported: {', '.join(LOADERS)}")
     return family
+
+
+def takes_guidance(path: Path) -> bool:
+    """Whether the model at `path` takes the guidance scale as an input (one pass under guidance),
+    read from its files without loading it."""
+    meta = path / "lab.json"
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        if m.get("guidance_input") or m.get("guidance_range"):
+            return True
+    for config in (path / "unet" / "config.json", path / "transformer" / "config.json"):
+        if config.exists():
+            c = json.loads(config.read_text())
+            return bool(c.get("time_cond_proj_dim") or c.get("guidance_embeds"))
+    return False
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -80,7 +102,9 @@ def _load(path: str, device: str, dtype: str) -> Family:
     family = family_of(Path(path))
     try:
         return LOADERS[family](Path(path), device=torch.device(device), dtype=DTYPES[dtype])
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except UsageError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as e:
         raise UsageError(f"--model: could not load {path}: {str(e).splitlines()[0]}") from None
 
 
