@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine.store import Store
 
-from . import compare
+from . import arena, compare, leaderboard
 from .state import Lab
 
 CSS = """
@@ -23,7 +23,21 @@ def build_app(lab: Lab) -> gr.Blocks:
                     "seconds and memory, and what it does to the image.")
         with gr.Tab("Compare"):
             tab = compare.build(lab)
+        with gr.Tab("Arena"):
+            arena.build(lab)
+        with gr.Tab("Leaderboard"):
+            board = leaderboard.build(lab)
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, tab["models"])
+        demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
+                  api_visibility="private")
+    return demo
+
+
+def build_arena_app(lab: Lab) -> gr.Blocks:
+    """The arena alone, for raters: no model names anywhere in the page (`python -m app --arena-only`)."""
+    with gr.Blocks(title="Distillation Lab · Arena") as demo:
+        gr.Markdown("# Distillation Lab · Arena")
+        arena.build(lab)
     return demo
 
 
@@ -33,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=int(os.environ.get("LAB_PORT", "7860")))
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--arena-only", action="store_true", help="serve only the blind Arena tab (for raters)")
     args = p.parse_args(argv)
     lab = Lab(Store(args.data_dir), device=args.device)
-    build_app(lab).queue().launch(server_name=args.host, server_port=args.port, css=CSS,
-                                  footer_links=["api"])
+    demo = build_arena_app(lab) if args.arena_only else build_app(lab)
+    demo.queue().launch(server_name=args.host, server_port=args.port, css=CSS, footer_links=["api"])
     return 0

@@ -1,0 +1,139 @@
+"""Arena tab: blind votes between two images of the same prompt and seed.
+
+Nothing that identifies a model or its settings reaches the browser before the vote: the battle
+travels as an opaque token, the images as freshly encoded PNGs under content-hash names, the
+labels read only "Left" and "Right". The vote's answer reveals both settings in place; "Next
+battle" loads the next one.
+"""
+
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+
+from engine.arena import battles, votes
+from engine.errors import UsageError
+
+from .state import Lab, enlarge
+
+BUTTONS = (("⬅ Left is better", "left"), ("Tie", "tie"), ("Both are bad", "both_bad"), ("Right is better ➡", "right"))
+INTRO = ("Two images of the same prompt, made by two model settings you cannot see. Pick the better one "
+         "(look at the shapes, faces, digits and fine textures; open an image full screen to zoom). "
+         "Who made which is shown after your vote.")
+_rng = random.Random()
+
+
+def _rater(text: str | None, request: gr.Request | None) -> str:
+    """The signed-in user when the app runs with `auth`, else the name typed in."""
+    user = getattr(request, "username", None) if request is not None else None
+    return votes.check_rater(user or text)
+
+
+def _status(lab: Lab, rater: str) -> str:
+    left = len(lab.store.battle_candidates(rater))
+    done = len(lab.store.battles()) - left
+    return f"Voting as **{rater}** · {done} voted · {left} to go"
+
+
+def _show(lab: Lab, battle: dict | None, rater: str, note: str = "") -> tuple:
+    """Outputs that put a battle (or the end) on screen, unrevealed."""
+    status = _status(lab, rater) + (f"  \n{note}" if note else "")
+    if battle is None:
+        return ("", gr.update(value=None, label="Left"), gr.update(value=None, label="Right"),
+                "**No battles left for you.** Thank you! Ask an admin to prepare more.", "", status,
+                gr.update(visible=False), gr.update(visible=False), gr.update(visible=False))
+    left, right = battles.images(lab.store, battle)
+    return (battle["token"], gr.update(value=enlarge(left), label="Left"), gr.update(value=enlarge(right), label="Right"),
+            f"**Prompt:** {battle['prompt']}", "", status,
+            gr.update(visible=True), gr.update(visible=False), gr.update(visible=False))
+
+
+def next_battle(lab: Lab, rater_text: str, request: gr.Request = None) -> tuple:
+    try:
+        rater = _rater(rater_text, request)
+    except UsageError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    return _show(lab, battles.next_battle(lab.store, rater, _rng), rater)
+
+
+def vote(lab: Lab, token: str, rater_text: str, outcome: str, request: gr.Request = None) -> tuple:
+    """Record the vote, then reveal: both images' labels name their settings."""
+    try:
+        rater = _rater(rater_text, request)
+        cast = votes.cast(lab.store, token, rater, outcome)
+    except UsageError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    shown = votes.reveal(lab.store.battle(cast["battle_id"]), outcome)
+    picked = {"left": "the **left** image", "right": "the **right** image", "tie": "a **tie**",
+              "both_bad": "**both bad**"}[outcome]
+    text = (f"You chose {picked}.  \nLeft: **{shown['left']}**  \nRight: **{shown['right']}**")
+    return (gr.update(label=f"Left · {shown['left']}"), gr.update(label=f"Right · {shown['right']}"), text,
+            _status(lab, rater), gr.update(visible=False), gr.update(visible=True), gr.update(visible=True))
+
+
+def undo(lab: Lab, rater_text: str, request: gr.Request = None) -> tuple:
+    """Withdraw one's last vote and show that battle again."""
+    try:
+        rater = _rater(rater_text, request)
+        battle = votes.undo(lab.store, rater)
+    except UsageError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    if battle is None:
+        raise gr.Error("undo: you have no vote to withdraw", print_exception=False)
+    return _show(lab, battle, rater, note="Your last vote was withdrawn: vote on this battle again.")
+
+
+def build(lab: Lab) -> dict:
+    """Lay out the tab inside the current Blocks context; returns the components tests use."""
+    gr.Markdown(INTRO)
+    with gr.Row():
+        rater = gr.Textbox(label="Your name (ignored when you are signed in)", max_lines=1, scale=3)
+        start = gr.Button("Start voting", variant="primary", scale=1)
+    token = gr.Textbox(visible=False)  # the battle on screen, as an opaque token
+    prompt = gr.Markdown()
+    with gr.Row(equal_height=True):
+        left = gr.Image(label="Left", type="pil", format="png", interactive=False, height=420, buttons=["fullscreen"])
+        right = gr.Image(label="Right", type="pil", format="png", interactive=False, height=420, buttons=["fullscreen"])
+    with gr.Row(visible=False) as vote_row:
+        vote_buttons = [(gr.Button(text, variant="primary" if o in ("left", "right") else "secondary"), o)
+                        for text, o in BUTTONS]
+    reveal = gr.Markdown()
+    with gr.Row():
+        next_btn = gr.Button("Next battle ▶", variant="primary", visible=False)
+        undo_btn = gr.Button("Undo my vote", visible=False)
+    status = gr.Markdown()
+
+    show_outputs = [token, left, right, prompt, reveal, status, vote_row, next_btn, undo_btn]
+    vote_outputs = [left, right, reveal, status, vote_row, next_btn, undo_btn]
+    arena = dict(concurrency_limit=16, concurrency_id="arena")
+    def load(r: str, request: gr.Request):
+        return next_battle(lab, r, request)
+
+    def voter(outcome: str):
+        def cast(t: str, r: str, request: gr.Request):
+            return vote(lab, t, r, outcome, request)
+        return cast
+
+    def withdraw(r: str, request: gr.Request):
+        return undo(lab, r, request)
+
+    start.click(load, [rater], show_outputs, api_name="arena_next", **arena)
+    next_btn.click(load, [rater], show_outputs, api_visibility="private", **arena)
+    rater.submit(load, [rater], show_outputs, api_visibility="private", **arena)
+    for button, outcome in vote_buttons:
+        button.click(voter(outcome), [token, rater], vote_outputs, api_visibility="private", **arena)
+    undo_btn.click(withdraw, [rater], show_outputs, api_name="arena_undo", **arena)
+
+    def arena_vote(token: str, rater: str, outcome: str, request: gr.Request) -> dict:
+        """Vote on a battle by its token: outcome left, right, tie or both_bad. Returns the reveal."""
+        try:
+            cast = votes.cast(lab.store, token, _rater(rater, request), outcome)
+        except UsageError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        return votes.reveal(lab.store.battle(cast["battle_id"]), outcome)
+
+    gr.api(arena_vote, api_name="arena_vote", **arena)
+    return {"rater": rater, "start": start, "token": token, "images": [left, right], "prompt": prompt,
+            "reveal": reveal, "next": next_btn, "undo": undo_btn, "status": status,
+            "vote": {o: b for b, o in vote_buttons}}

@@ -1,0 +1,205 @@
+"""Preparing battles through the sampler the Compare tab uses, pairing raters with the least-voted
+comparisons, prompt sources, settings, the leaderboard's teacher/student rows, and the CLI."""
+
+import json
+import random
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli
+from engine.arena import battles, leaderboard, votes
+from engine.arena import settings as S
+from engine.errors import UsageError
+from engine.families.embedded import EmbeddedFamily
+from engine.generate import Request, run
+from engine.store import Store
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from arena_load import seed_battles  # noqa: E402
+
+TEACHER = {"model": "zebra-teacher", "steps": 3, "guidance": 4.0}
+STUDENT = {"model": "zebra-student", "steps": 1, "guidance": 1.0}
+
+
+@pytest.fixture
+def lab_store(tmp_path, tiny_model_dir):
+    s = Store(tmp_path)
+    s.register_model("zebra-teacher", tiny_model_dir, "embedded")
+    s.register_model("zebra-student", tiny_model_dir, "embedded", parent="zebra-teacher")
+    return s
+
+
+def test_prepare_makes_every_image_through_the_sampler_and_reuses_them(lab_store, tiny_model_dir):
+    family = EmbeddedFamily.load(tiny_model_dir)
+    prompts = battles.world_prompts(3, seed=1)
+    rows = battles.prepare(lab_store, [TEACHER, STUDENT], prompts, battles.PrepareConfig(n=3, batch_size=2),
+                           load=lambda name: family)
+    assert len(rows) == 3 == len(lab_store.battles())
+    assert {r["category"] for r in rows} == {p.category for p in prompts}
+    assert len({r["token"] for r in rows}) == 3 and all(len(r["token"]) >= 16 for r in rows)
+    b = rows[0]
+    assert b["a_setting"] == S.key(S.normalize(TEACHER)) and b["b_setting"] == S.key(S.normalize(STUDENT))
+    # the stored image is what one Compare-tab generation of the same prompt and seed gives
+    image, _ = run(family, Request(b["prompt"], TEACHER["steps"], TEACHER["guidance"], b["seed"]), model_name="t")
+    stored = Image.open(lab_store.root / "arena" / b["a_image"])
+    assert np.abs(np.asarray(stored, int) - np.asarray(image, int)).max() <= 1
+    # opaque file names: nothing of the model or settings
+    assert all("zebra" not in r["a_image"] + r["b_image"] and len(r["a_image"]) == 28 for r in rows)
+    # a second batch on the same prompts draws nothing new
+    calls = []
+    again = battles.prepare(lab_store, [TEACHER, STUDENT], prompts, battles.PrepareConfig(n=3),
+                            load=lambda name: calls.append(name) or family)
+    assert calls == [] and [r["a_image"] for r in again] == [r["a_image"] for r in rows]
+
+
+def test_prepare_refuses_bad_settings_before_generating(lab_store):
+    prompts = battles.typed_prompts(["a red star"])
+    never = lambda name: pytest.fail("nothing may load")  # noqa: E731
+    for settings, message in [([TEACHER], "at least two settings"),
+                              ([TEACHER, dict(TEACHER)], "identical"),
+                              ([TEACHER, {"model": "nope"}], "model 'nope' is not known"),
+                              ([TEACHER, {**STUDENT, "steps": 0}], "steps must be an integer in 1..1000"),
+                              ([TEACHER, {**STUDENT, "guidance": float("nan")}], "guidance must be a number")]:
+        with pytest.raises(UsageError, match=message):
+            battles.prepare(lab_store, settings, prompts, battles.PrepareConfig(n=1), load=never)
+    with pytest.raises(UsageError, match="pairs must be"):
+        battles.prepare(lab_store, [TEACHER, STUDENT], prompts, battles.PrepareConfig(n=1, pairs="some"), load=never)
+    assert lab_store.battles() == []
+
+
+def test_a_setting_key_generation_does_not_know_is_refused(tiny_family):
+    with pytest.raises(UsageError, match="shimmer is not a generation option"):
+        battles.render(tiny_family, {**S.normalize(STUDENT), "shimmer": 3}, battles.typed_prompts(["a"]), 4)
+
+
+def test_plan_sends_new_battles_to_the_least_covered_comparisons():
+    keys = ["T", "A", "B"]
+    prompts = battles.typed_prompts(["p1", "p2"])
+    out = battles.plan(keys, prompts, battles.PrepareConfig(n=4), counts={("T", "A"): 3})
+    assert [(a, b) for a, b, _ in out] == [("T", "B")] * 3 + [("T", "A")]
+    assert [p.text for *_, p in out] == ["p1", "p2", "p1", "p2"]
+    every = battles.plan(keys, prompts, battles.PrepareConfig(n=3, pairs="all"), counts={})
+    assert sorted((a, b) for a, b, _ in every) == [("A", "B"), ("T", "A"), ("T", "B")]
+
+
+def test_next_battle_prefers_the_comparison_and_battle_with_fewest_votes(tmp_path):
+    store = Store(tmp_path)
+    rows = seed_battles(store, 6)  # alternately teacher vs 8 steps, teacher vs guidance 1
+    pair = lambda b: battles.pair_of(b["a_setting"], b["b_setting"])  # noqa: E731
+    busy = pair(rows[0])
+    for b in rows:
+        if pair(b) == busy:
+            votes.cast(store, b["token"], "early", "left")
+    rng = random.Random(0)
+    seen = []
+    for _ in range(3):
+        b = battles.next_battle(store, "newcomer", rng)
+        assert pair(b) != busy  # the comparison nobody has voted on comes first
+        seen.append(b["id"])
+        votes.cast(store, b["token"], "newcomer", "tie")
+    assert len(set(seen)) == 3
+    rest = [battles.next_battle(store, "newcomer", rng)["id"]]
+    votes.cast(store, store.battle(rest[0])["token"], "newcomer", "tie")
+    assert pair(store.battle(rest[0])) == busy
+    while (b := battles.next_battle(store, "newcomer", rng)) is not None:
+        votes.cast(store, b["token"], "newcomer", "left")
+    assert len(store.battle_candidates("newcomer")) == 0  # never the same battle twice
+
+
+def test_golden_and_typed_prompts(tmp_path):
+    f = tmp_path / "g.jsonl"
+    f.write_text('{"prompt": "a red star", "seed": 7, "category": "basic"}\n\n{"text": "two faces", "seed": 2}\n')
+    assert battles.golden_prompts(f) == [battles.BattlePrompt("a red star", 7, "basic"),
+                                         battles.BattlePrompt("two faces", 2, None)]
+    f.write_text('{"prompt": "ok", "seed": 1}\n{"seed": 3}\n')
+    with pytest.raises(UsageError, match="line 2 of g.jsonl has no 'prompt'"):
+        battles.golden_prompts(f)
+    f.write_text("a blue circle\na green cross\n")
+    assert [(p.text, p.seed) for p in battles.golden_prompts(f)] == [("a blue circle", 0), ("a green cross", 1)]
+    with pytest.raises(UsageError, match="no file"):
+        battles.golden_prompts(tmp_path / "missing.jsonl")
+    with pytest.raises(UsageError, match="at least one prompt"):
+        battles.typed_prompts(["", "  "])
+    assert [p.seed for p in battles.typed_prompts(["a", "b"], seed=5)] == [5, 6]
+
+
+def test_settings_parse_normalise_label_and_teacher():
+    s = S.normalize(S.parse("embedded,steps=8,cache=teacache:0.1,fp8=weights"), ["embedded"])
+    assert s == {"model": "embedded", "steps": 8, "guidance": 5.0, "cache": "teacache:0.1", "fp8": "weights"}
+    assert S.key(s) == S.key(dict(reversed(list(s.items()))))  # order does not matter
+    assert S.label(S.key(s)) == "embedded · 8 steps · guidance 5 · cache teacache:0.1 · fp8 weights"
+    assert S.parse('{"model": "m", "steps": 2}') == {"model": "m", "steps": 2}
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        S.parse("embedded,8")
+    with pytest.raises(UsageError, match="steps must be an integer"):
+        S.normalize({"model": "embedded", "steps": 2.5})
+    lineage = {"g": ["embedded"], "p": ["g", "embedded"]}
+    full, few = S.normalize({"model": "embedded"}), S.normalize({"model": "embedded", "steps": 8})
+    assert S.teacher_of(full, few, lineage) == 0 and S.teacher_of(few, full, lineage) == 1
+    assert S.teacher_of(S.normalize({"model": "p", "steps": 4}), full, lineage) == 1
+    assert S.teacher_of(S.normalize({"model": "x"}), full, lineage) is None
+
+
+def test_leaderboard_student_against_teacher_per_category(lab_store):
+    t, s = S.key(S.normalize(TEACHER)), S.key(S.normalize(STUDENT))
+    made = []
+    for i, cat in enumerate(["faces", "faces", "text", "text"]):
+        made.append(lab_store.add_battle(prompt=f"p{i}", seed=i, category=cat, source="test", a_setting=t,
+                                         b_setting=s, a_image="x.png", b_image="y.png", left_side="ab"[i % 2]))
+    # the student (b) wins both face battles for both raters, loses the text ones
+    for rater in ("r1", "r2"):
+        for b in made:
+            student_left = b["left_side"] == "b"
+            won = b["category"] == "faces"
+            votes.cast(lab_store, b["token"], rater, "left" if student_left == won else "right")
+    board = leaderboard.leaderboard(lab_store, leaderboard.LeaderboardConfig(n_bootstrap=100))
+    rows = {r["category"]: r for r in board["student_vs_teacher"]}
+    assert rows["all"]["student"].startswith("zebra-student") and rows["all"]["teacher"].startswith("zebra-teacher")
+    assert rows["all"]["win_rate"] == pytest.approx(0.5) and rows["all"]["votes"] == 8
+    assert rows["faces"]["win_rate"] == 1.0 and rows["text"]["win_rate"] == 0.0
+    assert rows["faces"]["lower"] > 0.5
+    assert board["agreement"]["agreement"] == 1.0 and board["agreement"]["items"] == 4
+    assert board["position_bias"]["left_wins"] == pytest.approx(0.5)
+    faces = leaderboard.leaderboard(lab_store, leaderboard.LeaderboardConfig(n_bootstrap=50, category="faces"))
+    assert faces["votes"] == 4 and faces["ratings"][0]["setting"].startswith("zebra-student")
+    assert "| rank | setting |" in leaderboard.markdown(board)
+
+
+def cli(capsys, monkeypatch, data_dir, *args):
+    """`python -m engine ARGS` in this process (faster than a subprocess): (exit code, stdout, stderr)."""
+    from engine.cli import main
+
+    monkeypatch.setenv("LAB_DATA_DIR", str(data_dir))
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_leaderboard_of_an_empty_database_and_bad_input(tmp_path):
+    empty = run_cli("arena", "leaderboard", data_dir=tmp_path)  # as a user runs it: a real process
+    assert empty.returncode == 0 and "| rank | setting | rating |" in empty.stdout and "0 votes" in empty.stdout
+    bad = run_cli("arena", "export", "--format", "xml", "--out", str(tmp_path / "v.xml"), data_dir=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: format must be csv or json, got 'xml'"
+
+
+def test_cli_prepare_leaderboard_export(tmp_path, capsys, monkeypatch):
+    code, _, err = cli(capsys, monkeypatch, tmp_path, "arena", "prepare", "--setting", "embedded,steps=2", "--n", "2")
+    assert code == 2 and "at least two settings" in err and "Traceback" not in err
+    code, out, err = cli(capsys, monkeypatch, tmp_path, "arena", "prepare", "--setting", "embedded,steps=2,guidance=5",
+                         "--setting", "embedded,steps=1", "--prompt", "a red star", "--prompt", "a happy face",
+                         "--n", "2")
+    assert code == 0, err
+    assert json.loads(out) == {"battles": 2, "total_battles": 2}
+    store = Store(tmp_path)
+    for b in store.battles():
+        votes.cast(store, b["token"], "alice", "left" if b["left_side"] == "a" else "right")  # the 2-step side wins
+    code, out, _ = cli(capsys, monkeypatch, tmp_path, "arena", "leaderboard", "--json", "--bootstrap", "50")
+    board = json.loads(out)
+    assert board["votes"] == 2 and board["ratings"][0]["setting"] == "embedded · 2 steps · guidance 5"
+    code, out, _ = cli(capsys, monkeypatch, tmp_path, "arena", "export", "--format", "json", "--out",
+                       str(tmp_path / "v.json"))
+    assert code == 0 and json.loads(out)["votes"] == 2
+    assert [v["rater"] for v in json.loads((tmp_path / "v.json").read_text())] == ["alice", "alice"]

@@ -1,0 +1,139 @@
+"""Votes in SQLite: one per rater per battle (the database enforces it), bad input refused with
+nothing written, undo, export, and no lost or doubled votes under many threads."""
+
+import csv
+import io
+import json
+import sqlite3
+import sys
+import threading
+
+import pytest
+
+from conftest import ROOT
+from engine.arena import settings as S
+from engine.arena import votes
+from engine.errors import UsageError
+from engine.store import Store
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from arena_load import seed_battles  # noqa: E402
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path)
+    seed_battles(s, 6)
+    return s
+
+
+def snapshot(s: Store):
+    return (s.votes(), list(s.db["vote_undos"].rows))
+
+
+def test_a_vote_records_battle_rater_sides_outcome_and_time(store):
+    b = store.battles()[0]
+    row = votes.cast(store, b["token"], "  alice ", "left")
+    assert row["battle_id"] == b["id"] and row["rater"] == "alice" and row["outcome"] == "left"
+    left = b["a_setting"] if b["left_side"] == "a" else b["b_setting"]
+    right = b["b_setting"] if b["left_side"] == "a" else b["a_setting"]
+    assert (row["left_setting"], row["right_setting"]) == (left, right)
+    assert row["created"] and row["after_undo"] == 0
+
+
+@pytest.mark.parametrize("token, rater, outcome, message", [
+    ("no-such-token", "alice", "left", "no such battle"),
+    (None, "alice", "left", "no such battle"),
+    ("FIRST", "alice", "left", "already voted"),  # a second vote
+    ("FIRST", "bob", "left better", "outcome must be one of left, right, tie, both_bad"),
+    ("FIRST", "bob", "", "outcome must be one of"),
+    ("FIRST", "", "left", "rater"),
+    ("FIRST", "   ", "tie", "rater"),
+    ("FIRST", "x" * 65, "tie", "rater"),
+])
+def test_bad_votes_are_refused_and_change_nothing(store, token, rater, outcome, message):
+    first = store.battles()[0]["token"]
+    votes.cast(store, first, "alice", "right")
+    before = snapshot(store)
+    with pytest.raises(UsageError, match=message):
+        votes.cast(store, first if token == "FIRST" else token, rater, outcome)
+    assert snapshot(store) == before
+    assert store.votes()[0]["outcome"] == "right"  # the first vote stands unchanged
+
+
+def test_the_database_itself_refuses_a_second_vote_and_a_bad_outcome(store):
+    b = store.battles()[0]
+    store.record_vote(b["id"], "alice", "tie")
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.db.conn:
+            store.db.execute("INSERT INTO votes (battle_id, rater, left_setting, right_setting, outcome, created) "
+                             "VALUES (?, 'alice', 'x', 'y', 'left', 'now')", [b["id"]])
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.db.conn:
+            store.db.execute("INSERT INTO votes (battle_id, rater, left_setting, right_setting, outcome, created) "
+                             "VALUES (?, 'bob', 'x', 'y', 'great', 'now')", [b["id"]])
+    assert store.vote_count() == 1
+
+
+def test_undo_withdraws_only_ones_own_last_vote_and_flags_the_revote(store):
+    bs = store.battles()
+    votes.cast(store, bs[0]["token"], "alice", "left")
+    votes.cast(store, bs[1]["token"], "alice", "right")
+    votes.cast(store, bs[2]["token"], "bob", "tie")
+    back = votes.undo(store, "alice")
+    assert back["id"] == bs[1]["id"]
+    assert sorted((v["rater"], v["battle_id"]) for v in store.votes()) == [("alice", bs[0]["id"]), ("bob", bs[2]["id"])]
+    assert store.undo_count() == 1
+    again = votes.cast(store, bs[1]["token"], "alice", "left")  # allowed again, and marked
+    assert again["after_undo"] == 1
+    assert votes.undo(store, "carol") is None
+    with pytest.raises(UsageError, match="rater"):
+        votes.undo(store, "")
+
+
+def test_reveal_names_each_side(store):
+    b = store.battles()[0]
+    shown = votes.reveal(b, "left")
+    left = b["a_setting"] if b["left_side"] == "a" else b["b_setting"]
+    assert shown["left"] == S.label(left) and shown["winner"] == shown["left"]
+    assert "steps" in shown["left"] and "guidance" in shown["right"]
+
+
+def test_export_csv_and_json_hold_every_vote(store, tmp_path):
+    bs = store.battles()
+    votes.cast(store, bs[0]["token"], "alice", "left")
+    votes.cast(store, bs[1]["token"], "bob", "both_bad")
+    rows = list(csv.DictReader(io.StringIO(votes.export(store, "csv", tmp_path / "v.csv"))))
+    assert [r["rater"] for r in rows] == ["alice", "bob"]
+    assert rows[0]["winner"] == rows[0]["left"] and rows[1]["winner"] == ""
+    assert json.loads(rows[0]["left_setting"])["model"] == "embedded"
+    votes.export(store, "json", tmp_path / "v.json")
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert [d["outcome"] for d in data] == ["left", "both_bad"] and data[0]["prompt"] == bs[0]["prompt"]
+    with pytest.raises(UsageError, match="format must be csv or json"):
+        votes.export(store, "xml")
+
+
+def test_many_threads_no_lost_or_doubled_votes(tmp_path):
+    store = Store(tmp_path)
+    battles = seed_battles(store, 10)
+    errors, refused = [], []
+
+    def rater(i):
+        for b in battles:
+            for _ in range(2):  # every vote sent twice, racing the other threads' writes
+                try:
+                    votes.cast(store, b["token"], f"r{i}", "left")
+                except UsageError as e:
+                    refused.append(str(e))
+                except Exception as e:  # noqa: BLE001 - any other failure fails the test
+                    errors.append(e)
+
+    threads = [threading.Thread(target=rater, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.vote_count() == 8 * 10 and len(refused) == 8 * 10
+    assert all("already voted" in m for m in refused)
