@@ -55,3 +55,20 @@ def run_cli(*args: str, data_dir: Path | None = None, timeout: int = 300) -> sub
         env["LAB_DATA_DIR"] = str(data_dir)
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """`tiny_pipeline(kind)`: the path of a saved tiny random-weight diffusers pipeline of `kind`
+    (engine.families.synthetic.KINDS), a plain diffusers directory without lab.json; built once."""
+    from engine.families import synthetic
+
+    made: dict[str, Path] = {}
+
+    def make(kind: str) -> Path:
+        if kind not in made:
+            path = tmp_path_factory.mktemp("pipelines") / kind
+            synthetic.build(kind, seed=0).save_pretrained(path)
+            made[kind] = path
+        return made[kind]
+    return make

@@ -63,7 +63,9 @@ class VPSchedule:
     """DDPM betas as diffusers configures them; the grid is diffusers' Euler (= DDIM) grid."""
 
     def __init__(self, config: dict):
-        self.config = dict(config)
+        # Every value the model's own scheduler uses carries over, its class defaults included
+        # (diffusers' from_config would otherwise swap those for Euler's defaults).
+        self.config = {k: v for k, v in dict(config).items() if k != "_use_default_values"}
         self.scheduler = EulerDiscreteScheduler.from_config(self.config)
         cfg = self.scheduler.config
         if cfg.timestep_type != "discrete":
@@ -111,7 +113,7 @@ class VPSchedule:
     def with_parameterization(self, prediction_type: str | None = None, zero_snr: bool | None = None) -> "VPSchedule":
         """This schedule for a student: zero-terminal-SNR betas (Lin et al. 2024, Alg. 1, with trailing
         timesteps) and/or another prediction type."""
-        cfg = dict(self.scheduler.config)
+        cfg = dict(self.config)
         if prediction_type is not None:
             cfg["prediction_type"] = prediction_type
         if zero_snr is not None:

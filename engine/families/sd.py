@@ -45,7 +45,7 @@ class SDFamily(PipelineFamily):
         return self.denoiser.config.time_cond_proj_dim is not None
 
     def make_scheduler(self):
-        if dict(self.schedule.config) == dict(self.pipe.scheduler.config):
+        if self.schedule.config == VPSchedule(self.pipe.scheduler.config).config:
             return super().make_scheduler()
         # A student's parameterization: Euler's scheduler is the lab's grid and knows zero-SNR betas.
         return EulerDiscreteScheduler.from_config(self.schedule.scheduler.config)
