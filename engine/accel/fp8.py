@@ -125,12 +125,12 @@ def apply_fp8(model: nn.Module, config: FP8Config) -> None:
             raise UsageError(f"fp8 compute: {reason}")
         _SAVED[model] = _to_float8_compute(model, config)
         return
-    targets = _targets(model, config.skip, CASTABLE)
+    dtype = param.dtype
     saved = {}
-    for name, m in targets:
+    for name, m in _targets(model, config.skip, CASTABLE):
         saved[name] = {k: p.detach().to("cpu", copy=True) for k, p in m.named_parameters(recurse=False)}
-        add_hook(m, _StoreInFloat8(torch.float8_e4m3fn, param.dtype, non_blocking=False), HOOK)
-    _SAVED[model] = {"mode": "weights", "modules": saved, "dtype": param.dtype}
+        add_hook(m, _StoreInFloat8(torch.float8_e4m3fn, dtype, non_blocking=False), HOOK)
+    _SAVED[model] = {"mode": "weights", "modules": saved, "dtype": dtype}
 
 
 def remove_fp8(model: nn.Module) -> None:

@@ -1,0 +1,70 @@
+"""FP8 modes (engine/accel/fp8.py): memory, closeness, exact restore, and the refusal on a CPU."""
+
+import copy
+
+import pytest
+import torch
+
+from engine.accel.fp8 import FP8Config, _to_float8_compute, apply_fp8, fp8_mode, param_mem_mb, remove_fp8
+from engine.accel.hooks import is_clean
+from engine.errors import UsageError
+from engine.sampling import sample
+
+
+def test_weights_mode_cuts_parameter_memory_and_restores_exactly(tiny_family):
+    unet = tiny_family.denoiser
+    before = copy.deepcopy(unet.state_dict())
+    kw = dict(steps=3, guidance=4.0, seeds=[5], height=32, width=32)
+    base, _ = sample(tiny_family, ["a red circle"], **kw)
+    mem = param_mem_mb(unet)
+    apply_fp8(unet, FP8Config("weights"))
+    assert fp8_mode(unet) == "weights"
+    assert param_mem_mb(unet) <= 0.6 * mem  # float32 -> float8 on all but norms and the thin in/out convs
+    assert unet.down_blocks[0].resnets[0].conv1.weight.dtype == torch.float8_e4m3fn
+    assert unet.conv_in.weight.dtype == torch.float32
+    img, _ = sample(tiny_family, ["a red circle"], **kw)
+    assert unet.down_blocks[0].resnets[0].conv1.weight.dtype == torch.float8_e4m3fn  # stored back after use
+    remove_fp8(unet)
+    assert fp8_mode(unet) == "off" and is_clean(unet)
+    assert all(v.dtype == before[k].dtype and torch.equal(before[k], v) for k, v in unet.state_dict().items())
+    diff = (img.float() - base.float()).abs().mean()
+    assert 0 < diff < 8  # float8 rounding changes the image a little, not wholesale
+    again, _ = sample(tiny_family, ["a red circle"], **kw)
+    assert torch.equal(again, base)
+
+
+def test_weights_mode_on_bfloat16_halves_linear_memory():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64)).to(torch.bfloat16)
+    mem = param_mem_mb(net)
+    apply_fp8(net, FP8Config("weights"))
+    assert param_mem_mb(net) == pytest.approx(mem / 2, rel=0.05)  # bf16 (2 bytes) -> fp8 (1 byte); bias too
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    y = net(x)
+    assert y.dtype == torch.bfloat16
+    remove_fp8(net)
+
+
+def test_compute_mode_is_refused_on_a_cpu_with_the_reason(tiny_family):
+    with pytest.raises(UsageError, match=r"fp8 compute: .*compute capability >= 8.9.*cpu.*'weights'"):
+        apply_fp8(tiny_family.denoiser, FP8Config("compute"))
+    assert fp8_mode(tiny_family.denoiser) == "off" and is_clean(tiny_family.denoiser)
+
+
+def test_float8_linear_matches_the_linear_it_replaces():
+    """The compute path's arithmetic (torch._scaled_mm also runs on a CPU, so it is checked here)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.ReLU(), torch.nn.Linear(48, 16), torch.nn.Linear(16, 5))
+    x = torch.randn(7, 32)
+    ref = net(x)
+    saved = _to_float8_compute(net, FP8Config("compute"))
+    assert type(net[0]).__name__ == "Float8Linear" and type(net[3]) is torch.nn.Linear  # 5 is not a multiple of 16
+    out = net(x)
+    rel = (out - ref).norm() / ref.norm()
+    assert 0 < rel < 0.1
+    assert set(saved["modules"]) == {"0", "2"}
+
+
+def test_unknown_mode_names_the_choices():
+    with pytest.raises(UsageError, match="fp8 must be one of off, weights, compute"):
+        apply_fp8(torch.nn.Linear(2, 2), FP8Config("fp4"))
