@@ -73,8 +73,8 @@ def test_zero_snr_v_student_matches_the_pipeline_with_that_scheduler(tiny_pipeli
     ref = pipeline_run(_sd_pipe(tiny_pipeline("sd"), EulerDiscreteScheduler, prediction_type="v_prediction",
                                 rescale_betas_zero_snr=True, timestep_spacing="trailing"),
                        steps=4, seed=3, guidance_scale=2.0)
-    # diffusers runs this in sigma/alpha space where the first sigma is 4096: float32 costs ~1e-3 there.
-    assert_same(lab[:2], ref, atol=2e-3)
+    # diffusers runs this in sigma/alpha space where the first sigma is 4096: float32 costs ~1e-4 there.
+    assert_same(lab[:2], ref, atol=3e-4)
 
 
 def test_vp_grid_is_diffusers_leading_spacing_and_ends_clean():

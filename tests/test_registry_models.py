@@ -1,0 +1,102 @@
+"""`--model` for real checkpoints: diffusers directories (family from model_index.json), hub ids in
+the local Hugging Face cache, and one-line errors for everything else."""
+
+import json
+import shutil
+
+import huggingface_hub.constants
+import pytest
+
+from conftest import run_cli
+from engine import registry
+from engine.cli import main
+from engine.errors import UsageError
+from engine.families import catalog
+
+
+def _index(tmp_path, index: dict):
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "model_index.json").write_text(json.dumps(index))
+    return d
+
+
+@pytest.mark.parametrize("index,family", [
+    ({"_class_name": "StableDiffusionPipeline"}, "sd"),
+    ({"_class_name": "StableDiffusionXLPipeline"}, "sdxl"),
+    ({"_class_name": "FluxPipeline"}, "flux"),
+    ({"_class_name": "Flux2KleinPipeline"}, "flux2"),
+    ({"_class_name": "StableDiffusion3Pipeline"}, "sd3"),
+    # other pipeline classes over the same components: detected from the components
+    ({"_class_name": "StableDiffusionImg2ImgPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+      "text_encoder": ["transformers", "CLIPTextModel"]}, "sd"),
+    ({"_class_name": "StableDiffusionXLImg2ImgPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+      "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}, "sdxl"),
+    ({"_class_name": "FluxImg2ImgPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]}, "flux"),
+])
+def test_family_is_read_from_model_index(tmp_path, index, family):
+    assert registry.family_of(_index(tmp_path, index)) == family
+
+
+def test_unsupported_pipeline_lists_the_supported_ones(tmp_path):
+    d = _index(tmp_path, {"_class_name": "KandinskyV22Pipeline", "unet": ["diffusers", "UNet2DModel"]})
+    with pytest.raises(UsageError) as e:
+        registry.family_of(d)
+    msg = str(e.value)
+    assert "KandinskyV22Pipeline" in msg and "StableDiffusionXLPipeline" in msg and "Flux2KleinPipeline" in msg
+    # FLUX.2 dev (Mistral text encoder) is a different pipeline from klein
+    d2 = tmp_path / "x"
+    d2.mkdir()
+    (d2 / "model_index.json").write_text(json.dumps({"_class_name": "Flux2Pipeline",
+                                                     "transformer": ["diffusers", "Flux2Transformer2DModel"],
+                                                     "text_encoder": ["transformers", "Mistral3ForConditionalGeneration"]}))
+    with pytest.raises(UsageError, match="Flux2Pipeline"):
+        registry.family_of(d2)
+
+
+def test_unreadable_model_index_is_a_usage_error(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model_index.json").write_text("{not json")
+    with pytest.raises(UsageError, match="model_index.json"):
+        registry.family_of(d)
+
+
+def test_broken_directory_gives_one_line_and_exit_2(tiny_pipeline, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pipeline("sd"), broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    r = run_cli("generate", "--model", str(broken), "--prompt", "a cat", "--height", "64", "--width", "64",
+                "--out", str(tmp_path / "x.png"), data_dir=tmp_path / "data")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr  # one line: no library warnings or progress bars
+    assert r.stderr.startswith("error: --model: could not load") and str(broken) in r.stderr
+
+
+def test_hub_id_not_in_the_cache_says_how_to_provide_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    code = main(["generate", "--model", "black-forest-labs/FLUX.2-klein-base-4B", "--prompt", "a cat",
+                 "--out", str(tmp_path / "x.png"), "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "hf download black-forest-labs/FLUX.2-klein-base-4B" in err and str(tmp_path / "hub") in err
+    assert "local diffusers directory" in err
+
+
+def test_hub_id_in_the_cache_loads_from_its_snapshot(tiny_pipeline, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--tiny-sd"
+    shutil.copytree(tiny_pipeline("sd"), repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert registry.resolve("someone/tiny-sd") == repo / "snapshots" / ("a" * 40)
+    fam = registry.load("someone/tiny-sd", device="cpu")
+    assert fam.name == "sd"
+
+
+def test_a_missing_plain_path_is_still_reported_as_missing():
+    assert not catalog.looks_like_hub_id("./nowhere/model") and catalog.looks_like_hub_id("owner/name")
+    with pytest.raises(UsageError, match="no model named or found"):
+        registry.resolve("./nowhere/model")
