@@ -78,9 +78,9 @@ def _t5(width: int, layers: int = 2):
                                    num_heads=2, d_kv=width // 2)).eval()
 
 
-def _qwen3(width: int, layers: int = 28):
+def _qwen3(width: int, layers: int = 28, mlp: int | None = None):
     from transformers import Qwen3Config, Qwen3ForCausalLM
-    return Qwen3ForCausalLM(Qwen3Config(vocab_size=272, hidden_size=width, intermediate_size=2 * width,
+    return Qwen3ForCausalLM(Qwen3Config(vocab_size=272, hidden_size=width, intermediate_size=mlp or 2 * width,
                                         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
                                         head_dim=8, max_position_embeddings=1024, tie_word_embeddings=True)).eval()
 
@@ -99,10 +99,27 @@ def _vae(latent: int, real: bool, **extra):
 
 # -- pipelines --
 
-def _sd(kind: str, real: bool):
-    from diffusers import (DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
-    betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+DYNAMIC_SHIFT = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                     base_image_seq_len=256, max_image_seq_len=4096)
+
+
+def _scheduler(kind: str):
+    """The scheduler each kind ships with (built outside the device/dtype context: it stays on the CPU)."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, PNDMScheduler
+    if kind == "sdxl":
+        return EulerDiscreteScheduler(**SD_BETAS, timestep_spacing="leading")
+    if kind == "sd-v":  # SD 2.x ships DDIM with v_prediction, SD 1.5 PNDM; both "leading" with steps_offset 1
+        return DDIMScheduler(**SD_BETAS, prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False)
+    if kind == "sd":
+        return PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False)
+    if kind == "sd3":
+        return FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return FlowMatchEulerDiscreteScheduler(**DYNAMIC_SHIFT)
+
+
+def _sd(kind: str, real: bool, sched):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
     if kind == "sdxl":
         te1, te2 = (_clip(768, 2, False, 12), _clip(1280, 2, True, 20)) if real else (_clip(16, 2, False), _clip(16, 2, True))
         width = te1.config.hidden_size + te2.config.hidden_size
@@ -120,7 +137,6 @@ def _sd(kind: str, real: bool):
                                     addition_embed_type="text_time",
                                     projection_class_embeddings_input_dim=te2.config.projection_dim + 6 * shape["addition_time_embed_dim"],
                                     **shape)
-        sched = EulerDiscreteScheduler(**betas, timestep_spacing="leading")
         return StableDiffusionXLPipeline(vae=_vae(4, real, scaling_factor=0.13025), text_encoder=te1, text_encoder_2=te2,
                                          tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet.eval(),
                                          scheduler=sched, add_watermarker=False)
@@ -131,24 +147,12 @@ def _sd(kind: str, real: bool):
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                                 attention_head_dim=(2, 4) if v else 4, use_linear_projection=v)
-    # SD 2.x ships DDIM with v_prediction, SD 1.5 PNDM; both "leading" timesteps with steps_offset 1.
-    sched = DDIMScheduler(**betas, prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False) if v \
-        else PNDMScheduler(**betas, skip_prk_steps=True, set_alpha_to_one=False)
     return StableDiffusionPipeline(vae=_vae(4, real, scaling_factor=0.18215), text_encoder=te, tokenizer=clip_tokenizer(),
                                    unet=unet.eval(), scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 
 
-def _flow_scheduler(**kw):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-    return FlowMatchEulerDiscreteScheduler(**kw)
-
-
-DYNAMIC_SHIFT = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                     base_image_seq_len=256, max_image_seq_len=4096)
-
-
-def _flux(kind: str, real: bool):
+def _flux(kind: str, real: bool, sched):
     from diffusers import FluxPipeline, FluxTransformer2DModel
     if real:  # black-forest-labs/FLUX.1-dev transformer/config.json
         shape = dict(in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
@@ -161,17 +165,17 @@ def _flux(kind: str, real: bool):
     net = FluxTransformer2DModel(guidance_embeds=kind == "flux-dev", **shape).eval()
     vae = _vae(shape["in_channels"] // 4, real, scaling_factor=0.3611, shift_factor=0.1159,
                use_quant_conv=False, use_post_quant_conv=False)
-    return FluxPipeline(scheduler=_flow_scheduler(**DYNAMIC_SHIFT), vae=vae, text_encoder=te, tokenizer=clip_tokenizer(),
+    return FluxPipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=clip_tokenizer(),
                         text_encoder_2=t5, tokenizer_2=t5_tokenizer(), transformer=net)
 
 
-def _flux2(real: bool):
+def _flux2(real: bool, sched):
     from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
     if real:  # FLUX.2-klein-4B: 5 double + 20 single blocks, 24 heads x 128, Qwen3-4B width (3 x 2560)
         shape = dict(in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128, num_attention_heads=24,
                      joint_attention_dim=3 * 2560, axes_dims_rope=(32, 32, 32, 32))
         vae = AutoencoderKLFlux2()
-        text = _qwen3(2560)
+        text = _qwen3(2560, mlp=256)  # the right width and depth for the prompt stack; a small MLP
     else:
         shape = dict(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
                      joint_attention_dim=3 * 16, timestep_guidance_channels=32, mlp_ratio=2.0, axes_dims_rope=(4, 4, 4, 4))
@@ -182,17 +186,17 @@ def _flux2(real: bool):
         vae.bn.running_mean.normal_(0, 0.5)
         vae.bn.running_var.uniform_(0.5, 2.0)
     net = Flux2Transformer2DModel(guidance_embeds=False, **shape).eval()
-    return Flux2KleinPipeline(scheduler=_flow_scheduler(**DYNAMIC_SHIFT), vae=vae.eval(), text_encoder=text,
+    return Flux2KleinPipeline(scheduler=sched, vae=vae.eval(), text_encoder=text,
                               tokenizer=qwen_tokenizer(), transformer=net, is_distilled=False)
 
 
-def _sd3():
+def _sd3(sched):
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
     net = SD3Transformer2DModel(sample_size=TINY_SIZE // 8, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
                                 attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
                                 caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=16).eval()
     vae = _vae(4, False, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False)
-    return StableDiffusion3Pipeline(transformer=net, scheduler=_flow_scheduler(shift=3.0), vae=vae,
+    return StableDiffusion3Pipeline(transformer=net, scheduler=sched, vae=vae,
                                     text_encoder=_clip(16, 2, True), tokenizer=clip_tokenizer(),
                                     text_encoder_2=_clip(16, 2, True), tokenizer_2=clip_tokenizer(),
                                     text_encoder_3=_t5(32), tokenizer_3=t5_tokenizer())
@@ -217,15 +221,16 @@ def build(kind: str, *, real: bool = False, seed: int = 0, device: str | torch.d
     if real and kind not in REAL_KINDS:
         raise ValueError(f"real shapes exist for {', '.join(REAL_KINDS)}, not {kind!r}")
     torch.manual_seed(seed)
+    sched = _scheduler(kind)
     with _building(device, dtype):
         if kind.startswith("sd") and kind != "sd3":
-            pipe = _sd(kind, real)
+            pipe = _sd(kind, real, sched)
         elif kind.startswith("flux2"):
-            pipe = _flux2(real)
+            pipe = _flux2(real, sched)
         elif kind.startswith("flux"):
-            pipe = _flux(kind, real)
+            pipe = _flux(kind, real, sched)
         else:
-            pipe = _sd3()
+            pipe = _sd3(sched)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
