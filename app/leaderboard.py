@@ -69,7 +69,7 @@ def build(lab: Lab) -> dict:
     with gr.Row():
         csv_btn = gr.Button("Export votes as CSV")
         json_btn = gr.Button("Export votes as JSON")
-        exported = gr.File(label="Export", interactive=False)
+        exported = gr.File(label="Export", interactive=False, height=90)
 
     with gr.Accordion("Prepare battles (admin)", open=False):
         pickers = []

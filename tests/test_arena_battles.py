@@ -70,9 +70,15 @@ def test_prepare_refuses_bad_settings_before_generating(lab_store):
     assert lab_store.battles() == []
 
 
-def test_a_setting_key_generation_does_not_know_is_refused(tiny_family):
-    with pytest.raises(UsageError, match="shimmer is not a generation option"):
-        battles.render(tiny_family, {**S.normalize(STUDENT), "shimmer": 3}, battles.typed_prompts(["a"]), 4)
+def test_a_setting_key_generation_does_not_know_is_refused_before_anything_runs(lab_store):
+    never = lambda name: pytest.fail("nothing may load")  # noqa: E731
+    with pytest.raises(UsageError, match="shimmer is not a generation option here; allowed: model, steps"):
+        battles.prepare(lab_store, [TEACHER, {**STUDENT, "shimmer": 3}], battles.typed_prompts(["a"]),
+                        battles.PrepareConfig(n=1), load=never)
+    with pytest.raises(UsageError, match="width must be an integer"):
+        battles.prepare(lab_store, [TEACHER, {**STUDENT, "width": 3}], battles.typed_prompts(["a"]),
+                        battles.PrepareConfig(n=1), load=never)
+    assert lab_store.battles() == []
 
 
 def test_plan_sends_new_battles_to_the_least_covered_comparisons():
@@ -141,6 +147,9 @@ def test_settings_parse_normalise_label_and_teacher():
     assert S.teacher_of(full, few, lineage) == 0 and S.teacher_of(few, full, lineage) == 1
     assert S.teacher_of(S.normalize({"model": "p", "steps": 4}), full, lineage) == 1
     assert S.teacher_of(S.normalize({"model": "x"}), full, lineage) is None
+    no_cfg = S.normalize({"model": "embedded", "guidance": 1})
+    assert S.teacher_of(no_cfg, full, lineage) == 1  # same steps, guidance on: the reference
+    assert S.teacher_of(no_cfg, few, lineage) is None  # more steps against guidance: neither
 
 
 def test_leaderboard_student_against_teacher_per_category(lab_store):

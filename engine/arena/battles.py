@@ -8,7 +8,6 @@ the fewest votes, then the battles with the fewest votes, so votes spread evenly
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import random
 from dataclasses import dataclass
@@ -124,38 +123,35 @@ def _extra_keys(setting: dict) -> dict:
     return {k: v for k, v in setting.items() if k not in ("model", "steps", "guidance")}
 
 
+def request(setting: dict, prompt: BattlePrompt) -> Request:
+    """The generation request of one side of a battle: every key beyond model, steps and guidance
+    must be a field of `generate.Request` (caching, FP8, size, ...); checked before anything runs."""
+    extra = _extra_keys(setting)
+    fields = {f.name for f in dataclasses.fields(Request)} - {"prompt", "seed", "steps", "guidance"}
+    unknown = sorted(set(extra) - fields)
+    if unknown:
+        allowed = ", ".join(["model", "steps", "guidance", *sorted(fields)])
+        raise UsageError(f"setting: {', '.join(unknown)} is not a generation option here; allowed: {allowed}")
+    req = Request(prompt.text, setting["steps"], setting["guidance"], prompt.seed, **extra)
+    req.check()
+    return req
+
+
 def render(family, setting: dict, prompts: list[BattlePrompt], batch_size: int) -> list[Image.Image]:
     """The images of one setting, through the sampler the Compare tab uses.
 
     Settings of model, steps and guidance alone are sampled in batches; a setting with other keys
-    (caching, FP8, ...) goes image by image through `generate.run`, which receives each key as a
-    field of its Request or an argument of its own, and refuses a key it does not know."""
-    extra = _extra_keys(setting)
-    if not extra:
-        for p in prompts:
-            Request(p.text, setting["steps"], setting["guidance"], p.seed).check()
-        size = family.default_size
-        out = []
-        for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i : i + batch_size]
-            images, _ = sample(family, [p.text for p in chunk], steps=setting["steps"], guidance=setting["guidance"],
-                               seeds=[p.seed for p in chunk], height=size, width=size)
-            out += [Image.fromarray(im.numpy()) for im in images]
-        return out
-    fields = {f.name for f in dataclasses.fields(Request)}
-    run_args = set(inspect.signature(run).parameters) - {"family", "req", "model_name", "store", "callback"}
-    unknown = sorted(set(extra) - fields - run_args)
-    if unknown:
-        allowed = ", ".join(["model", "steps", "guidance",
-                             *sorted((fields | run_args) - {"prompt", "seed", "steps", "guidance"})])
-        raise UsageError(f"setting: {', '.join(unknown)} is not a generation option here; allowed: {allowed}")
-    req_extra = {k: v for k, v in extra.items() if k in fields}
-    run_extra = {k: v for k, v in extra.items() if k not in fields}
+    (caching, FP8, ...) goes image by image through `generate.run`, as the Compare tab does."""
+    reqs = [request(setting, p) for p in prompts]
+    if _extra_keys(setting):
+        return [run(family, req, model_name=setting["model"])[0] for req in reqs]
+    size = family.default_size
     out = []
-    for p in prompts:
-        req = Request(p.text, setting["steps"], setting["guidance"], p.seed, **req_extra)
-        image, _ = run(family, req, model_name=setting["model"], **run_extra)
-        out.append(image)
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        images, _ = sample(family, [p.text for p in chunk], steps=setting["steps"], guidance=setting["guidance"],
+                           seeds=[p.seed for p in chunk], height=size, width=size)
+        out += [Image.fromarray(im.numpy()) for im in images]
     return out
 
 
@@ -173,6 +169,8 @@ def prepare(store: Store, settings: list[dict], prompts: list[BattlePrompt], cfg
     names = registry.names(store)
     settings = [S.normalize(s, names) for s in settings]
     keys = [S.key(s) for s in settings]
+    for s in settings:
+        request(s, prompts[0])  # a bad option is refused before any model runs
     if len(set(keys)) != len(keys):
         raise UsageError("settings: two settings are identical; a battle needs two different settings")
     if store.root is None:

@@ -6,6 +6,7 @@ Two settings are the same competitor exactly when their canonical JSON (`key`) i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -40,6 +41,10 @@ def normalize(setting: dict, models: list[str] | None = None) -> dict:
     if not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
         raise UsageError(f"setting: guidance must be a number in 0..{MAX_GUIDANCE:g}, got {out['guidance']!r}")
     out.update(model=model.strip(), steps=steps, guidance=guidance)
+    # A generation option left at its default is the same competitor as one not given at all.
+    for k, default in _request_defaults().items():
+        if k in out and out[k] == default:
+            del out[k]
     for k, v in out.items():
         if not isinstance(k, str) or not k:
             raise UsageError(f"setting: keys must be non-empty names, got {k!r}")
@@ -96,8 +101,9 @@ def teacher_of(a: dict, b: dict, lineage: dict[str, list[str]]) -> int | None:
     """Which of two settings is the other's teacher: 0 or 1, or None when neither is.
 
     A setting's teacher is one whose model is an ancestor of its model in the registry's lineage;
-    for the same model, the one with more steps (then: guidance on rather than off) is the
-    reference the other is measured against."""
+    for the same model, the one that spends at least as much on every axis (as many steps or more,
+    guidance on where the other has it off) and more on one is the reference the other is measured
+    against. Two settings of one model that trade steps for guidance have no teacher between them."""
     ma, mb = a["model"], b["model"]
     if ma != mb:
         if ma in lineage.get(mb, []):
@@ -109,4 +115,16 @@ def teacher_of(a: dict, b: dict, lineage: dict[str, list[str]]) -> int | None:
     cost_b = (b["steps"], float(b["guidance"]) != 1.0)
     if cost_a == cost_b:
         return None
-    return 0 if cost_a > cost_b else 1
+    if all(x >= y for x, y in zip(cost_a, cost_b)):
+        return 0
+    if all(y >= x for x, y in zip(cost_a, cost_b)):
+        return 1
+    return None
+
+
+def _request_defaults() -> dict:
+    """Defaults of the generation options beyond model, steps and guidance (engine.generate.Request)."""
+    from ..generate import Request
+
+    return {f.name: f.default for f in dataclasses.fields(Request)
+            if f.name not in ("prompt", "seed", "steps", "guidance") and f.default is not dataclasses.MISSING}

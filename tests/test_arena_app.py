@@ -1,0 +1,145 @@
+"""The Arena and Leaderboard tabs through the app's API (gradio_client, raw HTTP): blindness before
+the vote, the vote and its reveal, refusals that change nothing, undo, the signed-in rater."""
+
+import json
+import urllib.request
+
+import pytest
+from gradio_client import Client
+
+from app.main import build_app, build_arena_app
+from app.state import Lab
+from engine.arena import battles
+from engine.arena import settings as S
+from engine.families.embedded import EmbeddedFamily
+from engine.store import Store
+from test_app_api import free_port
+
+TEACHER = {"model": "zebra-teacher-qx", "steps": 2, "guidance": 3.5}
+STUDENT = {"model": "zebra-student-qx", "steps": 1, "guidance": 1.0}
+
+
+def make_store(root, model_dir, n=4) -> Store:
+    store = Store(root)
+    store.register_model("zebra-teacher-qx", model_dir, "embedded")
+    store.register_model("zebra-student-qx", model_dir, "embedded", parent="zebra-teacher-qx")
+    family = EmbeddedFamily.load(model_dir)
+    battles.prepare(store, [TEACHER, STUDENT], battles.world_prompts(n, seed=2), battles.PrepareConfig(n=n),
+                    load=lambda name: family)
+    return store
+
+
+def forbidden(store: Store, model_dir) -> list[str]:
+    """Every string that would tell a rater which model or setting is on a side."""
+    words = ["zebra", "teacher-qx", "student-qx", str(model_dir), "steps", "guidance", "embedded"]
+    for s in (TEACHER, STUDENT):
+        n = S.normalize(s)
+        words += [S.key(n), S.label(n), json.dumps(n)]
+    for b in store.battles():
+        words += [b["a_image"], b["b_image"], b["a_setting"], b["b_setting"]]
+    return words
+
+
+def assert_blind(text: str, words: list[str], where: str) -> None:
+    low = text.lower()
+    leaked = [w for w in words if w.lower() in low]
+    assert not leaked, f"{where} reveals {leaked}"
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
+
+
+def launch(demo, **kw):
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def arena_only(tmp_path_factory, tiny_model_dir):
+    store = make_store(tmp_path_factory.mktemp("arena"), tiny_model_dir)
+    demo = build_arena_app(Lab(store))
+    yield launch(demo), store
+    demo.close()
+
+
+def test_nothing_identifying_reaches_the_browser_before_the_vote(arena_only, tiny_model_dir):
+    url, store = arena_only
+    words = forbidden(store, tiny_model_dir)
+    for path in ("", "config", "gradio_api/info", "gradio_api/openapi.json"):
+        try:
+            assert_blind(get(url + path).decode(errors="replace"), words, f"/{path}")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404, path  # an endpoint this Gradio does not serve
+    client = Client(url, verbose=False, download_files=False)
+    shown = client.predict("dana", api_name="/arena_next")
+    assert_blind(json.dumps(shown), words, "the battle's API response")
+    token, left, right = shown[0], shown[1]["value"], shown[2]["value"]
+    assert token and token not in {str(b["id"]) for b in store.battles()}
+    assert store.battle_by_token(token) is not None
+    for image in (left, right):
+        assert_blind(image["url"], words, "an image URL")
+        assert_blind(get(image["url"]).decode("latin-1"), words, "the image bytes")
+    # after the vote the same checks see the names: the reveal is what carries them
+    reveal = client.predict(token, "dana", "right", api_name="/arena_vote")
+    assert "zebra" in json.dumps(reveal) and "steps" in reveal["left"] and reveal["winner"] == reveal["right"]
+
+
+def test_the_arena_tab_of_the_full_app_is_blind_too(tmp_path, tiny_model_dir):
+    store = make_store(tmp_path, tiny_model_dir, n=2)
+    demo = build_app(Lab(store))
+    url = launch(demo)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        shown = client.predict("erin", api_name="/arena_next")
+        assert_blind(json.dumps(shown), forbidden(store, tiny_model_dir), "the full app's battle response")
+        client.predict(shown[0], "erin", "tie", api_name="/arena_vote")
+        summary, ratings, wins, _ = client.predict("all categories", 100, api_name="/leaderboard")
+        assert "1 votes by 1 raters" in summary and len(ratings["data"]) == 2
+        assert wins["data"][0][0].startswith("zebra-student-qx") and wins["data"][0][3] == "0.50"
+        exported = client.predict(api_name="/arena_export_csv")
+        assert "erin" in open(exported["path"] if isinstance(exported, dict) else exported).read()
+    finally:
+        demo.close()
+
+
+def test_vote_reveal_refusals_and_undo(arena_only):
+    url, store = arena_only
+    client = Client(url, verbose=False, download_files=False)
+    first = client.predict("frank", api_name="/arena_next")
+    token = first[0]
+    assert "Prompt:" in first[3] and "frank" in first[5]
+    client.predict(token, "frank", "left", api_name="/arena_vote")
+    n = store.vote_count()
+    for args, message in [((token, "frank", "right"), "already voted"),
+                          (("not-a-battle", "frank", "left"), "no such battle"),
+                          ((token, "gina", "better"), "outcome must be one of"),
+                          ((token, "", "left"), "enter your name")]:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name="/arena_vote")
+    assert store.vote_count() == n
+    assert next(v for v in store.votes() if v["rater"] == "frank")["outcome"] == "left"
+    nxt = client.predict("frank", api_name="/arena_next")
+    assert nxt[0] != token  # never the battle one has voted on
+    back = client.predict("frank", api_name="/arena_undo")
+    assert back[0] == token and "withdrawn" in back[5]
+    assert store.vote_count() == n - 1
+    client.predict(token, "frank", "tie", api_name="/arena_vote")
+    assert next(v for v in store.votes() if v["rater"] == "frank")["after_undo"] == 1
+
+
+def test_a_signed_in_rater_is_the_authenticated_user(tmp_path, tiny_model_dir):
+    store = make_store(tmp_path, tiny_model_dir, n=1)
+    demo = build_arena_app(Lab(store))
+    url = launch(demo, auth=[("ann", "secret")])
+    try:
+        client = Client(url, verbose=False, download_files=False, auth=("ann", "secret"))
+        token = client.predict("", api_name="/arena_next")[0]  # no name typed: the login is the rater
+        client.predict(token, "mallory", "left", api_name="/arena_vote")
+        assert [v["rater"] for v in store.votes()] == ["ann"]
+        done = client.predict("", api_name="/arena_next")
+        assert done[0] == "" and "No battles left" in done[3]
+    finally:
+        demo.close()

@@ -1,0 +1,117 @@
+"""The Arena in headless Chromium, served as raters reach it (`python -m app --arena-only`): vote
+through every battle, check each reveal against the database, and check that nothing the browser
+received before a vote (page, image URLs, every fetched response) names a model or a setting."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from engine.arena import settings as S
+from test_app_api import free_port
+from test_arena_app import assert_blind, forbidden, make_store
+from test_browser import CHROMIUM, FLAGS, _browser_or_skip
+
+# Every response the page fetches, streams included, is copied into window.__seen chunk by chunk.
+CAPTURE = """
+window.__seen = [];
+const _fetch = window.fetch;
+window.fetch = async (...args) => {
+  const resp = await _fetch(...args);
+  const url = String(args[0] && args[0].url ? args[0].url : args[0]);
+  if (resp.body) {
+    const reader = resp.clone().body.getReader();
+    const text = new TextDecoder();
+    (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        window.__seen.push([url, text.decode(value)]);
+      }
+    })().catch(() => {});
+  }
+  return resp;
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_model_dir):
+    api = _browser_or_skip()
+    data = tmp_path_factory.mktemp("arena-browser")
+    store = make_store(data, tiny_model_dir, n=3)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--arena-only", "--port", str(port), "--data-dir", str(data)],
+                            cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode())
+            time.sleep(0.5)
+    yield api, url, store
+    proc.terminate()
+    proc.wait(20)
+
+
+def blind_now(page, words, where):
+    assert_blind(page.content(), words, f"{where}: the page")
+    for src in page.locator("img").evaluate_all("els => els.map(e => e.src)"):
+        assert_blind(src, words, f"{where}: an image URL")
+    seen = page.evaluate("window.__seen")
+    for url, body in seen:
+        assert_blind(url + body, words, f"{where}: the response of {url}")
+    return seen
+
+
+def test_vote_through_every_battle_and_check_each_reveal(served, tiny_model_dir, tmp_path):
+    api, url, store = served
+    words = forbidden(store, tiny_model_dir)
+    with api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        page.add_init_script(CAPTURE)
+        page.goto(url)
+        page.get_by_label("Your name").fill("hana")
+        page.get_by_role("button", name="Start voting").click()
+        choices = ["⬅ Left is better", "Right is better ➡", "Tie"]
+        for i, choice in enumerate(choices):
+            page.get_by_text("Prompt:").wait_for(timeout=60_000)
+            page.locator("img[src*='/file=']").nth(1).wait_for(timeout=60_000)
+            page.wait_for_timeout(500)  # let the battle's responses finish arriving
+            seen = blind_now(page, words, f"battle {i + 1} before the vote")
+            assert any("/file=" in body for _, body in seen), "the capture saw the battle's response"
+            if i == 0:
+                page.screenshot(path=str(tmp_path / "arena-before.png"), full_page=True)
+            page.get_by_role("button", name=choice).click()
+            page.get_by_text("You chose").wait_for(timeout=60_000)
+            vote = [v for v in store.votes() if v["rater"] == "hana"][-1]
+            left, right = S.label(vote["left_setting"]), S.label(vote["right_setting"])
+            assert f"Left · {left}" in page.content() and f"Right · {right}" in page.content()
+            assert vote["outcome"] == ["left", "right", "tie"][i]
+            if i == 0:
+                page.screenshot(path=str(tmp_path / "arena-reveal.png"), full_page=True)
+            page.evaluate("window.__seen = []")  # what came with the reveal names the models
+            if i == len(choices) - 1:
+                # undo brings this battle back, unrevealed, and the new vote replaces the old one
+                page.get_by_role("button", name="Undo my vote").click()
+                page.get_by_text("withdrawn").wait_for(timeout=60_000)
+                page.wait_for_timeout(500)
+                blind_now(page, words, "the battle brought back by undo")
+                page.get_by_role("button", name="⬅ Left is better").click()
+                page.get_by_text("You chose").wait_for(timeout=60_000)
+            page.get_by_role("button", name="Next battle ▶").click()
+        page.get_by_text("No battles left").wait_for(timeout=60_000)
+        browser.close()
+    mine = [v for v in store.votes() if v["rater"] == "hana"]
+    assert [v["outcome"] for v in mine] == ["left", "right", "left"]
+    assert [v["after_undo"] for v in mine] == [0, 0, 1]
+    assert len({v["battle_id"] for v in mine}) == 3 and store.undo_count() == 1
