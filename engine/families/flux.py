@@ -105,6 +105,14 @@ class FluxFamily(PipelineFamily):
         cfg = self.pipe.vae.config
         return self.vae_decode(z / cfg.scaling_factor + cfg.shift_factor)
 
+    def pipeline_kwargs(self, guidance: float) -> dict:
+        if self.guidance_embedded:
+            return {"guidance_scale": guidance}
+        return {"true_cfg_scale": guidance, "negative_prompt": ""} if guidance != 1 else {}
+
+    def from_pipeline_latents(self, latents, height, width):
+        return self.pipe._unpack_latents(latents, height, width, self.vae_factor)
+
     def with_guidance_input(self) -> "FluxFamily":
         if self.guidance_embedded:
             return self.clone()

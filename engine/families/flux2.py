@@ -15,6 +15,7 @@ import torch
 from diffusers import Flux2KleinPipeline
 from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
+from ..errors import UsageError
 from .base import Conditioning
 from .flux import MAX_SEQUENCE_LENGTH, add_guidance_embedder, pipeline_timestep
 from .pipeline import PipelineFamily
@@ -84,6 +85,15 @@ class Flux2Family(PipelineFamily):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae_decode(self.vae_latents(z))
+
+    def pipeline_kwargs(self, guidance: float) -> dict:
+        if self.denoiser.config.guidance_embeds:  # Flux2KleinPipeline never passes a guidance input
+            raise UsageError("parity: Flux2KleinPipeline cannot run a guidance-input student")
+        return {"guidance_scale": guidance}
+
+    def from_pipeline_latents(self, latents, height, width):
+        m = self.size_multiple
+        return latents.permute(0, 2, 1).reshape(latents.shape[0], -1, height // m, width // m)
 
     def with_guidance_input(self) -> "Flux2Family":
         if self.denoiser.config.guidance_embeds:

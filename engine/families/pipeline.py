@@ -69,11 +69,11 @@ class PipelineFamily(Family):
             self.denoiser.to(dtype=dtype)
         return self
 
-    def pipeline(self) -> DiffusionPipeline:
-        """A pipeline object with this family's denoiser and scheduler config (shares the other modules)."""
+    def pipeline(self, scheduler=None) -> DiffusionPipeline:
+        """A pipeline object with this family's denoiser and scheduler (shares the other modules)."""
         parts = dict(self.pipe.components)
         parts[self.denoiser_name] = self.denoiser
-        parts["scheduler"] = self.make_scheduler()
+        parts["scheduler"] = scheduler or self.make_scheduler()
         for name in inspect.signature(type(self.pipe).__init__).parameters:  # settings such as is_distilled
             if name not in parts and name in self.pipe.config:
                 parts[name] = self.pipe.config[name]
@@ -82,6 +82,20 @@ class PipelineFamily(Family):
     def make_scheduler(self):
         """The scheduler a saved directory gets (the pipeline's own, unless the family changed it)."""
         return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+
+    # -- what the diffusers pipeline does differently (for engine/families/parity.py) --
+
+    def equivalent_scheduler(self):
+        """The diffusers scheduler whose steps are the lab's sampler on this family's grid."""
+        return self.make_scheduler()
+
+    def pipeline_kwargs(self, guidance: float) -> dict:
+        """Pipeline call arguments that give the lab's guidance `guidance`."""
+        return {"guidance_scale": guidance}
+
+    def from_pipeline_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The pipeline's latents during its loop -> the lab's z."""
+        return latents
 
     def save(self, path: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
         """Write a diffusers directory (model_index.json) plus lab.json; the denoiser is stored in `dtype`."""

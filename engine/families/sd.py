@@ -50,6 +50,15 @@ class SDFamily(PipelineFamily):
         # A student's parameterization: Euler's scheduler is the lab's grid and knows zero-SNR betas.
         return EulerDiscreteScheduler.from_config(self.schedule.scheduler.config)
 
+    def equivalent_scheduler(self):
+        # Deterministic DDIM is Euler in sigma/alpha; Euler's grid is the lab's (schedules.py).
+        return EulerDiscreteScheduler.from_config(self.schedule.config)
+
+    def pipeline_kwargs(self, guidance: float) -> dict:
+        if self.guidance_embedded:  # diffusers feeds time_cond_proj_dim LCM's w-embedding, not the lab's
+            raise UsageError("parity: a guidance-input SD student has no diffusers pipeline that runs it as the lab does")
+        return {"guidance_scale": guidance}
+
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
         return Conditioning({"hidden": hidden.to(self.dtype)})
