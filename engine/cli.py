@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=_int_in(8, 4096), default=None)
     g.add_argument("--width", type=_int_in(8, 4096), default=None)
     g.add_argument("--out", default="out.png", help="where to write the image (PNG)")
+    g.add_argument("--cache", default="none", metavar="METHOD[:THRESHOLD]",
+                   help="none, teacache, fbcache, magcache, taylorseer (as the model supports); "
+                        "no threshold: the calibrated or default one")
+    g.add_argument("--fp8", default="off", help="off, weights (float8 storage, any device) or compute (GPU cc >= 8.9)")
     _common(g)
 
     a = sub.add_parser("adherence", help="adherence of a model on fresh prompts (embedded domain)")
@@ -131,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     jr.add_argument("job", type=int)
     jr.add_argument("--data-dir", default=None)
 
+    pa = sub.add_parser("parity", help="compare the lab's sampler with the model's own diffusers pipeline")
+    pa.add_argument("--model", required=True)
+    pa.add_argument("--prompt", default="a photo of a red fox in the snow")
+    pa.add_argument("--steps", type=_int_in(1, 1000), default=4)
+    pa.add_argument("--guidance", type=_float(), default=3.5)
+    pa.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    pa.add_argument("--height", type=_int_in(8, 4096), default=None)
+    pa.add_argument("--width", type=_int_in(8, 4096), default=None)
+    _common(pa)
+
+    rm = sub.add_parser("random-model", help="save a tiny random-weight diffusers pipeline (to try --model PATH)")
+    rm.add_argument("--kind", required=True, help="sd, sd-v, sdxl, flux, flux-dev, flux2-klein or sd3")
+    rm.add_argument("--out", required=True, help="directory to create")
+    rm.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+
     j = sub.add_parser("train-judge", help="train the judge network")
     j.add_argument("--steps", type=_int_in(1, 10**7), default=3000)
     j.add_argument("--device", default="auto")
@@ -159,6 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--category", default=None)
     al.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     al.add_argument("--data-dir", default=None)
+    b = sub.add_parser("bench", help="the decision table for a model: speed, memory and quality of each technique")
+    b.add_argument("--model", default="embedded")
+    b.add_argument("--steps", type=_int_in(1, 1000), default=50, help="the teacher's sampling steps")
+    b.add_argument("--guidance", type=_float(), default=5.0)
+    b.add_argument("--n", type=_int_in(1, 100000), default=60, help="prompts scored for quality per row")
+    b.add_argument("--timing", type=_int_in(1, 1000), default=5, help="single-image runs timed per row (median)")
+    b.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    b.add_argument("--batch-size", type=_int_in(1, 4096), default=30)
+    b.add_argument("--thresholds", type=_float(), nargs="+", default=None,
+                   help="cache thresholds (default: the calibrated one and twice it)")
+    b.add_argument("--student", action="append", default=[], metavar="ROLE=NAME",
+                   help="use this model for a row: guidance, step8, step4 or both (repeatable)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    _common(b)
+
+    c = sub.add_parser("calibrate", help="calibrate a cache for a model (TeaCache polynomial and threshold, MagCache ratios)")
+    c.add_argument("--model", default="embedded")
+    c.add_argument("--method", default="teacache", help="teacache or magcache")
+    c.add_argument("--prompts", type=_int_in(1, 1000), default=4)
+    c.add_argument("--steps", type=_int_in(2, 1000), default=50)
+    c.add_argument("--guidance", type=_float(), default=5.0)
+    c.add_argument("--target-psnr", type=_float(), default=30.0, help="dB to the uncached images the threshold keeps")
+    _common(c)
     return parser
 
 
@@ -168,7 +210,7 @@ def _cmd_generate(args) -> dict:
     from .store import Store
 
     req = Request(prompt=args.prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                  height=args.height, width=args.width)
+                  height=args.height, width=args.width, cache=args.cache, fp8=args.fp8)
     req.check()
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -177,7 +219,8 @@ def _cmd_generate(args) -> dict:
         raise UsageError(f"--out: folder {str(out.parent)!r} does not exist")
     store = Store(args.data_dir)
     family = registry.load(args.model, store=store, device=args.device, dtype=args.dtype)
-    image, record = run(family, req, model_name=args.model, store=store)
+    image, record = run(family, req, model_name=args.model, store=store,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
     image.save(out)
     record["out"] = str(out)
     return record
@@ -257,6 +300,31 @@ def _cmd_train_teacher(args) -> dict:
     if not cfg.lr > 0:
         raise UsageError(f"--lr must be positive, got {cfg.lr}")
     return train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def _cmd_parity(args) -> dict:
+    from . import registry
+    from .families.parity import compare
+    from .store import Store
+
+    _check_guidance(args.guidance)
+    family = registry.load(args.model, store=Store(args.data_dir), device=args.device, dtype=args.dtype)
+    result = compare(family, args.prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                     height=args.height or family.default_size, width=args.width or family.default_size)
+    return {"model": args.model, **result}
+
+
+def _cmd_random_model(args) -> dict:
+    from .families import catalog, synthetic
+
+    if args.kind not in synthetic.KINDS:
+        raise UsageError(f"--kind must be one of {', '.join(synthetic.KINDS)}, got {args.kind!r}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out: {str(out)!r} exists and is not empty; name a new directory")
+    with catalog.quiet():
+        synthetic.save(args.kind, out, seed=args.seed)
+    return {"kind": args.kind, "family": synthetic.FAMILY[args.kind], "path": str(out)}
 
 
 def _cmd_train_judge(args) -> dict:
@@ -371,11 +439,58 @@ def _cmd_job_run(args) -> None:
     raise SystemExit(jobs.run_job(Store(args.data_dir), args.job))
 
 
+
+def _cmd_bench(args):
+    from .accel.bench import STUDENT_NAMES, BenchConfig, markdown, run
+    from .store import Store
+
+    _check_guidance(args.guidance)
+    students = {}
+    for item in args.student:
+        role, _, name = item.partition("=")
+        if role not in STUDENT_NAMES or not name:
+            raise UsageError(f"--student must be ROLE=NAME with ROLE one of {', '.join(STUDENT_NAMES)}, got {item!r}")
+        students[role] = name
+    for th in args.thresholds or []:
+        if not 0 <= th <= 100:
+            raise UsageError(f"--thresholds must be numbers in 0..100, got {th:g}")
+    cfg = BenchConfig(model=args.model, steps=args.steps, guidance=args.guidance, n=args.n, timing=args.timing,
+                      seed=args.seed, batch_size=args.batch_size,
+                      thresholds=tuple(args.thresholds) if args.thresholds else None, students=students)
+    store = Store(args.data_dir)
+    result = run(cfg, store=store, device=args.device, dtype=args.dtype,
+                 log=lambda m: print(m, file=sys.stderr, flush=True))
+    result["id"] = store.add_bench_run(args.model, result["device"], result["config"], result["rows"])
+    return result if args.json else markdown(result)
+
+
+def _cmd_calibrate(args) -> dict:
+    from . import registry
+    from .accel import CALIBRATED, model_key, supported_caches
+    from .accel.calibrate import CALIBRATORS, CalibrationConfig
+    from .store import Store
+
+    _check_guidance(args.guidance)
+    if args.method not in CALIBRATED:
+        raise UsageError(f"--method must be one of {', '.join(CALIBRATED)}, got {args.method!r}")
+    store = Store(args.data_dir)
+    family = registry.load(args.model, store=store, device=args.device, dtype=args.dtype)
+    if args.method not in supported_caches(family):
+        raise UsageError(f"--method {args.method}: not supported by {args.model!r} "
+                         f"(supported: {', '.join(supported_caches(family))})")
+    cfg = CalibrationConfig(prompts=args.prompts, steps=args.steps, guidance=args.guidance,
+                            target_psnr=args.target_psnr)
+    result = CALIBRATORS[args.method](family, cfg, progress=lambda i, n: print(
+        f"calibration run {i}/~{n}", file=sys.stderr, flush=True))
+    store.save_calibration(model_key(family), args.method, result)
+    return {"model": args.model, **result}
+
 COMMANDS = {"distill": _cmd_distill, "jobs": _cmd_jobs, "resume": _cmd_resume, "cancel": _cmd_cancel,
             "job-run": _cmd_job_run, "generate": _cmd_generate, "adherence": _cmd_adherence,
             "adherence-table": _cmd_adherence_table,
-            "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge,
-            "arena": _cmd_arena}
+            "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge, "random-model": _cmd_random_model,
+            "parity": _cmd_parity,
+            "arena": _cmd_arena, "bench": _cmd_bench, "calibrate": _cmd_calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:
