@@ -20,7 +20,7 @@ from engine.store import Store
 sys.path.insert(0, str(ROOT / "scripts"))
 from arena_load import seed_battles  # noqa: E402
 
-TEACHER = {"model": "zebra-teacher", "steps": 3, "guidance": 4.0}
+TEACHER = {"model": "zebra-teacher", "steps": 2, "guidance": 4.0}
 STUDENT = {"model": "zebra-student", "steps": 1, "guidance": 1.0}
 
 
