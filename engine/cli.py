@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--width", type=_int_in(8, 4096), default=None)
     _common(pa)
 
+    rg = sub.add_parser("register", help="name a diffusers directory or cached hub id for every model picker")
+    rg.add_argument("--name", required=True)
+    rg.add_argument("--model", required=True, help="a diffusers directory (model_index.json) or a cached hub id")
+    rg.add_argument("--data-dir", default=None)
+
     rm = sub.add_parser("random-model", help="save a tiny random-weight diffusers pipeline (to try --model PATH)")
     rm.add_argument("--kind", required=True, help="sd, sd-v, sdxl, flux, flux-dev, flux2-klein or sd3")
     rm.add_argument("--out", required=True, help="directory to create")
@@ -312,6 +317,14 @@ def _cmd_parity(args) -> dict:
     result = compare(family, args.prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
                      height=args.height or family.default_size, width=args.width or family.default_size)
     return {"model": args.model, **result}
+
+
+def _cmd_register(args) -> dict:
+    from . import registry
+    from .store import Store
+
+    row = registry.register(Store(args.data_dir), args.name, args.model)
+    return {"name": row["name"], "family": row["family"], "path": row["path"]}
 
 
 def _cmd_random_model(args) -> dict:
@@ -489,7 +502,7 @@ COMMANDS = {"distill": _cmd_distill, "jobs": _cmd_jobs, "resume": _cmd_resume, "
             "job-run": _cmd_job_run, "generate": _cmd_generate, "adherence": _cmd_adherence,
             "adherence-table": _cmd_adherence_table,
             "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge, "random-model": _cmd_random_model,
-            "parity": _cmd_parity,
+            "parity": _cmd_parity, "register": _cmd_register,
             "arena": _cmd_arena, "bench": _cmd_bench, "calibrate": _cmd_calibrate}
 
 

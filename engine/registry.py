@@ -48,6 +48,16 @@ def resolve(model: str, store: Store | None = None) -> Path:
     return path
 
 
+def register(store: Store, name: str, model: str) -> dict:
+    """Name a model directory or cached hub id so every picker (CLI, app, distillation) offers it.
+    Nothing is copied or loaded: the family is read from the directory's files."""
+    if not name or not name.strip() or "/" in name or name != name.strip() or name in BUILTIN:
+        raise UsageError(f"--name must be a non-empty name without '/' or surrounding spaces, and not "
+                         f"{', '.join(BUILTIN)}; got {name!r}")
+    path = resolve(model, store).resolve()
+    return store.register_model(name, path, family_of(path))
+
+
 def family_of(path: Path) -> str:
     meta = path / "lab.json"
     if path.is_dir() and not meta.exists() and (path / "model_index.json").exists():

@@ -100,3 +100,18 @@ def test_a_missing_plain_path_is_still_reported_as_missing():
     assert not catalog.looks_like_hub_id("./nowhere/model") and catalog.looks_like_hub_id("owner/name")
     with pytest.raises(UsageError, match="no model named or found"):
         registry.resolve("./nowhere/model")
+
+
+def test_register_names_a_diffusers_directory_for_every_picker(tiny_pipeline, tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["register", "--name", "my-sdxl", "--model", str(tiny_pipeline("sdxl")), "--data-dir", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)["family"] == "sdxl"
+    from engine.store import Store
+    store = Store(data)
+    assert "my-sdxl" in registry.names(store)
+    assert registry.load("my-sdxl", store=store, device="cpu").name == "sdxl"
+    assert main(["register", "--name", "embedded", "--model", str(tiny_pipeline("sd")), "--data-dir", str(data)]) == 2
+    assert main(["register", "--name", "x", "--model", str(tmp_path / "nothing"), "--data-dir", str(data)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 2 and "--name" in err[0] and "no model named or found" in err[1]
+    assert [r["name"] for r in store.models()] == ["my-sdxl"]
