@@ -44,7 +44,8 @@ def _show(lab: Lab, battle: dict | None, rater: str, note: str = "") -> tuple:
                 "**No battles left for you.** Thank you! Ask an admin to prepare more.", "", status,
                 gr.update(visible=False), gr.update(visible=False), gr.update(visible=False))
     left, right = battles.images(lab.store, battle)
-    return (battle["token"], gr.update(value=enlarge(left), label="Left"), gr.update(value=enlarge(right), label="Right"),
+    return (battle["token"], gr.update(value=enlarge(left), label="Left"),
+            gr.update(value=enlarge(right), label="Right"),
             f"**Prompt:** {battle['prompt']}", "", status,
             gr.update(visible=True), gr.update(visible=False), gr.update(visible=False))
 

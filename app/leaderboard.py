@@ -86,7 +86,8 @@ def build(lab: Lab) -> dict:
             source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Prompts from")
             cat = gr.Dropdown([ALL, *CATEGORIES], value=ALL, label="World category")
         typed = gr.Textbox(label="Typed prompts (one a line)", lines=3)
-        golden = gr.File(label="Golden set (JSONL or one prompt a line)", type="filepath", file_types=[".jsonl", ".txt"])
+        golden = gr.File(label="Golden set (JSONL or one prompt a line)", type="filepath",
+                         file_types=[".jsonl", ".txt"])
         prep = gr.Button("Prepare battles", variant="primary")
         prep_out = gr.Markdown()
 

@@ -106,8 +106,8 @@ def run_load(url: str, clients: int, votes_per_client: int, dup_every: int = 10,
 
 def serve(data_dir: str | Path, port: int) -> subprocess.Popen:
     """`python -m app --arena-only` on this data directory, as raters would reach it; waits until up."""
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--arena-only", "--port", str(port), "--data-dir", str(data_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "app", "--arena-only", "--port", str(port), "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(240):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)

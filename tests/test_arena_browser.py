@@ -2,7 +2,6 @@
 through every battle, check each reveal against the database, and check that nothing the browser
 received before a vote (page, image URLs, every fetched response) names a model or a setting."""
 
-import json
 import os
 import subprocess
 import sys
