@@ -9,11 +9,13 @@ import gradio as gr
 
 from engine.store import Store
 
-from . import arena, compare, leaderboard
+from . import arena, compare, distill, leaderboard
 from .state import Lab
 
 CSS = """
 .gradio-container img { image-rendering: pixelated; }
+table.lab-jobs { width: 100%; border-collapse: collapse; }
+table.lab-jobs td, table.lab-jobs th { padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; }
 """
 
 
@@ -21,13 +23,20 @@ def build_app(lab: Lab) -> gr.Blocks:
     with gr.Blocks(title="Distillation Lab") as demo:
         gr.Markdown("# Distillation Lab\nTeacher and student, side by side: what each costs in passes, "
                     "seconds and memory, and what it does to the image.")
-        with gr.Tab("Compare"):
+        with gr.Tab("Compare") as compare_tab:
             tab = compare.build(lab)
+        with gr.Tab("Distill"):
+            distill_tab = distill.build(lab)
         with gr.Tab("Arena"):
             arena.build(lab)
         with gr.Tab("Leaderboard"):
             board = leaderboard.build(lab)
-        demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, tab["models"])
+        # New students appear in the pickers without a restart: refresh them on load and on tab change.
+        refresh = lambda: [gr.Dropdown(choices=lab.model_names())] * 2  # noqa: E731
+        demo.load(refresh, None, tab["models"], api_visibility="private")
+        compare_tab.select(refresh, None, tab["models"], api_visibility="private")
+        demo.load(lambda: gr.Dropdown(choices=lab.model_names()), None, distill_tab["teacher"],
+                  api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
                   api_visibility="private")
     return demo

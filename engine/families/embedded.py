@@ -8,7 +8,9 @@ The text encoder is the lab's own small transformer (engine/text.py), trained wi
 
 from __future__ import annotations
 
+import copy
 import json
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,12 +20,14 @@ from diffusers import UNet2DConditionModel
 
 from ..errors import UsageError
 from ..text import TextEncoder, TextEncoderConfig
-from ..world import IMAGE_SIZE, vocabulary
+from ..world import IMAGE_SIZE, describe, vocabulary
+from ..world.scene import sample_scene
 from .base import Conditioning, Family, FlowSchedule
 from .guidance import guidance_features
 
 PACK = 2  # pixel_unshuffle factor
 TIME_SCALE = 1000.0  # the UNet's sinusoidal timestep embedding expects timesteps in [0, 1000]
+GUIDANCE_DIM = 64  # width of the sinusoidal guidance-scale features of guidance-distilled students
 
 
 @dataclass
@@ -79,21 +83,52 @@ class EmbeddedFamily(Family):
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "EmbeddedFamily":
         meta = json.loads((path / "lab.json").read_text())
+        if "base" in meta:  # a LoRA student stored as an adapter over its base model
+            from ..distill.lora import load_adapter_student
+            return load_adapter_student(cls.load((path / meta["base"]).resolve(), "cpu", torch.float32),
+                                        path, meta).to(device, dtype)
         cfg = EmbeddedConfig(**meta["config"])
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
-        text = TextEncoder.load(path / "text_encoder").to(dtype)
-        fam = cls(unet.to(device).eval(), text.to(device).eval(), cfg, path)
-        return fam
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch.float32)
+        text = TextEncoder.load(path / "text_encoder")
+        return cls(unet.eval(), text.eval(), cfg, path).to(device, dtype)
 
-    def save(self, path: Path, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
+    def to(self, device, dtype: torch.dtype | None = None) -> "EmbeddedFamily":
+        self.denoiser.to(device)
+        self.text_encoder.to(device)
+        if dtype is not None and dtype != self.dtype:
+            self.denoiser.to(dtype=dtype)
+            self.text_encoder.to(dtype=dtype)
+        return self
+
+    def save(self, path: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
         """Write the model directory (weights stored in `dtype`; loading upcasts)."""
         path.mkdir(parents=True, exist_ok=True)
-        self.denoiser.to(dtype).save_pretrained(path / "unet")
-        self.denoiser.float()
+        # nn.Module.to: a plain cast of a copy for storage (ModelMixin.to warns about upcast modules,
+        # of which this UNet has none).
+        torch.nn.Module.to(copy.deepcopy(self.denoiser), dtype=dtype).save_pretrained(path / "unet")
         self.text_encoder.save(path / "text_encoder", dtype)
+        (path / "lab.json").write_text(json.dumps({"family": self.name, "config": self.config_json(),
+                                                   **(extra or {})}, indent=1))
+
+    def config_json(self) -> dict:
         cfg = asdict(self.cfg)
         cfg["channels"] = list(cfg["channels"])
-        (path / "lab.json").write_text(json.dumps({"family": self.name, "config": cfg, **(extra or {})}, indent=1))
+        return cfg
+
+    def clone(self) -> "EmbeddedFamily":
+        return EmbeddedFamily(copy.deepcopy(self.denoiser), copy.deepcopy(self.text_encoder), self.cfg, self.path)
+
+    def with_guidance_input(self) -> "EmbeddedFamily":
+        if self.guidance_embedded:
+            return self.clone()
+        unet = build_unet(self.cfg, time_cond_proj_dim=GUIDANCE_DIM)
+        missing, unexpected = unet.load_state_dict(self.denoiser.state_dict(), strict=False)
+        assert not unexpected and set(missing) == {"time_embedding.cond_proj.weight"}, (missing, unexpected)
+        torch.nn.init.zeros_(unet.time_embedding.cond_proj.weight)
+        return EmbeddedFamily(unet, copy.deepcopy(self.text_encoder), self.cfg, self.path).to(self.device, self.dtype)
+
+    def training_prompts(self, rng: random.Random, n: int) -> list[str]:
+        return [describe(sample_scene(rng, "train"), rng)[0] for _ in range(n)]
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, mask = self.text_encoder.encode(prompts)

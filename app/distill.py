@@ -1,0 +1,174 @@
+"""Distill tab: launch guidance / step distillation jobs, watch them, cancel and resume them."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import gradio as gr
+import pandas as pd
+
+from engine import jobs, registry
+from engine.distill.recipes import LoraSpec, Recipe, order_warning
+from engine.errors import UsageError
+
+from .state import Lab
+
+TECHNIQUES = {"Guidance distillation (one pass instead of two)": "guidance",
+              "Step distillation (halve the steps each round)": "progressive",
+              "Both: guidance first, then steps": "guidance+progressive"}
+STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+STATUS_COLOURS = {"queued": "#888", "running": "#2b6cb0", "succeeded": "#2f855a", "failed": "#c53030",
+                  "canceled": "#975a16", "interrupted": "#c05621"}
+
+
+def build_recipe(technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch_size, g_min, g_max,
+                 from_steps, to_steps) -> Recipe:
+    return Recipe(technique=TECHNIQUES.get(technique, technique), teacher=teacher, name=(name or "").strip(),
+                  lora=LoraSpec(rank=int(rank), save=lora_save) if lora else None, train_steps=int(train_steps),
+                  lr=float(lr), batch_size=int(batch_size), guidance_min=float(g_min), guidance_max=float(g_max),
+                  from_steps=int(from_steps), to_steps=int(to_steps))
+
+
+def launch(lab: Lab, *form):
+    try:
+        recipe = build_recipe(*form)
+        job_id, warnings = jobs.submit(lab.store, recipe)
+    except UsageError as e:
+        raise gr.Error(str(e)) from None
+    text = f"Job {job_id} queued: {recipe.technique} of **{recipe.teacher}** → **{recipe.name}**."
+    if warnings:
+        text += "\n\n⚠️ " + " ".join(warnings)
+    return text, job_table(lab), gr.Dropdown(choices=job_choices(lab), value=str(job_id))
+
+
+def warning_for(lab: Lab, technique, teacher) -> str:
+    try:
+        w = order_warning(TECHNIQUES.get(technique, technique),
+                          registry.takes_guidance(registry.resolve(teacher, lab.store)))
+    except UsageError:
+        return ""
+    return f"⚠️ {w}" if w else ""
+
+
+def _bar(job: dict) -> str:
+    rounds = max(1, job["rounds"] or 1)
+    within = (job["step"] / job["total"]) if job["total"] else 0.0
+    done_rounds = min(job["round"], rounds)
+    frac = 1.0 if job["status"] == "succeeded" else min(1.0, (done_rounds + (within if done_rounds < rounds else 0)) / rounds)
+    return (f'<progress value="{frac:.3f}" max="1" style="width:160px"></progress> {100 * frac:.0f}% '
+            f'<small>round {min(done_rounds + 1, rounds)}/{rounds}, step {job["step"]}/{job["total"]}</small>')
+
+
+def job_table(lab: Lab) -> str:
+    jobs.reconcile(lab.store)
+    rows = lab.store.jobs(limit=50)
+    if not rows:
+        return "<p>No jobs yet: fill in the recipe above and press <b>Launch</b>.</p>"
+    head = "<tr><th>job</th><th>status</th><th>technique</th><th>teacher → student</th><th>progress</th><th>models</th></tr>"
+    body = []
+    for j in rows:
+        colour = STATUS_COLOURS.get(j["status"], "#000")
+        models = ", ".join(json.loads(j["models"] or "[]"))
+        body.append(f"<tr><td>{j['id']}</td><td style='color:{colour};font-weight:600'>{j['status']}</td>"
+                    f"<td>{html.escape(j['technique'])}</td><td>{html.escape(j['teacher'])} → {html.escape(j['name'])}</td>"
+                    f"<td>{_bar(j)}</td><td>{html.escape(models)}</td></tr>")
+    return f"<table class='lab-jobs'>{head}{''.join(body)}</table>"
+
+
+def job_choices(lab: Lab) -> list[str]:
+    return [str(j["id"]) for j in lab.store.jobs(limit=50)]
+
+
+def job_detail(lab: Lab, job_id):
+    """Loss curve, per-round quality, log tail and status line of one job."""
+    empty = pd.DataFrame({"step": [], "loss": [], "round": []})
+    if not job_id:
+        return empty, pd.DataFrame(), "", ""
+    job = lab.store.job(int(job_id))
+    if job is None:
+        return empty, pd.DataFrame(), "", ""
+    metrics = lab.store.job_metrics(job["id"])
+    # one x axis over all rounds: step counts restart each round
+    offset, last_round, prev, points = 0, None, 0, []
+    for m in metrics:
+        if m["round"] != last_round:
+            offset += prev
+            last_round = m["round"]
+        prev = m["step"]
+        points.append({"step": offset + m["step"], "loss": m["loss"], "round": f"round {m['round'] + 1}"})
+    curve = pd.DataFrame(points) if points else empty
+    evals = pd.DataFrame([{"round": e["round"] + 1, "model": e["model"], "steps": e["steps"],
+                           "guidance": e["guidance"], "adherence": e["adherence"],
+                           **json.loads(e["by_category"])} for e in lab.store.job_evals(job["id"])])
+    log = jobs.log_path(lab.store, job["id"])
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
+    status = f"**Job {job['id']}: {job['status']}**" + (f" — {job['error']}" if job["error"] else "") + \
+        (f"  \n{job['message']}" if job["message"] else "")
+    return curve, evals, tail, status
+
+
+def cancel(lab: Lab, job_id):
+    try:
+        jobs.cancel(lab.store, int(job_id))
+    except (UsageError, TypeError, ValueError) as e:
+        raise gr.Error(f"cancel: {e}") from None
+    return job_table(lab)
+
+
+def resume(lab: Lab, job_id):
+    try:
+        jobs.resume(lab.store, int(job_id))
+    except (UsageError, TypeError, ValueError) as e:
+        raise gr.Error(f"resume: {e}") from None
+    return job_table(lab)
+
+
+def build(lab: Lab) -> dict:
+    gr.Markdown("Train a faster student from a teacher. Each job runs in its own process; its students "
+                "appear in every model picker when it finishes. Guidance distillation must come first: "
+                "step distillation of a two-pass CFG teacher weakens guidance.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            technique = gr.Radio(list(TECHNIQUES), value=list(TECHNIQUES)[0], label="Technique")
+            with gr.Row():
+                teacher = gr.Dropdown(lab.model_names(), value="embedded", label="Teacher")
+                name = gr.Textbox(label="Student name", placeholder="e.g. my-guidance")
+            with gr.Row():
+                train_steps = gr.Number(600, label="Training steps per round", precision=0)
+                lr = gr.Number(1e-4, label="Learning rate")
+                batch = gr.Number(32, label="Batch size", precision=0)
+            with gr.Row():
+                g_min = gr.Number(1.0, label="Guidance range: min")
+                g_max = gr.Number(8.0, label="Guidance range: max")
+                from_steps = gr.Dropdown(STEP_CHOICES, value=64, label="Step rounds: from")
+                to_steps = gr.Dropdown(STEP_CHOICES, value=4, label="... to")
+            with gr.Row():
+                lora = gr.Checkbox(False, label="LoRA student")
+                rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank")
+                lora_save = gr.Radio(["merged", "adapter"], value="merged", label="Save LoRA as")
+            warning = gr.Markdown()
+            go = gr.Button("Launch", variant="primary")
+            launched = gr.Markdown()
+    gr.Markdown("### Jobs")
+    table = gr.HTML(job_table(lab))
+    with gr.Row():
+        picked = gr.Dropdown(job_choices(lab), label="Job", scale=1)
+        cancel_btn = gr.Button("Cancel job", scale=0)
+        resume_btn = gr.Button("Resume job", scale=0)
+    status = gr.Markdown()
+    with gr.Row():
+        curve = gr.LinePlot(x="step", y="loss", color="round", title="Training loss", height=300)
+        evals = gr.Dataframe(label="Adherence after every round (the loss compounds)", interactive=False)
+    log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
+
+    form = [technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from_steps, to_steps]
+    go.click(lambda *a: launch(lab, *a), form, [launched, table, picked], api_name="launch")
+    for c in (technique, teacher):
+        c.change(lambda t, m: warning_for(lab, t, m), [technique, teacher], warning)
+    picked.change(lambda j: job_detail(lab, j), picked, [curve, evals, log, status])
+    cancel_btn.click(lambda j: cancel(lab, j), picked, table, api_name="cancel")
+    resume_btn.click(lambda j: resume(lab, j), picked, table, api_name="resume")
+    timer = gr.Timer(2.0)
+    timer.tick(lambda j: (job_table(lab), *job_detail(lab, j)), picked, [table, curve, evals, log, status])
+    return {"teacher": teacher, "table": table, "picked": picked}

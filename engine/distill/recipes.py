@@ -1,0 +1,147 @@
+"""Distillation recipes: what a job trains, as dataclasses that serialise to JSON for the job table.
+
+Techniques (DESIGN.md §4-5):
+- `guidance`: Meng et al. 2023 stage 1, one round; the student takes the guidance scale as input.
+- `progressive`: Salimans & Ho 2022, rounds that halve the step count from `from_steps` to `to_steps`.
+- `guidance+progressive`: both, in the order that works (guidance first; Meng et al. stage 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import UsageError
+
+TECHNIQUES = ("guidance", "progressive", "guidance+progressive")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class LoraSpec:
+    rank: int = 8  # LoRA rank r
+    alpha: float | None = None  # LoRA alpha (scale alpha / r); None = rank
+    target_modules: list[str] | None = None  # None = the family's default (attention projections)
+    save: str = "merged"  # "merged": a plain model; "adapter": LoRA weights that load onto the teacher
+
+
+@dataclass
+class Recipe:
+    technique: str  # one of TECHNIQUES
+    teacher: str  # a model name (`embedded`, a registered student) or a model directory
+    name: str  # the student's name; progressive rounds also register NAME-<steps>step
+    train_steps: int = 600  # optimisation steps per round
+    lr: float = 1e-4  # peak learning rate of each round (linear warm-up, cosine decay)
+    warmup: int = 50  # warm-up steps of each round
+    batch_size: int = 32  # samples per optimisation step (per process)
+    guidance_min: float = 1.0  # guidance distillation: range of scales s the student learns
+    guidance_max: float = 8.0
+    guidance: float = 5.0  # progressive on a two-pass CFG teacher: the scale its target uses
+    from_steps: int = 64  # progressive: teacher steps of the first round
+    to_steps: int = 4  # progressive: student steps of the last round
+    teacher_steps: int = 32  # guidance: grid of the teacher trajectories the student learns on
+    lora: LoraSpec | None = None  # train a LoRA student instead of all weights
+    ema: float | None = None  # EMA decay of the student weights (None: no EMA)
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100  # optimisation steps between checkpoints
+    mixed_precision: str = "auto"  # accelerate's mixed precision: auto = bf16 on CUDA, no on CPU
+    eval_n: int = 120  # embedded domain: prompts scored for adherence after every round (0: none)
+    eval_steps: int = 50  # ... at this many steps for a guidance round (a progressive round uses its own)
+    prompts: str | None = None  # a file of training prompts (one per line); None: the domain's own
+    seed: int = 0
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UsageError(f"recipe: unknown field(s) {', '.join(sorted(unknown))}")
+        if d.get("lora") is not None:
+            d["lora"] = LoraSpec(**d["lora"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        return cls.from_dict(json.loads(text))
+
+    # -- the rounds it will run -------------------------------------------------------------------
+    def rounds(self) -> list[dict]:
+        """[{'kind': 'guidance'} | {'kind': 'progressive', 'teacher_steps': N, 'student_steps': N // 2}]"""
+        out = []
+        if "guidance" in self.technique:
+            out.append({"kind": "guidance"})
+        if "progressive" in self.technique:
+            n = self.from_steps
+            while n > self.to_steps:
+                out.append({"kind": "progressive", "teacher_steps": n, "student_steps": n // 2})
+                n //= 2
+        return out
+
+    # -- validation -------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise UsageError naming the first bad field and what is allowed."""
+        if self.technique not in TECHNIQUES:
+            raise UsageError(f"technique must be one of {', '.join(TECHNIQUES)}, got {self.technique!r}")
+        if not self.name or not self.name.strip() or len(self.name) > 64 or any(c in self.name for c in "/\\ "):
+            raise UsageError(f"name must be 1..64 characters without spaces or slashes, got {self.name!r}")
+        _positive_int("train_steps", self.train_steps, 1_000_000)
+        _positive_int("batch_size", self.batch_size, 65_536)
+        _positive_int("checkpoint_every", self.checkpoint_every, 10_000_000)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise UsageError(f"lr must be a number in (0, 1], got {self.lr}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise UsageError(f"warmup must be an integer >= 0, got {self.warmup}")
+        for k in ("guidance_min", "guidance_max", "guidance"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 30):
+                raise UsageError(f"{k} must be a number in 0..30, got {v}")
+        if self.guidance_min > self.guidance_max:
+            raise UsageError(f"guidance_min ({self.guidance_min}) must not exceed guidance_max ({self.guidance_max})")
+        if "progressive" in self.technique:
+            _positive_int("from_steps", self.from_steps, 4096)
+            _positive_int("to_steps", self.to_steps, 4096)
+            if self.to_steps >= self.from_steps:
+                raise UsageError(f"to_steps ({self.to_steps}) must be smaller than from_steps ({self.from_steps})")
+            ratio = self.from_steps / self.to_steps
+            if ratio != 2 ** round(math.log2(ratio)):
+                raise UsageError(f"from_steps / to_steps must be a power of two (each round halves the steps), "
+                                 f"got {self.from_steps} -> {self.to_steps}")
+        if "guidance" in self.technique:
+            _positive_int("teacher_steps", self.teacher_steps, 4096)
+        if self.lora is not None:
+            r = self.lora.rank
+            if not isinstance(r, int) or not 1 <= r <= 1024:
+                raise UsageError(f"lora rank must be an integer in 1..1024, got {r}")
+            if self.lora.alpha is not None and not (math.isfinite(self.lora.alpha) and self.lora.alpha > 0):
+                raise UsageError(f"lora alpha must be a positive number, got {self.lora.alpha}")
+            if self.lora.save not in ("merged", "adapter"):
+                raise UsageError(f"lora save must be 'merged' or 'adapter', got {self.lora.save!r}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise UsageError(f"ema must be in (0, 1), got {self.ema}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise UsageError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        if not isinstance(self.eval_n, int) or self.eval_n < 0:
+            raise UsageError(f"eval_n must be an integer >= 0, got {self.eval_n}")
+
+
+def _positive_int(name: str, v, hi: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+        raise UsageError(f"{name} must be an integer in 1..{hi}, got {v}")
+
+
+def order_warning(technique: str, teacher_guidance_embedded: bool, teacher_uses_cfg: bool = True) -> str | None:
+    """The seed's pitfall: step distillation of a CFG teacher before guidance distillation."""
+    if technique == "progressive" and teacher_uses_cfg and not teacher_guidance_embedded:
+        return ("warning: step distillation of a teacher that still needs two passes for guidance: distill "
+                "guidance first (technique guidance+progressive, or a guidance-distilled teacher) - with fewer "
+                "steps the guidance effect is already weakened")
+    return None
+
+
+__all__ = ["LoraSpec", "Recipe", "TECHNIQUES", "order_warning"]

@@ -1,0 +1,182 @@
+"""Run a recipe's rounds: build each student, train it on teacher walkers, score it, save and
+register it. Called inside a job's own process (engine/jobs.py); reports through callbacks."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import registry
+from ..errors import UsageError
+from ..families.base import Family
+from ..store import Store
+from .lora import apply_lora, merge_lora, save_adapter_student
+from .recipes import Recipe
+from .techniques import GuidanceRound, ProgressiveRound
+from .trainer import LoopConfig, make_accelerator, train_loop
+from .walkers import Walkers
+
+DROP_PROMPT = 0.1  # progressive rounds of a two-pass CFG model also learn the unconditional branch
+
+
+@dataclass
+class Hooks:
+    """How a running recipe talks to the world (the job process writes these to the database)."""
+    report: Callable[[dict], None] = lambda r: None  # training progress: step, total, loss, lr
+    round_done: Callable[[dict], None] = lambda r: None  # a round's model and evaluation
+    log: Callable[[str], None] = print
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class Plan:
+    """A round with the names it registers."""
+    index: int
+    kind: str
+    model_name: str
+    teacher_steps: int = 0
+    student_steps: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def plan(recipe: Recipe) -> list[Plan]:
+    rounds = recipe.rounds()
+    out = []
+    for i, r in enumerate(rounds):
+        last = i == len(rounds) - 1
+        if r["kind"] == "guidance":
+            out.append(Plan(i, "guidance", recipe.name if last else f"{recipe.name}-guidance"))
+        else:
+            name = recipe.name if last else f"{recipe.name}-{r['student_steps']}step"
+            out.append(Plan(i, "progressive", name, r["teacher_steps"], r["student_steps"]))
+    return out
+
+
+def prompt_source(recipe: Recipe, family: Family):
+    """(rng, n) -> prompts: the recipe's prompt file, or the model's own domain."""
+    if recipe.prompts:
+        path = Path(recipe.prompts)
+        if not path.is_file():
+            raise UsageError(f"prompts: no such file {recipe.prompts!r}")
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        if not lines:
+            raise UsageError(f"prompts: {recipe.prompts!r} has no prompts (one per line)")
+        return lambda rng, n: [rng.choice(lines) for _ in range(n)]
+    family.training_prompts(random.Random(0), 1)  # raises a clear error where there is no domain
+    return family.training_prompts
+
+
+def check_teacher(recipe: Recipe, teacher: Family) -> None:
+    if "guidance" in recipe.technique and teacher.guidance_embedded:
+        raise UsageError(f"teacher {recipe.teacher!r} is already guidance-distilled: use technique progressive")
+
+
+def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hooks(),
+               start_round: int = 0) -> list[str]:
+    """Run rounds start_round.. of the recipe; returns the registered model names of all rounds."""
+    acc = make_accelerator(recipe.mixed_precision)
+    device = str(acc.device)
+    teacher_name = recipe.teacher
+    names = []
+    for p in plan(recipe):
+        if p.index < start_round:  # finished before a resume: its model is registered already
+            teacher_name = p.model_name
+            names.append(p.model_name)
+            continue
+        teacher = registry.load(teacher_name, store=store, device=device, dtype="float32")
+        teacher.denoiser.requires_grad_(False)
+        if p.index == 0:
+            check_teacher(recipe, teacher)
+        hooks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
+                  + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else ""))
+        student, trainable_new = _student(p, teacher)
+        if recipe.lora:
+            apply_lora(student, recipe.lora, trainable_new)
+        else:
+            student.denoiser.requires_grad_(True)
+        student.denoiser.train()
+        technique = GuidanceRound(teacher) if p.kind == "guidance" else ProgressiveRound(teacher)
+        size = teacher.default_size
+        guidance_range = (recipe.guidance_min, recipe.guidance_max) if (
+            p.kind == "guidance" or teacher.guidance_embedded) else (1.0, 1.0)
+        walkers = Walkers(teacher, prompt_source(recipe, teacher), batch=recipe.batch_size,
+                          steps=recipe.teacher_steps if p.kind == "guidance" else p.student_steps,
+                          height=size, width=size, guidance_range=guidance_range,
+                          seed=recipe.seed * 1000 + p.index + 7919 * acc.process_index, jitter=technique.jitter,
+                          drop_prompt=0.0 if (p.kind == "guidance" or teacher.guidance_embedded) else DROP_PROMPT)
+        walkers.warm_up(lambda b: technique.target(b)[1])
+
+        def loss_fn(step: int) -> torch.Tensor:
+            batch = walkers.current()
+            x0_target, z_next = technique.target(batch)
+            loss = technique.loss(student, batch, x0_target)
+            walkers.advance(z_next)
+            return loss
+
+        loop = LoopConfig(steps=recipe.train_steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip,
+                          ema=recipe.ema, checkpoint_every=recipe.checkpoint_every)
+        train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
+                   report=lambda r, i=p.index: hooks.report({**r, "round": i}), should_stop=hooks.should_stop)
+        student.denoiser.eval().requires_grad_(False)
+        if acc.is_main_process:
+            result = _finish_round(recipe, p, store, student, teacher_name, trainable_new, work_dir, hooks)
+            hooks.round_done(result)
+        acc.wait_for_everyone()
+        teacher_name = p.model_name
+        names.append(p.model_name)
+        del teacher, student
+    return names
+
+
+def _student(p: Plan, teacher: Family) -> tuple[Family, list[str]]:
+    """The round's student, starting from the teacher, and the names of parameters it adds."""
+    if p.kind == "guidance":
+        student = teacher.with_guidance_input()
+        before = {n for n, _ in teacher.denoiser.named_parameters()}
+        return student, [n for n, _ in student.denoiser.named_parameters() if n not in before]
+    return teacher.clone(), []
+
+
+def _finish_round(recipe: Recipe, p: Plan, store: Store, student: Family, parent: str, new: list[str],
+                  work_dir: Path, hooks: Hooks) -> dict:
+    steps = p.student_steps if p.kind == "progressive" else recipe.eval_steps
+    meta = {"recipe": json.loads(recipe.to_json()), "round": p.index, "kind": p.kind, "parent": parent,
+            "guidance_range": [recipe.guidance_min, recipe.guidance_max] if student.guidance_embedded else None,
+            "recommended": {"steps": steps, "guidance": 5.0 if student.guidance_embedded else None}}
+    path = store.new_dir("models")
+    if recipe.lora and recipe.lora.save == "adapter":
+        base = registry.resolve(recipe.teacher, store)
+        if p.index > 0:
+            raise UsageError("lora save 'adapter' is for one-round recipes; use save 'merged' for several rounds")
+        save_adapter_student(student, path, base, new, meta)
+        merge_lora(student)
+    else:
+        if recipe.lora:
+            merge_lora(student)
+        student.save(path, extra=meta)
+    store.register_model(p.model_name, path, student.name, parent=parent, recipe=json.loads(recipe.to_json()),
+                         round=p.index)
+    result = {"round": p.index, "model": p.model_name, "path": str(path)}
+    if recipe.eval_n and student.name == "embedded":
+        result["eval"] = _evaluate(student, recipe, steps, hooks)
+    hooks.log(f"round {p.index + 1} done: registered {p.model_name}"
+              + (f", adherence {result['eval']['adherence']:.3f}" if "eval" in result else ""))
+    return result
+
+
+def _evaluate(student: Family, recipe: Recipe, steps: int, hooks: Hooks) -> dict:
+    from ..adherence import evaluate
+    from ..judge import Judge
+    from ..paths import JUDGE_WEIGHTS
+    from ..world import sample_prompts
+
+    judge = Judge.load(JUDGE_WEIGHTS).to(student.device)
+    res = evaluate(student, judge, sample_prompts(recipe.eval_n, seed=0), steps=steps, guidance=5.0,
+                   batch_size=min(100, recipe.eval_n))
+    return {"steps": steps, "guidance": 5.0, "adherence": res["adherence"], "by_category": res["by_category"],
+            "n": res["n"]}

@@ -1,0 +1,73 @@
+"""What each round teaches: the teacher's target at a walker's state, and where the walker goes next.
+
+- Guidance distillation (Meng et al. 2023, stage 1): target x0_w = x0_uncond + s (x0_cond - x0_uncond)
+  from the teacher's two passes; the student sees s as an input and answers in one pass.
+- Progressive distillation (Salimans & Ho 2022, Algorithm 2): two teacher DDIM steps t -> m -> s,
+  and the x0 for which one student step t -> s lands at the same z_s. On a guidance-distilled
+  teacher both use the walker's s (Meng et al. stage 2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..families.base import Family
+from ..sampling import ddim_step
+from .targets import guided_x0_target, teacher_two_steps, two_step_x0_target, weighted_x0_loss
+from .walkers import Batch
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+class GuidanceRound:
+    """Teacher: a two-pass CFG model. Student: the teacher plus a guidance-scale input."""
+
+    jitter = True  # guided sampling is used at any step count: learn continuous time
+
+    def __init__(self, teacher: Family):
+        self.teacher = teacher
+
+    @torch.no_grad()
+    def target(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0_w, the walker's next state on the teacher's guided trajectory)."""
+        f = self.teacher
+        x0 = f.x0(torch.cat([b.z, b.z]), torch.cat([b.t, b.t]), b.uncond.cat(b.cond))
+        x0_uncond, x0_cond = x0.chunk(2)
+        x0_w = guided_x0_target(x0_uncond, x0_cond, b.s)
+        a_t, s_t = f.schedule.alpha_sigma(b.t)
+        a_n, s_n = f.schedule.alpha_sigma(b.t_next)
+        z = b.z
+        return x0_w, ddim_step(z, x0_w, _bcast(a_t, z), _bcast(s_t, z), _bcast(a_n, z), _bcast(s_n, z))
+
+    def loss(self, student: Family, b: Batch, x0_target: torch.Tensor) -> torch.Tensor:
+        a_t, s_t = student.schedule.alpha_sigma(b.t)
+        return weighted_x0_loss(student.x0(b.z, b.t, b.cond, b.s), x0_target, a_t, s_t)
+
+
+class ProgressiveRound:
+    """Teacher: N steps. Student: N / 2 steps, starting from the teacher's weights."""
+
+    jitter = False  # the student is trained on exactly the grid it will sample on
+
+    def __init__(self, teacher: Family):
+        self.teacher = teacher
+
+    def _x0_fn(self, f: Family, b: Batch):
+        g = b.s if f.guidance_embedded else None
+        return lambda z, t: f.x0(z, t.expand(z.shape[0]), b.cond, g)
+
+    @torch.no_grad()
+    def target(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.teacher
+        z_s = teacher_two_steps(self._x0_fn(f, b), b.z, b.t, b.t_mid, b.t_next, f.schedule.alpha_sigma)
+        a_t, s_t = f.schedule.alpha_sigma(b.t)
+        a_s, s_s = f.schedule.alpha_sigma(b.t_next)
+        z = b.z
+        x0_target = two_step_x0_target(z, z_s, _bcast(a_t, z), _bcast(s_t, z), _bcast(a_s, z), _bcast(s_s, z))
+        return x0_target, z_s
+
+    def loss(self, student: Family, b: Batch, x0_target: torch.Tensor) -> torch.Tensor:
+        a_t, s_t = student.schedule.alpha_sigma(b.t)
+        return weighted_x0_loss(self._x0_fn(student, b)(b.z, b.t), x0_target, a_t, s_t)

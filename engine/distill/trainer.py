@@ -1,0 +1,129 @@
+"""The one training loop every recipe uses, on accelerate.
+
+accelerate gives device placement, mixed precision, the process group of `accelerate launch`
+(gradients are averaged over processes), and the main-process guard for writing. Checkpoints
+hold the trainable weights (safetensors), the optimiser, scheduler and EMA state, and the step,
+so a killed job resumes where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
+
+@dataclass
+class LoopConfig:
+    steps: int  # optimisation steps of this round
+    lr: float
+    warmup: int
+    grad_clip: float = 1.0
+    ema: float | None = None
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+class Stopped(Exception):
+    """The job was asked to stop (cancel); the last checkpoint stands."""
+
+
+def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def _lr_lambda(cfg: LoopConfig):
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+        return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, cfg.steps))))
+    return f
+
+
+def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor],
+               cfg: LoopConfig, ckpt_dir: Path, *, report: Callable[[dict], None] = lambda r: None,
+               should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Train `module`'s trainable parameters for cfg.steps, resuming from `ckpt_dir` if it holds a
+    checkpoint. `loss_fn(step)` builds a batch and returns its loss (inside accelerate's autocast)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    ema = EMAModel(params, decay=cfg.ema, foreach=True) if cfg.ema else None
+    opt, sched = acc.prepare(opt, sched)
+    start = _load_checkpoint(ckpt_dir, module, names, opt, sched, ema)
+    t0, losses = time.time(), []
+    for step in range(start, cfg.steps):
+        if should_stop():
+            raise Stopped()
+        # 1. loss on a fresh batch of walker states
+        with acc.autocast():
+            loss = loss_fn(step)
+        # 2. backward, average gradients over processes, clip, update
+        acc.backward(loss)
+        if acc.num_processes > 1:
+            for p in params:
+                if p.grad is not None:
+                    p.grad = acc.reduce(p.grad, "mean")
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if ema:
+            ema.step(params)
+        losses.append(loss.item())
+        done = step + 1
+        # 3. report and checkpoint
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            report({"step": done, "total": cfg.steps, "loss": sum(losses) / len(losses),
+                    "lr": sched.get_last_lr()[0], "seconds": time.time() - t0})
+            losses = []
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps and acc.is_main_process:
+            _save_checkpoint(ckpt_dir, done, module, names, opt, sched, ema)
+    if ema:
+        ema.copy_to(params)
+
+
+def _save_checkpoint(d: Path, step: int, module, names, opt, sched, ema) -> None:
+    tmp = d.with_name(d.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = dict(module.named_parameters())
+    save_file({n: state[n].detach().float().contiguous().cpu() for n in names}, tmp / "trainable.safetensors")
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "ema": ema.state_dict() if ema else None}, tmp / "optimizer.pt")
+    (tmp / "step.json").write_text(json.dumps({"step": step}))
+    if d.exists():  # replace atomically enough: a crash leaves either the old or the new one
+        old = d.with_name(d.name + ".old")
+        d.rename(old)
+        tmp.rename(d)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        tmp.rename(d)
+
+
+def _load_checkpoint(d: Path, module, names, opt, sched, ema) -> int:
+    if not (d / "step.json").exists():
+        return 0
+    weights = load_file(d / "trainable.safetensors")
+    state = dict(module.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            state[n].copy_(weights[n].to(state[n]))
+    rest = torch.load(d / "optimizer.pt", map_location="cpu", weights_only=False)
+    opt.load_state_dict(rest["optimizer"])
+    sched.load_state_dict(rest["scheduler"])
+    if ema and rest["ema"]:
+        ema.load_state_dict(rest["ema"])
+    return json.loads((d / "step.json").read_text())["step"]
