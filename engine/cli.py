@@ -196,9 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--student", action="append", default=[], metavar="ROLE=NAME",
                    help="use this model for a row: guidance, step8, step4 or both (repeatable)")
     b.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    b.add_argument("--threads", type=_int_in(1, 1024), default=None,
+                   help="CPU threads for torch (default: torch's own; on a busy shared CPU, 1 times steadily)")
     _common(b)
 
-    c = sub.add_parser("calibrate", help="calibrate a cache for a model (TeaCache polynomial and threshold, MagCache ratios)")
+    c = sub.add_parser("calibrate", help="calibrate a cache for a model (TeaCache: polynomial and threshold; "
+                                         "MagCache: ratios)")
     c.add_argument("--model", default="embedded")
     c.add_argument("--method", default="teacache", help="teacache or magcache")
     c.add_argument("--prompts", type=_int_in(1, 1000), default=4)
@@ -470,6 +473,9 @@ def _cmd_bench(args):
     cfg = BenchConfig(model=args.model, steps=args.steps, guidance=args.guidance, n=args.n, timing=args.timing,
                       seed=args.seed, batch_size=args.batch_size,
                       thresholds=tuple(args.thresholds) if args.thresholds else None, students=students)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     store = Store(args.data_dir)
     result = run(cfg, store=store, device=args.device, dtype=args.dtype,
                  log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -98,11 +98,11 @@ def _lock(family: Family) -> threading.RLock:
 
 def calibration(family: Family, method: str, *, store=None, log=None) -> dict:
     """The stored calibration of `method` for this model, or a fresh one (then stored)."""
-    from .calibrate import CALIBRATORS
+    from .calibrate import CALIBRATORS, VERSION
 
     key = model_key(family)
     found = store.calibration(key, method) if store is not None else None
-    if found is None:
+    if found is None or found.get("version") != VERSION:
         if log:
             log(f"calibrating {method} for {key} (once; stored in the lab database)")
         found = CALIBRATORS[method](family)

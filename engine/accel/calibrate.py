@@ -23,6 +23,8 @@ from ..sampling import sample
 from .diffusers_cache import DiffusersCacheConfig, apply_diffusers_cache, remove_diffusers_cache
 from .teacache import TeaCacheConfig, apply_teacache, remove_teacache
 
+VERSION = 2  # bumped when what a calibration means changes; older stored ones are redone
+
 # Prompts for families without a domain of their own (everything but the embedded world).
 GENERIC_PROMPTS = (
     "a photo of a red fox in the snow", "a bowl of ramen on a wooden table, studio light",
@@ -34,7 +36,7 @@ GENERIC_PROMPTS = (
 
 @dataclass
 class CalibrationConfig:
-    prompts: int = 4  # calibration prompts (from the model's own domain where it has one)
+    prompts: int = 8  # calibration prompts (from the model's own domain where it has one)
     steps: int = 50  # sampling steps of the calibration run
     guidance: float = 5.0  # guidance scale of the calibration run
     degree: int = 4  # degree of TeaCache's rescaling polynomial
@@ -107,7 +109,8 @@ def calibrate_teacache(family: Family, cfg: CalibrationConfig = CalibrationConfi
     if chosen is None:  # even the smallest candidate misses the target: take the smallest
         chosen = min(sweep, key=lambda r: r["threshold"])
     sweep.sort(key=lambda r: r["threshold"])
-    return {"method": "teacache", "coefficients": coefficients, "threshold": chosen["threshold"],
+    return {"method": "teacache", "version": VERSION, "retention": TeaCacheConfig().retention,
+            "coefficients": coefficients, "threshold": chosen["threshold"],
             "psnr": chosen["psnr"], "skipped": chosen["skipped"], "sweep": sweep, "pairs": int(len(x)),
             "config": asdict(cfg)}
 
@@ -124,7 +127,8 @@ def calibrate_magcache(family: Family, cfg: CalibrationConfig = CalibrationConfi
         ratios = np.mean([s.calibration_ratios[:cfg.steps] for s in states], axis=0)
     finally:
         remove_diffusers_cache(family.denoiser)
-    return {"method": "magcache", "mag_ratios": [round(float(r), 5) for r in ratios], "config": asdict(cfg)}
+    return {"method": "magcache", "version": VERSION, "mag_ratios": [round(float(r), 5) for r in ratios],
+            "config": asdict(cfg)}
 
 
 def _managers(model):

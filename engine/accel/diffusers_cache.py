@@ -66,7 +66,8 @@ def _diffusers_config(config: DiffusersCacheConfig):
         if config.calibrate:
             return MagCacheConfig(threshold=float(knob), num_inference_steps=config.steps, calibrate=True)
         if config.mag_ratios is None:
-            raise UsageError("cache magcache: needs the model's calibrated magnitude ratios (engine/accel/calibrate.py)")
+            raise UsageError("cache magcache: needs the model's calibrated magnitude ratios "
+                             "(python -m engine calibrate --method magcache)")
         return MagCacheConfig(threshold=float(knob), num_inference_steps=config.steps,
                               mag_ratios=torch.tensor(config.mag_ratios))
     if int(knob) != knob or knob < 1:

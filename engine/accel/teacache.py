@@ -5,7 +5,8 @@ For every row of the batch (one image under one guidance branch) and every step 
     d_k  = |m_k - m_{k-1}|_1 / |m_{k-1}|_1     relative L1 change of the timestep-modulated input m
     acc += max(poly(d_k), 0)                     rescaled by the calibrated polynomial (calibrate.py)
     acc <  threshold  -> reuse the row's cached output;   otherwise compute it and set acc = 0.
-The first and the last step are always computed; the state is reset at the start of every
+The first steps (`retention`, as MagCache and TeaCache's "ret_steps" variants do) and the last
+step are always computed; the state is reset at the start of every
 sampling call, so nothing leaks between images, and it is kept per row, so nothing leaks between
 the unconditional and conditional branches of a batched CFG forward.
 
@@ -23,6 +24,7 @@ TeaCache reusing the residual of its transformer blocks.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -62,6 +64,7 @@ class TeaCacheConfig:
     coefficients: tuple[float, ...] | None = None  # rescaling polynomial, highest power first; None: identity
     probe: str | None = None  # "module.path:input|output" holding the modulated input; None: by model class
     max_skips: int = 0  # most consecutive skips per row (0: no limit)
+    retention: float = 0.2  # fraction of the first steps always computed: the composition is set there
 
 
 class _Stop(Exception):
@@ -155,7 +158,7 @@ class TeaCacheHook(ModelHook):
             compute = self._acc >= self.config.threshold
             if self.config.max_skips:
                 compute |= self._run >= self.config.max_skips
-            if traj.last:
+            if traj.last or traj.step < math.ceil(self.config.retention * traj.steps):
                 compute[:] = True
             if self.record is not None:
                 self._pending_d = d

@@ -1,0 +1,240 @@
+"""`python -m engine bench`: the seed's decision table, measured on one model and one machine.
+
+Rows: the teacher (full steps, CFG); its guidance-distilled, step-distilled (8 and 4 steps) and
+both-distilled students; FP8 on the teacher and on the fastest student; TeaCache (or the model's
+diffusers cache) at the calibrated threshold and a faster one, on the teacher and on the 4-step
+student. Per row: NFE and passes skipped, seconds per image (median of single-image runs, timed
+round-robin across the rows so a busy machine slows every row alike), speed-up over the teacher,
+peak and parameter memory, and quality: adherence (embedded domain, GenEval-style, by the judge)
+and PSNR to the teacher's image and to the same model without the speed feature, at the same
+prompt and seed. A student that does not exist yet gets a row that says so.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .. import registry
+from ..errors import UsageError
+from ..families.base import Family
+from ..sampling import sample
+from . import accelerated, supported_caches
+from .calibrate import psnr
+from .fp8 import compute_capable
+
+# Where the lab's distillation jobs put students of MODEL (engine/distill): the first that exists.
+STUDENT_NAMES = {
+    "guidance": ("{m}-guidance",),
+    "step8": ("{m}-8step", "{m}-progressive-8step"),
+    "step4": ("{m}-4step", "{m}-progressive-4step"),
+    "both": ("{m}-guidance-4step", "{m}-both-4step", "{m}-guidance+progressive-4step"),
+}
+
+
+@dataclass
+class BenchConfig:
+    model: str = "embedded"  # the teacher: a model name or directory
+    steps: int = 50  # the teacher's (and the guidance student's) sampling steps
+    guidance: float = 5.0  # guidance scale s
+    n: int = 60  # prompts scored for quality per row
+    timing: int = 5  # single-image generations timed per row (the median is reported)
+    seed: int = 0  # seeds the prompts and their noise
+    batch_size: int = 30  # images per batch in the quality pass
+    thresholds: tuple[float, ...] | None = None  # cache thresholds; None: the calibrated one and twice it
+    students: dict[str, str] = field(default_factory=dict)  # role -> model name, overriding STUDENT_NAMES
+
+
+@dataclass
+class Row:
+    key: str  # stable id, e.g. "teacher", "teacher+teacache@0.2"
+    label: str  # what the decision table calls it
+    model: str | None  # None: the student does not exist
+    steps: int
+    guidance: float
+    cache: str = "none"
+    fp8: str = "off"
+    base: str | None = None  # key of the same model without this row's speed feature
+    missing: str | None = None  # why the row could not be measured
+
+
+def _student(store, teacher: str, role: str, cfg: BenchConfig) -> str | None:
+    names = [cfg.students[role]] if role in cfg.students else [n.format(m=teacher) for n in STUDENT_NAMES[role]]
+    for name in names:
+        try:
+            registry.resolve(name, store)
+            return name
+        except UsageError:
+            continue
+    return None
+
+
+def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float], cache_method: str) -> list[Row]:
+    """The rows to measure, in table order."""
+    s, g = cfg.steps, cfg.guidance
+    rows = [Row("teacher", f"teacher ({s} steps, CFG)", cfg.model, s, g)]
+    for th in cache_thresholds:
+        rows.append(Row(f"teacher+{cache_method}@{th:g}", f"teacher + {cache_method} {th:g}", cfg.model, s, g,
+                        cache=f"{cache_method}:{th:g}", base="teacher"))
+    rows.append(Row("teacher+fp8w", "teacher + FP8 weights", cfg.model, s, g, fp8="weights", base="teacher"))
+    if compute_capable(teacher.device) is None:
+        rows.append(Row("teacher+fp8c", "teacher + FP8 compute", cfg.model, s, g, fp8="compute", base="teacher"))
+    roles = {"guidance": ("guidance-distilled", s), "step8": ("step-distilled, 8 steps", 8),
+             "step4": ("step-distilled, 4 steps", 4), "both": ("guidance + step-distilled, 4 steps", 4)}
+    found = {}
+    for role, (label, steps) in roles.items():
+        name = found[role] = _student(store, cfg.model, role, cfg)
+        looked = ", ".join([cfg.students[role]] if role in cfg.students
+                           else [n.format(m=cfg.model) for n in STUDENT_NAMES[role]])
+        missing = None if name else f"no student yet (looked for {looked}); distil one first"
+        rows.append(Row(role, label, name, steps, g, missing=missing))
+    fastest = "both" if found["both"] else "step4"
+    if found[fastest]:
+        rows.append(Row(f"{fastest}+fp8w", f"{roles[fastest][0]} + FP8 weights", found[fastest], 4, g,
+                        fp8="weights", base=fastest))
+    for th in cache_thresholds[:1]:
+        rows.append(Row(f"step4+{cache_method}@{th:g}", f"step-distilled, 4 steps + {cache_method} {th:g}",
+                        found["step4"], 4, g, cache=f"{cache_method}:{th:g}", base="step4",
+                        missing=None if found["step4"] else "no 4-step student yet"))
+    return rows
+
+
+def _embedded_domain(family: Family) -> bool:
+    return family.name == "embedded"
+
+
+def _quality(family: Family, row: Row, prompts, judge, cfg: BenchConfig, store) -> tuple[torch.Tensor, dict]:
+    from ..adherence import score, summarize
+
+    size = family.default_size
+    images, misses = [], []
+    with accelerated(family, row.cache, row.fp8, steps=row.steps, store=store) as acc:
+        for i in range(0, len(prompts), cfg.batch_size):
+            batch = prompts[i:i + cfg.batch_size]
+            imgs, _ = sample(family, [p.text for p in batch], steps=row.steps, guidance=row.guidance,
+                             seeds=[p.seed for p in batch], height=size, width=size)
+            images.append(imgs)
+            if judge is not None:
+                misses += score(judge, imgs, batch)
+    out = {"cache": acc.cache, "fp8": acc.fp8, "param_mem_mb": acc.param_mem_mb}
+    if judge is not None:
+        out["adherence"] = summarize(prompts, misses)["adherence"]
+    return torch.cat(images), out
+
+
+def _time_once(family: Family, row: Row, prompt, store) -> dict:
+    size = family.default_size
+    with accelerated(family, row.cache, row.fp8, steps=row.steps, store=store):
+        _, m = sample(family, [prompt.text], steps=row.steps, guidance=row.guidance, seeds=[prompt.seed],
+                      height=size, width=size)
+    return {"seconds": m.seconds, "nfe": m.nfe, "skipped": m.skipped, "peak_mem_mb": m.peak_mem_mb}
+
+
+def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "auto", log=None) -> dict:
+    """Measure every row; returns {"model", "device", "config", "rows": [...]}."""
+    from ..world import sample_prompts
+
+    say = log or (lambda msg: None)
+    teacher = registry.load(cfg.model, store=store, device=device, dtype=dtype)
+    caches = supported_caches(teacher)
+    method = "teacache" if "teacache" in caches else next((c for c in caches if c != "none"), None)
+    thresholds = list(cfg.thresholds or [])
+    if method and not thresholds:
+        from . import calibration
+        if method in ("teacache", "magcache"):
+            cal = calibration(teacher, method, store=store, log=say)
+            th = cal.get("threshold", 0.06)
+        else:
+            th = {"fbcache": 0.05, "taylorseer": 3}[method]
+        thresholds = [th, round(2 * th, 4)]
+    rows = plan(cfg, teacher, store, thresholds if method else [], method or "cache")
+    judge = None
+    if _embedded_domain(teacher):
+        from ..judge import Judge
+        from ..paths import JUDGE_WEIGHTS
+        judge = Judge.load(JUDGE_WEIGHTS).to(teacher.device)
+    prompts = sample_prompts(cfg.n, cfg.seed)
+    families = {}
+    results: dict[str, dict] = {}
+    images: dict[str, torch.Tensor] = {}
+    # 1. quality: every row renders the same prompts at the same seeds
+    for row in rows:
+        if row.missing:
+            results[row.key] = {"missing": row.missing}
+            continue
+        fam = families.get(row.model) or registry.load(row.model, store=store, device=device, dtype=dtype)
+        families[row.model] = fam
+        say(f"quality: {row.label} ({cfg.n} images)")
+        try:
+            images[row.key], results[row.key] = _quality(fam, row, prompts, judge, cfg, store)
+        except UsageError as e:
+            results[row.key] = {"missing": str(e)}
+    # 2. speed: single images, round-robin over the rows, after one warm-up each
+    live = [r for r in rows if "missing" not in results[r.key]]
+    timings: dict[str, list[dict]] = {r.key: [] for r in live}
+    timing_prompts = sample_prompts(cfg.timing + 1, cfg.seed + 1)
+    for i, prompt in enumerate(timing_prompts):
+        say(f"timing: round {i}/{cfg.timing}" + (" (warm-up)" if i == 0 else ""))
+        for row in live:
+            t = _time_once(families[row.model], row, prompt, store)
+            if i > 0:
+                timings[row.key].append(t)
+    teacher_s = statistics.median(t["seconds"] for t in timings["teacher"])
+    out_rows = []
+    for row in rows:
+        r = {"key": row.key, "row": row.label, "model": row.model, "steps": row.steps, "guidance": row.guidance,
+             **results[row.key]}
+        if row.key in timings:
+            ts = timings[row.key]
+            sec = statistics.median(t["seconds"] for t in ts)
+            r.update({"nfe": round(statistics.mean(t["nfe"] for t in ts), 1),
+                      "skipped": round(statistics.mean(t["skipped"] for t in ts), 1),
+                      "seconds": round(sec, 4), "speedup": round(teacher_s / sec, 2),
+                      "peak_mem_mb": round(max(t["peak_mem_mb"] for t in ts), 1)})
+            r["psnr_teacher"] = round(float(psnr(images[row.key], images["teacher"]).mean()), 2)
+            if row.base in images:
+                r["psnr_base"] = round(float(psnr(images[row.key], images[row.base]).mean()), 2)
+        out_rows.append(r)
+    return {"model": cfg.model, "device": describe_device(teacher.device), "config": asdict(cfg), "rows": out_rows}
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    return f"cpu ({len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores)"
+
+
+COLUMNS = [("row", "row"), ("model", "model"), ("nfe", "NFE"), ("skipped", "skipped"), ("seconds", "s/image"),
+           ("speedup", "speed-up"), ("peak_mem_mb", "peak MB"), ("param_mem_mb", "params MB"),
+           ("adherence", "adherence"), ("psnr_teacher", "PSNR vs teacher"), ("psnr_base", "PSNR vs base")]
+
+
+def markdown(result: dict) -> str:
+    """The decision table as Markdown; missing rows say why."""
+    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
+    lines = [f"Model `{result['model']}` on {result['device']}; {result['config']['n']} prompts for quality, "
+             f"median of {result['config']['timing']} single-image runs for time.", "", head,
+             "|" + "---|" * len(COLUMNS)]
+    for r in result["rows"]:
+        if "missing" in r:
+            blank = " |" * (len(COLUMNS) - 3)
+            lines.append(f"| {r['row']} | {r.get('model') or '—'} | *{r['missing']}* |{blank}")
+            continue
+        cells = []
+        for k, _ in COLUMNS:
+            v = r.get(k)
+            if v is None:
+                cells.append("—")
+            elif k == "speedup":
+                cells.append(f"{v:.2f}×")
+            elif k == "adherence":
+                cells.append(f"{v:.3f}")
+            elif isinstance(v, float):
+                cells.append(f"{v:g}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
