@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from engine.accel import CACHES
+from engine.accel.fp8 import MODES as FP8_MODES
 from engine.errors import UsageError
 from engine.generate import Request, run
 
@@ -14,24 +16,43 @@ SIDES = (("Left", 50, 5.0), ("Right", 8, 5.0))
 
 
 def _readout(record: dict) -> str:
-    return (f"**{record['model']}** · {record['steps']} steps · guidance {record['guidance']:g}  \n"
-            f"NFE **{record['nfe']}** · skipped {record['skipped']} · **{record['seconds']:.2f} s** · "
-            f"peak memory {record['peak_mem_mb']:.0f} MB")
+    speed = []
+    if record.get("cache", "none") != "none":
+        speed.append(f"cache {record['cache']}")
+    if record.get("fp8", "off") != "off":
+        speed.append(f"FP8 {record['fp8']}")
+    return (f"**{record['model']}** · {record['steps']} steps · guidance {record['guidance']:g}"
+            + "".join(f" · {x}" for x in speed) + "  \n"
+            f"NFE **{record['nfe']}** · skipped **{record['skipped']}** · **{record['seconds']:.2f} s** · "
+            f"peak memory {record['peak_mem_mb']:.0f} MB"
+            + (f" · parameters {record['param_mem_mb']:.1f} MB" if "param_mem_mb" in record else ""))
+
+
+def cache_spec(method, threshold) -> str:
+    """The Request's cache string from the two widgets (a blank threshold: calibrated or default)."""
+    method = method or "none"
+    threshold = "" if threshold is None else str(threshold).strip()
+    return method if method == "none" or not threshold else f"{method}:{threshold}"
 
 
 def generate_pair(lab: Lab, prompt, seed, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b,
+                  cache_a="none", threshold_a="", fp8_a="off", cache_b="none", threshold_b="", fp8_b="off",
                   progress=gr.Progress()):
     """Generate both sides; returns (image a, image b, slider pair, readout a, readout b)."""
     images, readouts = [], []
-    for i, (model, steps, guidance) in enumerate(((model_a, steps_a, guidance_a), (model_b, steps_b, guidance_b))):
+    sides = ((model_a, steps_a, guidance_a, cache_a, threshold_a, fp8_a),
+             (model_b, steps_b, guidance_b, cache_b, threshold_b, fp8_b))
+    for i, (model, steps, guidance, cache, threshold, fp8) in enumerate(sides):
         side = SIDES[i][0]
         try:
             req = Request(prompt=prompt or "", steps=int(steps), guidance=float(guidance),
-                          seed=int(seed) if seed is not None else -1)
+                          seed=int(seed) if seed is not None else -1, cache=cache_spec(cache, threshold),
+                          fp8=fp8 or "off")
             req.check()
             family = lab.load(model)
             image, record = run(family, req, model_name=model, store=lab.store,
-                                callback=lambda k, n, i=i: progress((i + k / n) / 2, desc=f"{side}: step {k}/{n}"))
+                                callback=lambda k, n, i=i: progress((i + k / n) / 2, desc=f"{side}: step {k}/{n}"),
+                                log=lambda m, i=i: progress(i / 2, desc=f"{side}: {m}"))
         except UsageError as e:
             raise gr.Error(f"{side} side: {e}") from None
         images.append(enlarge(image))
@@ -44,7 +65,7 @@ def build(lab: Lab) -> dict:
     with gr.Row():
         prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", scale=4, max_lines=3)
         seed = gr.Number(0, label="Seed", precision=0, scale=1)
-    pickers = []
+    pickers, speed = [], []
     with gr.Row():
         for side, steps, guidance in SIDES:
             with gr.Column():
@@ -53,6 +74,12 @@ def build(lab: Lab) -> dict:
                 st = gr.Slider(1, 100, value=steps, step=1, label="Steps")
                 gd = gr.Slider(0, 15, value=guidance, step=0.5, label="Guidance scale (1 = no CFG: one pass a step)")
                 pickers += [model, st, gd]
+                with gr.Row():
+                    cache = gr.Dropdown(list(CACHES), value="none", label="Cache", scale=2,
+                                        info="skip denoiser passes whose input barely changed")
+                    threshold = gr.Textbox("", label="Threshold (blank: calibrated)", scale=1, max_lines=1)
+                    fp8 = gr.Radio(list(FP8_MODES), value="off", label="FP8", scale=2)
+                speed += [cache, threshold, fp8]
     go = gr.Button("Generate", variant="primary")
     with gr.Row(equal_height=True):
         img_a = gr.Image(label="Left", type="pil", format="png", interactive=False, height=400)
@@ -63,6 +90,6 @@ def build(lab: Lab) -> dict:
     with gr.Accordion("Slider view", open=False):
         slider = gr.ImageSlider(label="Left | Right", type="pil", format="png", max_height=500)
     go.click(lambda *a, progress=gr.Progress(): generate_pair(lab, *a, progress=progress),
-             [prompt, seed, *pickers], [img_a, img_b, slider, out_a, out_b], api_name="compare")
+             [prompt, seed, *pickers, *speed], [img_a, img_b, slider, out_a, out_b], api_name="compare")
     return {"prompt": prompt, "seed": seed, "models": [pickers[0], pickers[3]], "generate": go,
-            "images": [img_a, img_b]}
+            "images": [img_a, img_b], "caches": [speed[0], speed[3]], "fp8": [speed[2], speed[5]]}

@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine.store import Store
 
-from . import arena, compare, distill, leaderboard
+from . import arena, compare, decide, distill, leaderboard, sweep
 from .state import Lab
 
 CSS = """
@@ -31,6 +31,10 @@ def build_app(lab: Lab) -> gr.Blocks:
             arena.build(lab)
         with gr.Tab("Leaderboard"):
             board = leaderboard.build(lab)
+        with gr.Tab("Sweep") as sweep_tab:
+            sweep_view = sweep.build(lab)
+        with gr.Tab("Decide") as decide_tab:
+            decide_view = decide.build(lab)
         # New students appear in the pickers without a restart: refresh them on load and on tab change.
         refresh = lambda: [gr.Dropdown(choices=lab.model_names())] * 2  # noqa: E731
         demo.load(refresh, None, tab["models"], api_visibility="private")
@@ -39,6 +43,10 @@ def build_app(lab: Lab) -> gr.Blocks:
                   api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
                   api_visibility="private")
+        for view, tab_ in ((sweep_view, sweep_tab), (decide_view, decide_tab)):
+            tab_.select(lambda: gr.Dropdown(choices=lab.model_names()), None, view["model"], api_visibility="private")
+        decide_tab.select(lambda m: decide.show(lab, m), decide_view["model"],
+                          [decide_view["table"], decide_view["chart"]], api_visibility="private")
     return demo
 
 
