@@ -1,0 +1,112 @@
+"""The job life cycle with real job processes on a tiny model."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import run_cli
+from engine import jobs, registry
+from engine.distill.recipes import Recipe
+from engine.errors import UsageError
+from engine.families.embedded import EmbeddedFamily
+from engine.store import Store
+
+
+def recipe(teacher, name, **kw):
+    base = dict(technique="guidance", teacher=str(teacher), name=name, train_steps=4, batch_size=2,
+                teacher_steps=4, eval_n=0, checkpoint_every=2, warmup=1)
+    return Recipe(**{**base, **kw})
+
+
+def wait_for(cond, timeout=240, poll=0.2):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(poll)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "lab-data")
+
+
+def test_job_runs_in_its_own_process_and_registers_the_student(store, tiny_model_dir):
+    job_id, warnings = jobs.submit(store, recipe(tiny_model_dir, "g1"))
+    assert warnings == []
+    job = jobs.follow(store, job_id, out=open(os.devnull, "w"), poll=0.2)
+    assert job["status"] == "succeeded", jobs.log_path(store, job_id).read_text()
+    assert json.loads(job["models"]) == ["g1"]
+    row = store.model("g1")
+    assert row["parent"] == str(tiny_model_dir) and json.loads(row["recipe"])["technique"] == "guidance"
+    assert store.job_metrics(job_id)[-1]["step"] == 4
+    assert "g1" in registry.names(store)
+    student = EmbeddedFamily.load(registry.resolve("g1", store))
+    assert student.guidance_embedded
+
+
+def test_one_job_at_a_time_the_next_starts_when_it_ends(store, tiny_model_dir):
+    a, _ = jobs.submit(store, recipe(tiny_model_dir, "qa", train_steps=12))
+    b, _ = jobs.submit(store, recipe(tiny_model_dir, "qb"))
+    assert store.job(a)["status"] == "running" and store.job(b)["status"] == "queued"
+    assert jobs.follow(store, b, out=open(os.devnull, "w"), poll=0.2)["status"] == "succeeded"
+    assert store.job(a)["status"] == "succeeded"
+    assert store.job(a)["finished"] <= store.job(b)["started"]
+
+
+def test_sigkill_marks_interrupted_and_resume_continues_from_the_checkpoint(store, tiny_model_dir):
+    job_id, _ = jobs.submit(store, recipe(tiny_model_dir, "k1", train_steps=60, checkpoint_every=5))
+    wait_for(lambda: any(m["step"] >= 10 for m in store.job_metrics(job_id)))
+    os.killpg(store.job(job_id)["pid"], signal.SIGKILL)
+    wait_for(lambda: jobs.reconcile(store) == [job_id] or store.job(job_id)["status"] == "interrupted")
+    assert store.job(job_id)["status"] == "interrupted"
+    jobs.resume(store, job_id)
+    job = jobs.follow(store, job_id, out=open(os.devnull, "w"), poll=0.2)
+    assert job["status"] == "succeeded", jobs.log_path(store, job_id).read_text()
+    steps = [m["step"] for m in store.job_metrics(job_id)]
+    assert steps[-1] == 60
+    assert len(steps) == len(set(steps)), steps  # resumed from the checkpoint, not from step 0
+
+
+def test_cancel_a_running_job(store, tiny_model_dir):
+    job_id, _ = jobs.submit(store, recipe(tiny_model_dir, "c1", train_steps=100000, checkpoint_every=1000))
+    wait_for(lambda: store.job_metrics(job_id))
+    jobs.cancel(store, job_id)
+    wait_for(lambda: store.job(job_id)["status"] == "canceled")
+    assert store.model("c1") is None
+    with pytest.raises(UsageError, match="only queued or running"):
+        jobs.cancel(store, job_id)
+
+
+def test_bad_recipes_are_refused_before_any_job_exists(store, tiny_model_dir):
+    for bad in (recipe(tiny_model_dir, "x", lr=-1.0), recipe("no-such-model", "x"),
+                recipe(tiny_model_dir, "embedded")):
+        with pytest.raises(UsageError):
+            jobs.submit(store, bad)
+    assert store.jobs() == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "-0.1"], "lr must be"),
+    (["--from-steps", "4", "--to-steps", "8"], "to_steps"),
+    (["--from-steps", "48", "--to-steps", "4"], "power of two"),
+    (["--teacher", "no-such-teacher"], "--model"),
+    (["--lora-rank", "0"], "lora rank"),
+])
+def test_cli_refuses_bad_recipes_with_one_line(args, message, tmp_path):
+    r = run_cli("distill", "progressive", "--name", "bad", *args, data_dir=tmp_path / "d")
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert Store(tmp_path / "d").jobs() == []
+
+
+def test_cli_warns_when_steps_come_before_guidance(tmp_path, tiny_model_dir):
+    r = run_cli("distill", "progressive", "--teacher", str(tiny_model_dir), "--name", "p0", "--from-steps", "4",
+                "--to-steps", "2", "--train-steps", "2", "--batch-size", "2", "--eval-n", "0",
+                data_dir=tmp_path / "d", timeout=400)
+    assert "distill guidance first" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "succeeded" and out["models"] == ["p0"]
