@@ -4,13 +4,13 @@ chart, and the seed's decision guide asked as questions and answered from those 
 from __future__ import annotations
 
 import gradio as gr
-import pandas as pd
 
 from engine.accel.bench import BenchConfig, markdown
 from engine.accel.bench import run as run_bench
 from engine.accel.decide import Answers, explain, recommend
 from engine.errors import UsageError
 
+from .chart import scatter
 from .state import Lab
 
 BUDGET_LABELS = {"none": "none: cannot train", "small": "small: hours of one GPU",
@@ -19,11 +19,12 @@ HARDWARE_LABELS = {"cpu": "CPU", "gpu": "GPU before Ada (no FP8 compute)",
                    "gpu-fp8": "GPU with FP8 (Ada, Hopper, Blackwell)"}
 
 
-def _chart(result: dict | None) -> pd.DataFrame:
+def _chart(result: dict | None) -> str:
     rows = [] if result is None else [r for r in result["rows"] if "missing" not in r]
-    quality = "adherence" if any(r.get("adherence") is not None for r in rows) else "psnr_teacher"
-    return pd.DataFrame([{"speed-up": r["speedup"], "quality": r.get(quality), "row": r["row"]} for r in rows],
-                        columns=["speed-up", "quality", "row"])
+    judged = any(r.get("adherence") is not None for r in rows)
+    quality = "adherence" if judged else "psnr_teacher"
+    return scatter([(r["speedup"], r.get(quality), r["row"]) for r in rows], "speed-up over the teacher",
+                   "adherence" if judged else "PSNR to the teacher (dB)")
 
 
 def latest(lab: Lab, model: str) -> dict | None:
@@ -71,16 +72,14 @@ def build(lab: Lab) -> dict:
         go = gr.Button("Run bench", scale=1)
     with gr.Row():
         table = gr.Markdown()
-    chart = gr.ScatterPlot(x="speed-up", y="quality", color="row", label="Speed against quality",
-                           x_title="speed-up over the teacher", y_title="adherence (or PSNR to the teacher)",
-                           height=320)
+    chart = gr.HTML(label="Speed against quality")
     gr.Markdown("### What do you need?")
     with gr.Row():
         retrain = gr.Radio(["yes", "no"], value="yes", label="Can you retrain (train a student)?")
         budget = gr.Radio([(v, k) for k, v in BUDGET_LABELS.items()], value="small", label="Training budget")
         hardware = gr.Radio([(v, k) for k, v in HARDWARE_LABELS.items()], value="gpu", label="Hardware")
     with gr.Row():
-        latency = gr.Number(None, label="Latency target, seconds per image on the bench machine (blank: none)",
+        latency = gr.Number(0, label="Latency target, seconds per image on the bench machine (0: none)",
                             minimum=0)
         max_loss = gr.Slider(0, 0.3, value=0.05, step=0.01, label="Adherence you can give up")
         ask = gr.Button("Recommend", variant="primary")

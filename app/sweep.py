@@ -6,13 +6,13 @@ from __future__ import annotations
 from functools import lru_cache
 
 import gradio as gr
-import pandas as pd
 
 from engine.accel import CACHES
 from engine.accel.fp8 import MODES as FP8_MODES
 from engine.accel.sweep import SweepConfig, run_sweep
 from engine.errors import UsageError
 
+from .chart import scatter
 from .state import Lab, enlarge
 
 DEFAULT_PROMPT = "a red star on the left"
@@ -57,9 +57,10 @@ def sweep(lab: Lab, model, prompt, seed, steps, guidance, cache, thresholds, fp8
     cells = result["cells"]
     gallery = [(enlarge(c["image"], 192), _caption(c)) for c in cells]
     quality = "adherence" if any("adherence" in c for c in cells) else "psnr_ref"
-    chart = pd.DataFrame([{"seconds": c["seconds"], quality: c.get(quality),
-                           "setting": f"{c['steps']} steps, s {c['guidance']:g}"
-                                      + (f", {c['cache']}" if c["cache"] != "none" else "")} for c in cells])
+    title = "adherence" if quality == "adherence" else "PSNR to the reference (dB)"
+    chart = scatter([(c["seconds"], c.get(quality), f"{c['steps']} steps, s {c['guidance']:g}"
+                      + (f", {c['cache']}" if c["cache"] != "none" else "")) for c in cells],
+                    "seconds per image", title)
     head = "| steps | guidance | cache | NFE | skipped | s/image | PSNR to reference |" + \
         (" adherence |" if quality == "adherence" else "")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -70,8 +71,7 @@ def sweep(lab: Lab, model, prompt, seed, steps, guidance, cache, thresholds, fp8
     ref = result["reference"]
     lines.append(f"\nReference: {ref['steps']} steps, guidance {ref['guidance']:g}, no cache "
                  f"({ref['seconds']:.2f} s).")
-    title = "adherence" if quality == "adherence" else "PSNR to the reference (dB)"
-    return gallery, gr.ScatterPlot(value=chart, y=quality, y_title=title), "\n".join(lines)
+    return gallery, chart, "\n".join(lines)
 
 
 def build(lab: Lab) -> dict:
@@ -88,9 +88,9 @@ def build(lab: Lab) -> dict:
         n = gr.Slider(0, 200, value=0, step=10, label="Quality prompts per cell (embedded: adherence)", scale=2)
     go = gr.Button("Run sweep", variant="primary")
     gallery = gr.Gallery(label="Cells", columns=4, height="auto", object_fit="contain")
-    chart = gr.ScatterPlot(x="seconds", y="psnr_ref", color="setting", label="Quality against time",
-                           x_title="seconds per image", y_title="PSNR to the reference (dB)", height=420)
-    table = gr.Markdown()
+    with gr.Row():
+        chart = gr.HTML(label="Quality against time")
+        table = gr.Markdown()
     go.click(lambda *a, progress=gr.Progress(): sweep(lab, *a, progress=progress),
              [model, prompt, seed, steps, guidance, cache, thresholds, fp8, n], [gallery, chart, table],
              api_name="sweep")

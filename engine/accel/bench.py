@@ -86,9 +86,8 @@ def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float]
     found = {}
     for role, (label, steps) in roles.items():
         name = found[role] = _student(store, cfg.model, role, cfg)
-        looked = ", ".join([cfg.students[role]] if role in cfg.students
-                           else [n.format(m=cfg.model) for n in STUDENT_NAMES[role]])
-        missing = None if name else f"no student yet (looked for {looked}); distil one first"
+        wanted = cfg.students.get(role) or STUDENT_NAMES[role][0].format(m=cfg.model)
+        missing = None if name else f"no student yet: distil `{wanted}` (or pass --student {role}=NAME)"
         rows.append(Row(role, label, name, steps, g, missing=missing))
     fastest = "both" if found["both"] else "step4"
     if found[fastest]:

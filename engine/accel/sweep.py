@@ -71,7 +71,7 @@ def run_sweep(family: Family, cfg: SweepConfig, *, model_name: str, store=None, 
                       fp8="off")
     ref_req.check()
     ref_image, ref = run(family, ref_req, model_name=model_name, store=store)
-    ref_pixels = torch.from_numpy(np.asarray(ref_image))[None]
+    ref_pixels = torch.from_numpy(np.array(ref_image))[None]
     cells = []
     for i, cell in enumerate(grid):
         if progress:
@@ -79,7 +79,7 @@ def run_sweep(family: Family, cfg: SweepConfig, *, model_name: str, store=None, 
         req = Request(prompt=cfg.prompt, steps=cell["steps"], guidance=cell["guidance"], seed=cfg.seed,
                       cache=cell["cache"], fp8=cfg.fp8)
         image, record = run(family, req, model_name=model_name, store=store)
-        pixels = torch.from_numpy(np.asarray(image))[None]
+        pixels = torch.from_numpy(np.array(image))[None]
         record["psnr_ref"] = round(float(psnr(pixels, ref_pixels)[0]), 2)
         if cfg.n and judge is not None:
             record["adherence"] = _adherence(family, cell, cfg, judge, store)

@@ -1,0 +1,118 @@
+"""bench (the decision table), decide (the guide from measured rows), sweep, and the generate CLI's
+--cache/--fp8, on the tiny random-weight embedded model."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from engine.accel import model_key
+from engine.accel.bench import BenchConfig, markdown, run
+from engine.accel.calibrate import VERSION
+from engine.accel.decide import Answers, explain, recommend
+from engine.errors import UsageError
+from engine.families.embedded import EmbeddedFamily
+from engine.store import Store
+
+# A stored TeaCache calibration (identity polynomial), so no test pays for a calibration run.
+CALIBRATION = {"method": "teacache", "version": VERSION, "coefficients": [1.0, 0.0], "threshold": 0.3}
+
+
+def calibrated_store(root, model_dir) -> Store:
+    store = Store(root)
+    store.save_calibration(model_key(EmbeddedFamily.load(model_dir)), "teacache", CALIBRATION)
+    return store
+
+
+def test_bench_fills_measured_rows_and_names_missing_students(tiny_model_dir, tmp_path):
+    store = calibrated_store(tmp_path / "lab", tiny_model_dir)
+    teacher = str(tiny_model_dir)
+    cfg = BenchConfig(model=teacher, steps=6, n=4, timing=1, batch_size=4, thresholds=(0.3,),
+                      students={"step4": teacher})  # the tiny model itself stands in for a 4-step student
+    result = run(cfg, store=store)
+    rows = {r["key"]: r for r in result["rows"]}
+    t = rows["teacher"]
+    assert t["nfe"] == 12 and t["speedup"] == 1.0 and t["psnr_teacher"] == 100.0 and 0 <= t["adherence"] <= 1
+    cached = rows["teacher+teacache@0.3"]
+    assert cached["skipped"] > 0 and cached["nfe"] + cached["skipped"] == 12 and "psnr_base" in cached
+    assert cached["cache"] == "teacache:0.3"
+    fp8 = rows["teacher+fp8w"]
+    assert fp8["param_mem_mb"] <= 0.6 * t["param_mem_mb"] and fp8["nfe"] == 12
+    assert rows["step4"]["model"] == teacher and rows["step4"]["nfe"] == 8  # 4 steps, CFG
+    assert "step4+teacache@0.3" in rows and "missing" not in rows["step4+teacache@0.3"]
+    for key in ("guidance", "step8", "both"):
+        assert "no student yet" in rows[key]["missing"]
+    table = markdown(result)
+    assert "| teacher (6 steps, CFG) |" in table and "no student yet" in table and "1.00×" in table
+
+
+def bench_result(**extra):
+    def row(key, seconds, adherence, **kw):
+        return {"key": key, "row": key, "model": "m", "seconds": seconds, "speedup": round(2.0 / seconds, 2),
+                "adherence": adherence, "nfe": 10, "skipped": 0, "psnr_teacher": 30.0, **kw}
+    rows = [row("teacher", 2.0, 0.80), row("teacher+teacache@0.2", 0.8, 0.79), row("teacher+teacache@0.4", 0.5, 0.70),
+            row("teacher+fp8w", 2.5, 0.80), row("teacher+fp8c", 1.2, 0.80), row("guidance", 1.0, 0.80),
+            row("step4", 0.2, 0.74), {"key": "both", "row": "both", "missing": "no student yet"}]
+    return {"device": "cpu (2 cores)", "rows": rows, **extra}
+
+
+def test_decide_without_retraining_picks_the_cache_row_within_the_quality_budget():
+    out = recommend(Answers(can_retrain=False, budget="none", hardware="gpu", max_loss=0.02), bench_result())
+    assert out["choice"]["key"] == "teacher+teacache@0.2"  # 0.4 loses 0.10 adherence; fp8c needs FP8 hardware
+    assert "guidance" not in out["open"] and "teacher+fp8c" not in out["open"]
+    assert "caching" in explain(out)
+
+
+def test_decide_with_a_budget_and_a_latency_target_cites_the_measured_student():
+    out = recommend(Answers(can_retrain=True, budget="small", hardware="gpu-fp8", latency=1.1, max_loss=0.02),
+                    bench_result())
+    assert out["choice"]["key"] == "guidance"  # best quality under 1.1 s among open rows
+    text = explain(out)
+    assert "guidance distillation" in text and "1 s/image" in text
+    big = recommend(Answers(budget="large", max_loss=0.1), bench_result())
+    assert big["choice"]["key"] == "step4" and "both" in big["unmeasured"]
+
+
+def test_decide_rejects_bad_answers():
+    with pytest.raises(UsageError, match="budget must be one of none, small, large"):
+        recommend(Answers(budget="lots"), bench_result())
+
+
+def test_sweep_renders_a_grid_with_psnr_to_the_reference(tiny_family, memory_store):
+    from engine.accel.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(prompt="a red star", steps=(4, 2), guidance=(3.0, 1.0))
+    out = run_sweep(tiny_family, cfg, model_name="tiny", store=memory_store)
+    cells = out["cells"]
+    assert [(c["steps"], c["guidance"]) for c in cells] == [(4, 3.0), (4, 1.0), (2, 3.0), (2, 1.0)]
+    assert cells[0]["psnr_ref"] == 100.0 and cells[3]["psnr_ref"] < 100.0  # the reference is 4 steps, s = 3
+    assert [c["nfe"] for c in cells] == [8, 4, 4, 2]
+    with pytest.raises(UsageError, match="thresholds need a cache method"):
+        SweepConfig(prompt="x", thresholds=(0.1,)).cells()
+
+
+def test_generate_cli_reports_skipped_passes_and_parameter_memory(tiny_model_dir, tmp_path, data_dir):
+    calibrated_store(data_dir, tiny_model_dir)
+    args = ["generate", "--model", str(tiny_model_dir), "--prompt", "a red star", "--steps", "8",
+            "--out", str(tmp_path / "x.png")]
+    plain = run_cli(*args, data_dir=data_dir)
+    fast = run_cli(*args, "--cache", "teacache", "--fp8", "weights", data_dir=data_dir)
+    assert plain.returncode == 0 and fast.returncode == 0, fast.stderr
+    p, f = json.loads(plain.stdout), json.loads(fast.stdout)
+    assert p["skipped"] == 0 and p["cache"] == "none" and p["fp8"] == "off"
+    assert f["cache"] == "teacache:0.3" and f["skipped"] > 0 and f["nfe"] + f["skipped"] == 16
+    assert f["param_mem_mb"] <= 0.6 * p["param_mem_mb"]
+    settings = json.loads(Store(data_dir).generations(1)[0]["settings"])
+    assert settings == {"cache": "teacache:0.3", "fp8": "weights"}
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--cache", "fbcache"], "fbcache: diffusers' fbcache runs on its transformer classes"),
+    (["--fp8", "compute"], "compute capability >= 8.9"),
+    (["--cache", "teacache:fast"], "cache threshold must be a number"),
+    (["--cache", "deepcache"], "cache must be METHOD[:THRESHOLD]"),
+])
+def test_generate_cli_refuses_unsupported_combinations(flags, says, tmp_path, tiny_model_dir, data_dir):
+    r = run_cli("generate", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "2",
+                "--out", str(tmp_path / "x.png"), *flags, data_dir=data_dir)
+    assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
