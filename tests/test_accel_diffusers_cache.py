@@ -142,8 +142,49 @@ def test_teacache_probes_flow_transformers(flux2):
 
 def test_supported_caches_per_model_class(flux, tiny_family):
     assert supported_caches(flux) == ["none", "teacache", "fbcache", "magcache", "taylorseer"]
+    assert supported_caches(TinyFlow(flux2=True)) == ["none", "teacache", "taylorseer"]
     assert supported_caches(tiny_family) == ["none", "teacache"]
     with pytest.raises(UsageError, match="cache fbcache: .*UNet2DConditionModel; use teacache"):
         with accelerated(tiny_family, "fbcache"):
             pass
     assert is_clean(tiny_family.denoiser)
+
+
+@pytest.mark.parametrize("kind", ["flux", "flux2-klein"])
+def test_diffusers_and_lab_caches_on_the_flow_transformer_families(tiny_pipeline, kind):
+    """The lab's real FLUX.1 / FLUX.2 klein adapters on tiny random pipelines, as `generate` runs them."""
+    from engine import registry
+
+    fam = registry.load(str(tiny_pipeline(kind)), device="cpu")
+    size = fam.default_size
+    kw = dict(steps=6, guidance=3.0, seeds=[0], height=size, width=size)
+    base, _ = sample(fam, ["a cat on a mat"], **kw)
+    method = "fbcache" if kind == "flux" else "taylorseer"  # FLUX.2 mixes block kinds, which FBCache cannot span
+    assert method in supported_caches(fam) and "teacache" in supported_caches(fam)
+    with accelerated(fam, f"{method}:{0.5 if method == 'fbcache' else 2}", steps=6) as acc:
+        _, m = sample(fam, ["a cat on a mat"], **kw)
+    assert acc.cache.startswith(method) and m.skipped > 0 and m.nfe + m.skipped == 12
+    assert is_clean(fam.denoiser) and torch.equal(sample(fam, ["a cat on a mat"], **kw)[0], base)
+    apply_teacache(fam.denoiser, TeaCacheConfig(threshold=0.5))
+    try:
+        _, m = sample(fam, ["a cat on a mat"], **kw)
+    finally:
+        remove_teacache(fam.denoiser)
+    assert m.skipped > 0 and is_clean(fam.denoiser)
+
+
+def test_teacache_on_the_sd_family(tiny_pipeline):
+    from engine import registry
+
+    fam = registry.load(str(tiny_pipeline("sd")), device="cpu")
+    size = fam.default_size
+    kw = dict(steps=6, guidance=3.0, seeds=[0], height=size, width=size)
+    base, _ = sample(fam, ["a cat on a mat"], **kw)
+    assert supported_caches(fam) == ["none", "teacache"]
+    apply_teacache(fam.denoiser, TeaCacheConfig(threshold=0.5))
+    try:
+        _, m = sample(fam, ["a cat on a mat"], **kw)
+    finally:
+        remove_teacache(fam.denoiser)
+    assert m.skipped > 0 and m.nfe + m.skipped == 12 and is_clean(fam.denoiser)
+    assert torch.equal(sample(fam, ["a cat on a mat"], **kw)[0], base)

@@ -51,10 +51,11 @@ def unsupported(model: torch.nn.Module, method: str) -> str | None:
         return f"{name} has fewer than two transformer blocks to cache"
     if method in ("fbcache", "magcache"):
         try:
-            for b in blocks:
-                TransformerBlockRegistry.get(type(b))
+            shapes = {TransformerBlockRegistry.get(type(b)).return_encoder_hidden_states_index for b in blocks}
         except ValueError:
             return f"diffusers' {method} does not know the blocks of {name}; use teacache"
+        if len(shapes) > 1:  # its head and tail hooks assume every block returns the same structure
+            return f"diffusers' {method} cannot span {name}'s mix of double- and single-stream blocks; use teacache"
     return None
 
 
