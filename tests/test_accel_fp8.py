@@ -68,3 +68,18 @@ def test_float8_linear_matches_the_linear_it_replaces():
 def test_unknown_mode_names_the_choices():
     with pytest.raises(UsageError, match="fp8 must be one of off, weights, compute"):
         apply_fp8(torch.nn.Linear(2, 2), FP8Config("fp4"))
+
+
+@pytest.mark.parametrize("kind", ["sd", "sdxl", "flux", "flux2-klein", "sd3"])
+def test_weights_mode_cuts_every_family_by_at_least_40_percent_in_bfloat16(kind):
+    """bfloat16 -> float8 halves a cast layer; what stays (first and last layers) must be small."""
+    from engine.families import synthetic
+
+    pipe = synthetic.build(kind, seed=0)
+    net = (pipe.unet if hasattr(pipe, "unet") else pipe.transformer).to(torch.bfloat16)
+    before = copy.deepcopy(net.state_dict())
+    mem = param_mem_mb(net)
+    apply_fp8(net, FP8Config("weights"))
+    assert param_mem_mb(net) <= 0.6 * mem
+    remove_fp8(net)
+    assert is_clean(net) and all(torch.equal(before[k], v) for k, v in net.state_dict().items())

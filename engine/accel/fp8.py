@@ -28,10 +28,12 @@ MODES = ("off", "weights", "compute")
 HOOK = "lab_fp8_weights"
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 CASTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Embedding)
-# Kept in full precision: normalisations, and the thin first and last layers that map to and from
-# pixel or latent space, where a float8 error goes straight into the image.
-SKIP = ("norm", r"^conv_in$", r"^conv_out$", r"^proj_in$", r"^proj_out$", r"^x_embedder$", "pos_embed",
-        "patch_embed", r"(^|\.)proj_out$")
+# Kept in full precision: the thin first and last layers that map to and from pixel or latent space
+# (and the output norm's modulation), where a float8 error goes straight into the image. Norm layers
+# themselves are never cast; the modulation linears inside adaptive norms (a large share of a FLUX
+# block) are.
+SKIP = (r"^conv_in$", r"^conv_out$", r"^proj_in$", r"^proj_out$", r"^x_embedder$", r"^norm_out", "pos_embed",
+        "patch_embed")
 
 
 @dataclass
@@ -44,9 +46,8 @@ _SAVED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary
 
 
 def param_mem_mb(model: nn.Module) -> float:
-    """Memory held by the model's parameters and buffers, in MiB."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+    """Memory held by the model's parameters (its weights, not buffers such as position tables), in MiB."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
 
 
 def compute_capable(device: torch.device) -> str | None:
@@ -80,8 +81,9 @@ class Float8Linear(nn.Module):
         super().__init__()
         w = linear.weight.detach()
         self.out_dtype = w.dtype
-        self.register_buffer("w_scale", (w.abs().max().float() / E4M3_MAX).clamp_min(1e-12).reshape(()))
-        self.register_buffer("weight_fp8", (w.float() / self.w_scale).to(torch.float8_e4m3fn))  # (out, in)
+        scale = (w.abs().max().float() / E4M3_MAX).clamp_min(1e-12).reshape(())
+        self.w_scale = nn.Parameter(scale, requires_grad=False)
+        self.weight_fp8 = nn.Parameter((w.float() / scale).to(torch.float8_e4m3fn), requires_grad=False)  # (out, in)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
