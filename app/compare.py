@@ -70,7 +70,9 @@ def build(lab: Lab) -> dict:
         for side, steps, guidance in SIDES:
             with gr.Column():
                 gr.Markdown(f"### {side}")
-                model = gr.Dropdown(lab.model_names(), value="embedded", label="Model", allow_custom_value=False)
+                # Custom values allowed: students registered after the page loaded are valid
+                # names too (the engine refuses unknown ones with a clear message).
+                model = gr.Dropdown(lab.model_names(), value="embedded", label="Model", allow_custom_value=True)
                 st = gr.Slider(1, 100, value=steps, step=1, label="Steps")
                 gd = gr.Slider(0, 15, value=guidance, step=0.5, label="Guidance scale (1 = no CFG: one pass a step)")
                 pickers += [model, st, gd]

@@ -23,11 +23,18 @@ STATUS_COLOURS = {"queued": "#888", "running": "#2b6cb0", "succeeded": "#2f855a"
 
 
 def build_recipe(technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch_size, g_min, g_max,
-                 from_steps, to_steps) -> Recipe:
-    return Recipe(technique=TECHNIQUES.get(technique, technique), teacher=teacher, name=(name or "").strip(),
-                  lora=LoraSpec(rank=int(rank), save=lora_save) if lora else None, train_steps=int(train_steps),
-                  lr=float(lr), batch_size=int(batch_size), guidance_min=float(g_min), guidance_max=float(g_max),
-                  from_steps=int(from_steps), to_steps=int(to_steps))
+                 from_steps, to_steps, eval_n) -> Recipe:
+    def number(label, v, kind=float):
+        if v is None:
+            raise UsageError(f"{label} must be a number")
+        return kind(v)
+
+    return Recipe(technique=TECHNIQUES.get(technique, technique), teacher=teacher or "", name=(name or "").strip(),
+                  lora=LoraSpec(rank=int(rank), save=lora_save) if lora else None,
+                  train_steps=number("training steps", train_steps, int), lr=number("learning rate", lr),
+                  batch_size=number("batch size", batch_size, int), guidance_min=number("guidance min", g_min),
+                  guidance_max=number("guidance max", g_max), from_steps=int(from_steps), to_steps=int(to_steps),
+                  eval_n=number("adherence prompts", eval_n, int))
 
 
 def launch(lab: Lab, *form):
@@ -132,17 +139,20 @@ def build(lab: Lab) -> dict:
         with gr.Column(scale=3):
             technique = gr.Radio(list(TECHNIQUES), value=list(TECHNIQUES)[0], label="Technique")
             with gr.Row():
-                teacher = gr.Dropdown(lab.model_names(), value="embedded", label="Teacher")
+                teacher = gr.Dropdown(lab.model_names(), value="embedded", label="Teacher", allow_custom_value=True)
                 name = gr.Textbox(label="Student name", placeholder="e.g. my-guidance")
             with gr.Row():
-                train_steps = gr.Number(600, label="Training steps per round", precision=0)
-                lr = gr.Number(1e-4, label="Learning rate")
-                batch = gr.Number(32, label="Batch size", precision=0)
+                train_steps = gr.Number(1000, label="Training steps per round", precision=0)
+                lr = gr.Number(5e-5, label="Learning rate")
+                batch = gr.Number(24, label="Batch size", precision=0)
             with gr.Row():
                 g_min = gr.Number(1.0, label="Guidance range: min")
                 g_max = gr.Number(8.0, label="Guidance range: max")
                 from_steps = gr.Dropdown(STEP_CHOICES, value=64, label="Step rounds: from")
                 to_steps = gr.Dropdown(STEP_CHOICES, value=4, label="... to")
+            with gr.Row():
+                eval_n = gr.Number(120, label="Adherence prompts scored after every round (embedded domain; 0: none)",
+                                   precision=0)
             with gr.Row():
                 lora = gr.Checkbox(False, label="LoRA student")
                 rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank")
@@ -162,7 +172,8 @@ def build(lab: Lab) -> dict:
         evals = gr.Dataframe(label="Adherence after every round (the loss compounds)", interactive=False)
     log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
 
-    form = [technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from_steps, to_steps]
+    form = [technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from_steps, to_steps,
+            eval_n]
     go.click(lambda *a: launch(lab, *a), form, [launched, table, picked], api_name="launch")
     for c in (technique, teacher):
         c.change(lambda t, m: warning_for(lab, t, m), [technique, teacher], warning)

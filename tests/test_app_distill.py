@@ -1,0 +1,105 @@
+"""The Distill tab: launching a job through the app's API and in the browser, watching it finish,
+and finding its student in the Compare tab's pickers without a restart."""
+
+import time
+
+import pytest
+from gradio_client import Client
+
+from app.main import build_app
+from app.state import Lab
+from engine.store import Store
+from test_app_api import free_port
+from test_browser import CHROMIUM, FLAGS, _browser_or_skip
+
+TECH = "Guidance distillation (one pass instead of two)"
+
+
+def form(teacher, name, steps=3):
+    # technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from, to, eval_n
+    return [TECH, teacher, name, False, 8, "merged", steps, 1e-4, 2, 1.0, 8.0, 64, 4, 0]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_model_dir):
+    store = Store(tmp_path_factory.mktemp("lab-data"))
+    store.register_model("tiny", tiny_model_dir, "embedded")
+    demo = build_app(Lab(store))
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", store
+    demo.close()
+
+
+def wait_done(store, job_id, timeout=300):
+    end = time.time() + timeout
+    while time.time() < end:
+        job = store.job(job_id)
+        if job["status"] in ("succeeded", "failed", "canceled", "interrupted"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_launch_through_the_api_and_use_the_student(served):
+    url, store = served
+    client = Client(url, verbose=False)
+    text, table, _ = client.predict(*form("tiny", "api-g"), api_name="/launch")
+    assert "queued" in text and "api-g" in text
+    job = wait_done(store, store.jobs()[0]["id"])
+    assert job["status"] == "succeeded"
+    # the new student runs in Compare at once, one pass per step
+    _, _, _, left, _ = client.predict("a red circle", 0, "api-g", 2, 5.0, "embedded", 1, 1.0,
+                                      *[] if len(client.view_api(return_format="dict")["named_endpoints"]["/compare"]
+                                                  ["parameters"]) == 8 else _extra_compare_args(client),
+                                      api_name="/compare")
+    assert "NFE **2**" in left
+
+
+def _extra_compare_args(client):
+    params = client.view_api(return_format="dict")["named_endpoints"]["/compare"]["parameters"][8:]
+    return [p["parameter_default"] for p in params]
+
+
+def test_bad_form_is_refused_with_the_field_named(served):
+    url, store = served
+    client = Client(url, verbose=False)
+    before = len(store.jobs())
+    bad = form("tiny", "bad")
+    bad[7] = -1.0  # learning rate
+    with pytest.raises(Exception, match="lr must be"):
+        client.predict(*bad, api_name="/launch")
+    with pytest.raises(Exception, match="name must be"):
+        client.predict(*form("tiny", ""), api_name="/launch")
+    assert len(store.jobs()) == before
+
+
+def test_browser_launch_watch_and_pick_the_student(served, tmp_path):
+    url, store = served
+    api = _browser_or_skip()
+    with api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(url)
+        page.get_by_role("tab", name="Distill").click()
+        page.get_by_label("Teacher").fill("tiny")
+        page.keyboard.press("Enter")
+        page.get_by_label("Student name").fill("web-g")
+        page.get_by_label("Training steps per round").fill("3")
+        page.get_by_label("Batch size").fill("2")
+        page.get_by_label("Adherence prompts scored after every round (embedded domain; 0: none)").fill("0")
+        page.get_by_role("button", name="Launch").click()
+        page.get_by_text("Job").first.wait_for()
+        page.locator("table.lab-jobs").get_by_text("succeeded").first.wait_for(timeout=300_000)
+        assert page.locator("table.lab-jobs progress").count() >= 1
+        page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
+        page.get_by_role("tab", name="Compare").click()
+        for _ in range(20):  # the pickers refresh when the tab opens
+            page.get_by_label("Model").first.click()
+            if page.get_by_role("option", name="web-g").count():
+                break
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+        page.get_by_role("option", name="web-g").wait_for(timeout=5_000)
+        browser.close()
+    assert store.model("web-g") is not None
