@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lora-rank", type=int, default=None, help="train a LoRA student of this rank")
     d.add_argument("--lora-alpha", type=_float(), default=None)
     d.add_argument("--lora-save", choices=["merged", "adapter"], default="merged")
-    d.add_argument("--ema", type=_float(), default=None)
+    d.add_argument("--ema", type=_float(), default=None, help="EMA decay of the student (default 0.995; 0: none)")
     d.add_argument("--checkpoint-every", type=_int_in(1, 10**7), default=None)
     d.add_argument("--eval-n", type=_int_in(0, 100000), default=None,
                    help="embedded domain: prompts scored for adherence after every round")
@@ -393,6 +393,8 @@ def _cmd_distill(args) -> dict:
 
     technique = "guidance+progressive" if args.technique == "both" else args.technique
     fields = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    if fields.get("ema") == 0:
+        fields["ema"] = None  # --ema 0: no EMA
     lora = None
     if args.lora_rank is not None:
         lora = LoraSpec(rank=args.lora_rank, alpha=args.lora_alpha, save=args.lora_save)

@@ -15,7 +15,7 @@ def test_rounds_halve_the_steps_after_guidance():
     kinds = [(x["kind"], x.get("teacher_steps"), x.get("student_steps")) for x in r.rounds()]
     assert kinds == [("guidance", None, None), ("progressive", 64, 32), ("progressive", 32, 16),
                      ("progressive", 16, 8), ("progressive", 8, 4)]
-    assert [p.model_name for p in plan(r)] == ["s-guidance", "s-32step", "s-16step", "s-8step", "s"]
+    assert [p.model_name for p in plan(r)] == ["s-guidance", "s-r2-32step", "s-r3-16step", "s-r4-8step", "s"]
 
 
 def test_json_round_trip_with_lora():

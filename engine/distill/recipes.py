@@ -30,7 +30,7 @@ class LoraSpec:
 class Recipe:
     technique: str  # one of TECHNIQUES
     teacher: str  # a model name (`embedded`, a registered student) or a model directory
-    name: str  # the student's name; progressive rounds also register NAME-<steps>step
+    name: str  # the student's name (the last round's); earlier rounds register NAME-r<k>-<steps>step
     train_steps: int = 1000  # optimisation steps per round
     lr: float = 5e-5  # peak learning rate of each round (linear warm-up, cosine decay); fine-tuning:
     # 2e-4 made the embedded student worse than its teacher, 5e-5 with EMA improved it steadily

@@ -52,7 +52,7 @@ def plan(recipe: Recipe) -> list[Plan]:
         if r["kind"] == "guidance":
             out.append(Plan(i, "guidance", recipe.name if last else f"{recipe.name}-guidance"))
         else:
-            name = recipe.name if last else f"{recipe.name}-{r['student_steps']}step"
+            name = recipe.name if last else f"{recipe.name}-r{i + 1}-{r['student_steps']}step"
             out.append(Plan(i, "progressive", name, r["teacher_steps"], r["student_steps"]))
     return out
 
