@@ -116,3 +116,10 @@ def test_generate_cli_refuses_unsupported_combinations(flags, says, tmp_path, ti
     r = run_cli("generate", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "2",
                 "--out", str(tmp_path / "x.png"), *flags, data_dir=data_dir)
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_bench_cli_checks_its_flags_before_any_work(data_dir):
+    r = run_cli("bench", "--student", "fast=embedded", data_dir=data_dir)
+    assert r.returncode == 2 and "--student must be ROLE=NAME with ROLE one of guidance, step8, step4, both" in r.stderr
+    r = run_cli("bench", "--thresholds", "-1", data_dir=data_dir)
+    assert r.returncode == 2 and "--thresholds" in r.stderr

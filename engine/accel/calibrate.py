@@ -20,7 +20,8 @@ import torch
 from ..errors import UsageError
 from ..families.base import Family
 from ..sampling import sample
-from .diffusers_cache import DiffusersCacheConfig, apply_diffusers_cache, remove_diffusers_cache
+from .diffusers_cache import (DiffusersCacheConfig, _state_managers, apply_diffusers_cache,
+                              remove_diffusers_cache)
 from .teacache import TeaCacheConfig, apply_teacache, remove_teacache
 
 VERSION = 2  # bumped when what a calibration means changes; older stored ones are redone
@@ -122,18 +123,13 @@ def calibrate_magcache(family: Family, cfg: CalibrationConfig = CalibrationConfi
     apply_diffusers_cache(family.denoiser, DiffusersCacheConfig("magcache", steps=cfg.steps + 1, calibrate=True))
     try:
         _run(family, prompts, cfg)
-        states = [s for _, sm in _managers(family.denoiser) for s in sm._state_cache.values()
+        states = [s for _, sm in _state_managers(family.denoiser) for s in sm._state_cache.values()
                   if getattr(s, "calibration_ratios", None)]
         ratios = np.mean([s.calibration_ratios[:cfg.steps] for s in states], axis=0)
     finally:
         remove_diffusers_cache(family.denoiser)
     return {"method": "magcache", "version": VERSION, "mag_ratios": [round(float(r), 5) for r in ratios],
             "config": asdict(cfg)}
-
-
-def _managers(model):
-    from .diffusers_cache import _state_managers
-    return _state_managers(model)
 
 
 CALIBRATORS = {"teacache": calibrate_teacache, "magcache": calibrate_magcache}
