@@ -115,19 +115,12 @@ def job_detail(lab: Lab, job_id):
     return curve, evals, tail, status
 
 
-def cancel(lab: Lab, job_id):
+def act(lab: Lab, verb: str, job_id):
+    """Cancel or resume the picked job; returns the refreshed job table."""
     try:
-        jobs.cancel(lab.store, int(job_id))
+        {"cancel": jobs.cancel, "resume": jobs.resume}[verb](lab.store, int(job_id))
     except (UsageError, TypeError, ValueError) as e:
-        raise gr.Error(f"cancel: {e}") from None
-    return job_table(lab)
-
-
-def resume(lab: Lab, job_id):
-    try:
-        jobs.resume(lab.store, int(job_id))
-    except (UsageError, TypeError, ValueError) as e:
-        raise gr.Error(f"resume: {e}") from None
+        raise gr.Error(f"{verb}: {e}") from None
     return job_table(lab)
 
 
@@ -178,8 +171,8 @@ def build(lab: Lab) -> dict:
     for c in (technique, teacher):
         c.change(lambda t, m: warning_for(lab, t, m), [technique, teacher], warning)
     picked.change(lambda j: job_detail(lab, j), picked, [curve, evals, log, status])
-    cancel_btn.click(lambda j: cancel(lab, j), picked, table, api_name="cancel")
-    resume_btn.click(lambda j: resume(lab, j), picked, table, api_name="resume")
+    cancel_btn.click(lambda j: act(lab, "cancel", j), picked, table, api_name="cancel")
+    resume_btn.click(lambda j: act(lab, "resume", j), picked, table, api_name="resume")
     timer = gr.Timer(2.0)
     timer.tick(lambda j: (job_table(lab), *job_detail(lab, j)), picked, [table, curve, evals, log, status])
     return {"teacher": teacher, "table": table, "picked": picked}
