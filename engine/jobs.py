@@ -26,6 +26,10 @@ from .paths import ROOT
 from .store import Store
 
 TERMINAL = ("succeeded", "failed", "canceled", "interrupted")
+# Job kinds besides distillation: kind -> "module:function", called in the job's process as
+# fn(store, job, report, should_stop) with report(round, step, total); it returns a list of names
+# for the job's `models` field, and raises to fail (after should_stop() turned true: canceled).
+KINDS = {"eval": "engine.evaluate.runs:run_job"}
 
 
 def job_dir(store: Store, job_id: int) -> Path:
@@ -109,7 +113,7 @@ def dispatch(store: Store, gpus: int | None = None) -> int | None:
         return None
     gpus = gpus if gpus is not None else _gpu_count()
     cmd = [sys.executable, "-m", "engine", "job-run", str(job["id"]), "--data-dir", str(store.root)]
-    if gpus > 1:
+    if gpus > 1 and job.get("kind", "distill") == "distill":
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
                "-m", "engine", "job-run", str(job["id"]), "--data-dir", str(store.root)]
     log = open(log_path(store, job["id"]), "a")
@@ -178,9 +182,11 @@ def run_job(store: Store, job_id: int) -> int:
 
     from .distill.run import Hooks, run_recipe
 
+    job = _job(store, job_id)
+    if job.get("kind", "distill") != "distill":
+        return _run_kind(store, job)
     state = PartialState()
     main = state.is_main_process
-    job = _job(store, job_id)
     recipe = Recipe.from_json(job["recipe"])
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -228,4 +234,38 @@ def run_job(store: Store, job_id: int) -> int:
         code = 0
     if main:
         dispatch(store)
+    return code
+
+
+def _run_kind(store: Store, job: dict) -> int:
+    """A job of a kind in KINDS, in this (single) process: status, progress and cancel as for distillation."""
+    import importlib
+
+    job_id = job["id"]
+    if job["kind"] not in KINDS:
+        store.set_job_status(job_id, "failed", error=f"unknown job kind {job['kind']!r}")
+        return 1
+    module, _, fn = KINDS[job["kind"]].partition(":")
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    store.update_job(job_id, pid=os.getpid())
+
+    def report(round_: int, step: int, total: int) -> None:
+        store.update_job(job_id, round=round_, step=step, total=total)
+
+    try:
+        names = getattr(importlib.import_module(module), fn)(store, job, report, lambda: stop["flag"])
+    except Exception as e:  # noqa: BLE001 - recorded on the job, traceback in its log
+        if stop["flag"]:
+            store.set_job_status(job_id, "canceled")
+            print("canceled", flush=True)
+            code = 0
+        else:
+            traceback.print_exc()
+            store.set_job_status(job_id, "failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
+            code = 1
+    else:
+        store.set_job_status(job_id, "succeeded", models=names, round=job["rounds"])
+        code = 0
+    dispatch(store)
     return code

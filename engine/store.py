@@ -88,11 +88,34 @@ def _m_accel_calibrations_bench(db: sqlite_utils.Database) -> None:
                             pk="id", not_null={"rows"})
     db["bench_runs"].create_index(["model"])
 
+
+def _m_evaluate(db: sqlite_utils.Database) -> None:
+    # Jobs of other kinds than distillation (an evaluation run) share the jobs table and process machinery.
+    db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'distill'")
+    # Every evaluation image once: key = model (path and weights' time), settings (canonical JSON), prompt, seed.
+    db["eval_images"].create({"id": int, "model_key": str, "settings": str, "prompt": str, "seed": int,
+                              "image": str, "nfe": int, "skipped": int, "seconds": float, "created": str},
+                             pk="id", not_null={"model_key", "settings", "prompt", "seed", "image"})
+    db["eval_images"].create_index(["model_key", "settings", "prompt", "seed"], unique=True)
+    # An evaluation run: a model setting scored on a golden set against its teacher's images.
+    db["eval_runs"].create({"id": int, "job_id": int, "model": str, "teacher": str, "golden": str, "golden_sha": str,
+                            "settings": str, "result": str, "created": str}, pk="id", not_null={"model", "result"})
+    db["eval_runs"].create_index(["model"])
+    db["eval_items"].create({"id": int, "run_id": int, "idx": int, "prompt": str, "category": str, "seed": int,
+                             "image": str, "ref_image": str, "adherent": int, "missed": str, "psnr": float,
+                             "feature_distance": float, "clip_score": float, "vlm": str},
+                            pk="id", foreign_keys=[("run_id", "eval_runs", "id")])
+    db["eval_items"].create_index(["run_id"])
+    # VLM judge answers, keyed by endpoint, model, rubric, prompt and image bytes (engine/evaluate/vlm.py).
+    db["vlm_judgments"].create({"key": str, "endpoint": str, "model": str, "result": str, "created": str},
+                               pk="key", not_null={"result"})
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_models_generations", _m001_models_generations),
     ("arena_battles_votes", _m_arena_battles_votes),
     ("jobs", _m_jobs),
     ("accel_calibrations_bench", _m_accel_calibrations_bench),
+    ("evaluate", _m_evaluate),
 ]
 
 
@@ -376,3 +399,83 @@ class Store:
         for r in self.db["bench_runs"].rows_where(where, args, order_by="id desc", limit=limit):
             out.append({**r, "config": json.loads(r["config"]), "rows": json.loads(r["rows"])})
         return out
+
+    # -- evaluation: jobs of other kinds, cached images, runs, VLM answers ---------------------------
+    def create_kind_job(self, kind: str, *, technique: str, name: str, teacher: str, recipe: str,
+                        rounds: int) -> int:
+        """Queue a job of another kind than distillation (engine/jobs.py runs it by kind)."""
+        with self.db.conn:
+            return self.db["jobs"].insert({
+                "kind": kind, "technique": technique, "name": name, "teacher": teacher, "recipe": recipe,
+                "status": "queued", "device": "auto", "created": _now(), "round": 0, "rounds": rounds, "step": 0,
+                "total": 0, "resume": 0}).last_pk
+
+    def eval_images(self, model_key: str, settings: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+        """The cached images among (prompt, seed) pairs for one model and settings."""
+        out = {}
+        for prompt, seed in set(keys):
+            for r in self.db["eval_images"].rows_where("model_key = ? AND settings = ? AND prompt = ? AND seed = ?",
+                                                       [model_key, settings, prompt, seed]):
+                out[(prompt, seed)] = r
+        return out
+
+    def add_eval_images(self, model_key: str, settings: str, rows: list[dict]) -> None:
+        with self.db.conn:
+            self.db["eval_images"].insert_all(
+                [{"model_key": model_key, "settings": settings, "created": _now(), **r} for r in rows],
+                ignore=True)
+
+    def add_eval_run(self, *, model: str, teacher: str, golden: str, golden_sha: str, settings: dict, result: dict,
+                     items: list[dict], job_id: int | None = None) -> int:
+        with self.db.conn:
+            run_id = self.db["eval_runs"].insert({
+                "job_id": job_id, "model": model, "teacher": teacher, "golden": golden, "golden_sha": golden_sha,
+                "settings": json.dumps(settings, sort_keys=True), "result": json.dumps(result),
+                "created": _now()}).last_pk
+            self.db["eval_items"].insert_all([
+                {"run_id": run_id, **{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in it.items()}}
+                for it in items])
+        return run_id
+
+    @staticmethod
+    def _eval_run_row(r: dict) -> dict:
+        return {**r, "settings": json.loads(r["settings"]), "result": json.loads(r["result"])}
+
+    def eval_run(self, run_id: int) -> dict | None:
+        rows = list(self.db["eval_runs"].rows_where("id = ?", [run_id]))
+        return self._eval_run_row(rows[0]) if rows else None
+
+    def eval_runs(self, model: str | None = None, golden: str | None = None, job_id: int | None = None,
+                  limit: int = 200) -> list[dict]:
+        """Evaluation runs, newest first, with `settings` and `result` decoded."""
+        where, args = [], []
+        for col, v in (("model", model), ("golden", golden), ("job_id", job_id)):
+            if v is not None:
+                where.append(f"{col} = ?")
+                args.append(v)
+        rows = self.db["eval_runs"].rows_where(" AND ".join(where) or None, args, order_by="id desc", limit=limit)
+        return [self._eval_run_row(r) for r in rows]
+
+    def eval_items(self, run_id: int) -> list[dict]:
+        out = []
+        for r in self.db["eval_items"].rows_where("run_id = ?", [run_id], order_by="idx"):
+            out.append({**r, "missed": json.loads(r["missed"]) if r["missed"] else None,
+                        "vlm": json.loads(r["vlm"]) if r["vlm"] else None})
+        return out
+
+    def set_eval_item_vlm(self, run_id: int, idx: int, vlm: dict) -> None:
+        with self.db.conn:
+            self.db.execute("UPDATE eval_items SET vlm = ? WHERE run_id = ? AND idx = ?", [json.dumps(vlm), run_id, idx])
+
+    def update_eval_result(self, run_id: int, result: dict) -> None:
+        with self.db.conn:
+            self.db["eval_runs"].update(run_id, {"result": json.dumps(result)})
+
+    def vlm_judgment(self, key: str) -> dict | None:
+        rows = list(self.db["vlm_judgments"].rows_where("key = ?", [key]))
+        return json.loads(rows[0]["result"]) if rows else None
+
+    def save_vlm_judgment(self, key: str, endpoint: str, model: str, result: dict) -> None:
+        with self.db.conn:
+            self.db["vlm_judgments"].upsert({"key": key, "endpoint": endpoint, "model": model,
+                                             "result": json.dumps(result), "created": _now()}, pk="key")
