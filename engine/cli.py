@@ -209,7 +209,49 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--guidance", type=_float(), default=5.0)
     c.add_argument("--target-psnr", type=_float(), default=30.0, help="dB to the uncached images the threshold keeps")
     _common(c)
+    _add_eval_parsers(sub)
     return parser
+
+
+def _add_eval_parsers(sub) -> None:
+    from .evaluate.golden import DEFAULT_EMBEDDED
+
+    e = sub.add_parser("eval", help="evaluate a model setting on a golden set against its teacher (FID, adherence, "
+                                    "CLIP score, PSNR; optional VLM judge) and print one JSON line")
+    e.add_argument("--model", default="embedded")
+    e.add_argument("--golden", default=str(DEFAULT_EMBEDDED), help="golden set: JSONL (prompt, category, seed, "
+                   "stated) or one prompt a line (default: the embedded domain's)")
+    e.add_argument("--steps", type=_int_in(1, 1000), default=50)
+    e.add_argument("--guidance", type=_float(), default=5.0)
+    e.add_argument("--limit", type=_int_in(1, 100000), default=None, help="only the first N prompts")
+    e.add_argument("--cache", default="none", metavar="METHOD[:THRESHOLD]", help="as for generate")
+    e.add_argument("--fp8", default="off", help="off, weights or compute")
+    e.add_argument("--teacher", default=None, help="reference model (default: the root of the model's lineage)")
+    e.add_argument("--ref-steps", type=_int_in(1, 1000), default=50, help="the teacher's steps for the reference images")
+    e.add_argument("--ref-guidance", type=_float(), default=5.0, help="the teacher's guidance for the reference images")
+    e.add_argument("--height", type=_int_in(8, 4096), default=None)
+    e.add_argument("--width", type=_int_in(8, 4096), default=None)
+    e.add_argument("--clip-model", default=None, help="transformers CLIP directory (or cached hub id) for CLIP score")
+    e.add_argument("--inception", default=None, help="FID Inception weights for real models (default: torch hub cache)")
+    e.add_argument("--batch-size", type=_int_in(1, 4096), default=16)
+    e.add_argument("--report", default=None, help="write a Markdown report here (per-category table, worst prompts)")
+    e.add_argument("--vlm-url", default=None, help="OpenAI-compatible endpoint for the VLM judge, e.g. http://host/v1")
+    e.add_argument("--vlm-model", default=None)
+    e.add_argument("--vlm-key-env", default="LAB_VLM_API_KEY", help="environment variable with the key "
+                                                                    "(else OPENAI_API_KEY)")
+    e.add_argument("--vlm-price-input", type=_float(), default=None, help="USD per million input tokens")
+    e.add_argument("--vlm-price-output", type=_float(), default=None, help="USD per million output tokens")
+    e.add_argument("--vlm-max-cost", type=_float(), default=None, help="refuse when the estimated VLM cost is above (USD)")
+    e.add_argument("--job", action="store_true", help="run as a background job (queued like distillation) and follow it")
+    e.add_argument("--detach", action="store_true", help="with --job: return at once")
+    _common(e)
+
+    ln = sub.add_parser("lineage", help="every evaluated metric along a model's lineage (teacher -> ... -> model)")
+    ln.add_argument("--model", required=True)
+    ln.add_argument("--golden", default=None, help="only runs on this golden set (its name, e.g. embedded)")
+    ln.add_argument("--metric", default="adherence", help="the per-category columns: fid, adherence, clip_score, psnr")
+    ln.add_argument("--json", action="store_true")
+    ln.add_argument("--data-dir", default=None)
 
 
 def _cmd_generate(args) -> dict:
@@ -506,12 +548,85 @@ def _cmd_calibrate(args) -> dict:
     store.save_calibration(model_key(family), args.method, result)
     return {"model": args.model, **result}
 
+
+def _eval_config(args):
+    from .evaluate.runs import EvalConfig
+    from .evaluate.vlm import VLMConfig
+
+    for g in (args.guidance, args.ref_guidance):
+        _check_guidance(g)
+    vlm = None
+    if args.vlm_url or args.vlm_model:
+        vlm = VLMConfig(url=args.vlm_url or "", model=args.vlm_model or "", api_key_env=args.vlm_key_env,
+                        price_input=args.vlm_price_input, price_output=args.vlm_price_output)
+    cfg = EvalConfig(model=args.model, golden=args.golden, steps=args.steps, guidance=args.guidance,
+                     cache=args.cache, fp8=args.fp8, limit=args.limit, teacher=args.teacher, ref_steps=args.ref_steps,
+                     ref_guidance=args.ref_guidance, height=args.height, width=args.width,
+                     clip_model=args.clip_model, inception=args.inception, vlm=vlm, batch_size=args.batch_size,
+                     device=args.device, dtype=args.dtype)
+    cfg.check()
+    return cfg
+
+
+def _vlm_guard(cfg, store, max_cost) -> None:
+    """Show the VLM judge's expected calls and cost before anything is generated; refuse above max_cost."""
+    from .evaluate import golden, vlm
+
+    n = len(golden.load(cfg.golden).limited(cfg.limit).prompts)
+    est = vlm.estimate(cfg.vlm, [vlm.Item(str(i), b"") for i in range(n)])  # upper bound: nothing cached yet
+    print(vlm.describe_estimate(est) + " (at most; answers already cached are not sent again)",
+          file=sys.stderr, flush=True)
+    if max_cost is not None:
+        if est["cost_usd"] is None:
+            raise UsageError("--vlm-max-cost needs --vlm-price-input and --vlm-price-output to estimate the cost")
+        if est["cost_usd"] > max_cost:
+            raise UsageError(f"--vlm-max-cost: the VLM judge would cost about ${est['cost_usd']:.4f}, "
+                             f"above ${max_cost:g}; lower --limit or raise the cap")
+
+
+def _cmd_eval(args) -> dict:
+    from .evaluate import report, runs
+    from .store import Store
+
+    cfg = _eval_config(args)
+    if args.report and not Path(args.report).parent.exists():
+        raise UsageError(f"--report: folder {str(Path(args.report).parent)!r} does not exist")
+    store = Store(args.data_dir)
+    if cfg.vlm is not None:
+        _vlm_guard(cfg, store, args.vlm_max_cost)
+    if args.job:
+        job_id = runs.submit(store, [cfg])
+        print(f"job {job_id} queued: eval of {cfg.model}", file=sys.stderr, flush=True)
+        job = _job_result(store, job_id, args.detach)
+        found = store.eval_runs(job_id=job_id, limit=1)
+        if args.detach or not found:
+            return job
+        result = found[0]["result"]
+    else:
+        result = runs.run(cfg, store, progress=_progress("eval: "),
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.report:
+        Path(args.report).write_text(report.markdown(result, store))
+        result["report"] = args.report
+    return result
+
+
+def _cmd_lineage(args):
+    from .evaluate import report
+    from .store import Store
+
+    if args.metric not in report.METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(report.METRICS)}, got {args.metric!r}")
+    rows = report.lineage_rows(Store(args.data_dir), args.model, args.golden)
+    return {"model": args.model, "rows": rows} if args.json else report.lineage_markdown(rows, args.metric)
+
 COMMANDS = {"distill": _cmd_distill, "jobs": _cmd_jobs, "resume": _cmd_resume, "cancel": _cmd_cancel,
             "job-run": _cmd_job_run, "generate": _cmd_generate, "adherence": _cmd_adherence,
             "adherence-table": _cmd_adherence_table,
             "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge, "random-model": _cmd_random_model,
             "parity": _cmd_parity, "register": _cmd_register,
-            "arena": _cmd_arena, "bench": _cmd_bench, "calibrate": _cmd_calibrate}
+            "arena": _cmd_arena, "bench": _cmd_bench, "calibrate": _cmd_calibrate,
+            "eval": _cmd_eval, "lineage": _cmd_lineage}
 
 
 def main(argv: list[str] | None = None) -> int:
