@@ -123,3 +123,20 @@ def test_bench_cli_checks_its_flags_before_any_work(data_dir):
     assert r.returncode == 2 and "--student must be ROLE=NAME with ROLE one of guidance, step8, step4, both" in r.stderr
     r = run_cli("bench", "--thresholds", "-1", data_dir=data_dir)
     assert r.returncode == 2 and "--thresholds" in r.stderr
+
+
+def test_bench_finds_students_through_the_lineage_their_jobs_recorded(memory_store):
+    from engine.accel.bench import discover
+    from engine.distill.recipes import Recipe
+
+    def register(name, parent, technique, rnd, **kw):
+        recipe = Recipe(technique=technique, teacher=parent, name=name, **kw)
+        memory_store.register_model(name, f"/m/{name}", "embedded", parent=parent, recipe=json.loads(recipe.to_json()),
+                                    round=rnd)
+
+    register("fast-guidance", "embedded", "guidance+progressive", 0, from_steps=16, to_steps=4)
+    register("fast-r2-8step", "fast-guidance", "guidance+progressive", 1, from_steps=16, to_steps=4)
+    register("fast", "fast-r2-8step", "guidance+progressive", 2, from_steps=16, to_steps=4)
+    register("plain", "embedded", "progressive", 1, from_steps=16, to_steps=4)
+    register("other", "someone-else", "guidance", 0)
+    assert discover(memory_store, "embedded") == {"guidance": "fast-guidance", "both": "fast", "step4": "plain"}

@@ -25,7 +25,7 @@ from . import accelerated, supported_caches
 from .calibrate import psnr
 from .fp8 import compute_capable
 
-# Where the lab's distillation jobs put students of MODEL (engine/distill): the first that exists.
+# Conventional names of MODEL's students, tried after the registry's lineage (`discover`).
 STUDENT_NAMES = {
     "guidance": ("{m}-guidance",),
     "step8": ("{m}-8step", "{m}-progressive-8step"),
@@ -60,8 +60,52 @@ class Row:
     missing: str | None = None  # why the row could not be measured
 
 
-def _student(store, teacher: str, role: str, cfg: BenchConfig) -> str | None:
-    names = [cfg.students[role]] if role in cfg.students else [n.format(m=teacher) for n in STUDENT_NAMES[role]]
+def _round_of(row: dict) -> dict | None:
+    """What a registered student's round did: {'kind': 'guidance'} or {'kind': 'progressive', 'student_steps': N}."""
+    if not row.get("recipe") or row.get("round") is None:
+        return None
+    from ..distill.recipes import Recipe
+
+    try:
+        return Recipe.from_json(row["recipe"]).rounds()[row["round"]]
+    except (UsageError, ValueError, IndexError, TypeError):
+        return None
+
+
+def discover(store, teacher: str) -> dict[str, str]:
+    """The newest registered student of `teacher` for each role, from the lineage and the recipe
+    each distillation job recorded (a progressive student of a guidance student counts as both)."""
+    found: dict[str, str] = {}
+    if store is None:
+        return found
+    for row in store.models():  # oldest first: newer students replace older ones
+        chain, parent, seen = [row], row.get("parent"), {row["name"]}
+        while parent and parent not in seen:
+            seen.add(parent)
+            up = store.model(parent)
+            if up is None:
+                break
+            chain.append(up)
+            parent = up.get("parent")
+        if teacher not in seen:
+            continue
+        rounds = [_round_of(r) for r in chain]
+        this = rounds[0]
+        if this is None:
+            continue
+        guided = any(r and r["kind"] == "guidance" for r in rounds)
+        if this["kind"] == "guidance":
+            found["guidance"] = row["name"]
+        elif this["student_steps"] in (4, 8):
+            role = "both" if guided and this["student_steps"] == 4 else f"step{this['student_steps']}"
+            if role != "step8" or not guided:
+                found[role] = row["name"]
+    return found
+
+
+def _student(store, teacher: str, role: str, cfg: BenchConfig, discovered: dict[str, str]) -> str | None:
+    names = [cfg.students[role]] if role in cfg.students else \
+        ([discovered[role]] if role in discovered else []) + [n.format(m=teacher) for n in STUDENT_NAMES[role]]
     for name in names:
         try:
             registry.resolve(name, store)
@@ -83,11 +127,11 @@ def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float]
         rows.append(Row("teacher+fp8c", "teacher + FP8 compute", cfg.model, s, g, fp8="compute", base="teacher"))
     roles = {"guidance": ("guidance-distilled", s), "step8": ("step-distilled, 8 steps", 8),
              "step4": ("step-distilled, 4 steps", 4), "both": ("guidance + step-distilled, 4 steps", 4)}
-    found = {}
+    found, discovered = {}, discover(store, cfg.model)
     for role, (label, steps) in roles.items():
-        name = found[role] = _student(store, cfg.model, role, cfg)
+        name = found[role] = _student(store, cfg.model, role, cfg, discovered)
         wanted = cfg.students.get(role) or STUDENT_NAMES[role][0].format(m=cfg.model)
-        missing = None if name else f"no student yet: distil `{wanted}` (or pass --student {role}=NAME)"
+        missing = None if name else f"no student yet: distil one (e.g. `{wanted}`) or pass --student {role}=NAME"
         rows.append(Row(role, label, name, steps, g, missing=missing))
     fastest = "both" if found["both"] else "step4"
     if found[fastest]:
