@@ -200,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: torch's own; on a busy shared CPU, 1 times steadily)")
     _common(b)
 
+    sw = sub.add_parser("sweep", help="one prompt over steps x guidance (or x cache threshold): cost and quality")
+    sw.add_argument("--model", default="embedded")
+    sw.add_argument("--prompt", required=True)
+    sw.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    sw.add_argument("--steps", type=_int_in(1, 1000), nargs="+", default=[50, 20, 8])
+    sw.add_argument("--guidance", type=_float(), nargs="+", default=[1.0, 5.0])
+    sw.add_argument("--cache", default="none", help="cache method of every cell")
+    sw.add_argument("--thresholds", type=_float(), nargs="+", default=[], help="cache thresholds as the columns")
+    sw.add_argument("--fp8", default="off")
+    sw.add_argument("--n", type=_int_in(0, 100000), default=0, help="embedded domain: adherence prompts per cell")
+    sw.add_argument("--out-dir", default=None, help="write each cell's image here")
+    _common(sw)
+
     c = sub.add_parser("calibrate", help="calibrate a cache for a model (TeaCache: polynomial and threshold; "
                                          "MagCache: ratios)")
     c.add_argument("--model", default="embedded")
@@ -527,6 +540,37 @@ def _cmd_bench(args):
     return result if args.json else markdown(result)
 
 
+def _cmd_sweep(args) -> dict:
+    from . import registry
+    from .accel.sweep import SweepConfig, run_sweep
+    from .store import Store
+
+    for g in args.guidance:
+        _check_guidance(g)
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None and not out_dir.is_dir():
+        raise UsageError(f"--out-dir: {args.out_dir!r} is not a folder")
+    cfg = SweepConfig(prompt=args.prompt, seed=args.seed, steps=tuple(args.steps), guidance=tuple(args.guidance),
+                      cache=args.cache, thresholds=tuple(args.thresholds), fp8=args.fp8, n=args.n)
+    cfg.cells()
+    store = Store(args.data_dir)
+    family = registry.load(args.model, store=store, device=args.device, dtype=args.dtype)
+    judge = None
+    if cfg.n and family.name == "embedded":
+        from .judge import Judge
+        from .paths import JUDGE_WEIGHTS
+        judge = Judge.load(JUDGE_WEIGHTS).to(family.device)
+    result = run_sweep(family, cfg, model_name=args.model, store=store, judge=judge)
+    cells = []
+    for i, cell in enumerate(result["cells"]):
+        image = cell.pop("image")
+        if out_dir is not None:
+            cell["out"] = str(out_dir / f"cell{i:02d}.png")
+            image.save(cell["out"])
+        cells.append(cell)
+    return {"model": args.model, "reference": result["reference"], "cells": cells}
+
+
 def _cmd_calibrate(args) -> dict:
     from . import registry
     from .accel import CALIBRATED, model_key, supported_caches
@@ -626,6 +670,7 @@ COMMANDS = {"distill": _cmd_distill, "jobs": _cmd_jobs, "resume": _cmd_resume, "
             "train-teacher": _cmd_train_teacher, "train-judge": _cmd_train_judge, "random-model": _cmd_random_model,
             "parity": _cmd_parity, "register": _cmd_register,
             "arena": _cmd_arena, "bench": _cmd_bench, "calibrate": _cmd_calibrate,
+            "sweep": _cmd_sweep,
             "eval": _cmd_eval, "lineage": _cmd_lineage}
 
 

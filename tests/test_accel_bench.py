@@ -140,3 +140,14 @@ def test_bench_finds_students_through_the_lineage_their_jobs_recorded(memory_sto
     register("plain", "embedded", "progressive", 1, from_steps=16, to_steps=4)
     register("other", "someone-else", "guidance", 0)
     assert discover(memory_store, "embedded") == {"guidance": "fast-guidance", "both": "fast", "step4": "plain"}
+
+
+def test_sweep_cli_prints_the_cells_and_writes_their_images(tiny_model_dir, tmp_path, data_dir):
+    r = run_cli("sweep", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "3", "2",
+                "--guidance", "4", "--out-dir", str(tmp_path), data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    cells = json.loads(r.stdout)["cells"]
+    assert [(c["steps"], c["nfe"]) for c in cells] == [(3, 6), (2, 4)] and cells[0]["psnr_ref"] == 100.0
+    assert all((tmp_path / f"cell{i:02d}.png").exists() for i in range(2))
+    bad = run_cli("sweep", "--prompt", "a star", "--thresholds", "0.1", data_dir=data_dir)
+    assert bad.returncode == 2 and "thresholds need a cache method" in bad.stderr
