@@ -7,6 +7,7 @@ import os
 
 import gradio as gr
 
+from engine import jobs
 from engine.store import Store
 
 from . import arena, compare, decide, distill, leaderboard, sweep
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arena-only", action="store_true", help="serve only the blind Arena tab (for raters)")
     args = p.parse_args(argv)
     lab = Lab(Store(args.data_dir), device=args.device)
+    # Jobs whose process died while the app was down are marked interrupted; queued ones start.
+    jobs.dispatch(lab.store)
     demo = build_arena_app(lab) if args.arena_only else build_app(lab)
     demo.queue().launch(server_name=args.host, server_port=args.port, css=CSS, footer_links=["api"])
     return 0
