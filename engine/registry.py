@@ -18,15 +18,32 @@ from .errors import UsageError
 from .families import catalog
 from .families.base import Family
 from .families.embedded import EmbeddedFamily
-from .paths import EMBEDDED_TEACHER
+from .paths import ASSETS, EMBEDDED_TEACHER
 from .store import Store
 
-BUILTIN = {"embedded": EMBEDDED_TEACHER}
+# The shipped models: the embedded teacher and the students of the full recipe (made by
+# `python -m engine distill ...` and copied into assets/), present when their files are.
+SHIPPED = {"embedded": EMBEDDED_TEACHER, "embedded-guidance": ASSETS / "embedded-guidance",
+           "embedded-4step": ASSETS / "embedded-4step"}
+BUILTIN = {name: path for name, path in SHIPPED.items() if (path / "lab.json").exists()}
 LOADERS = {"embedded": EmbeddedFamily.load, **catalog.LOADERS}
+
+
+def register_shipped(store: Store) -> None:
+    """Give the shipped students their rows (lineage, recipe, round) in this data directory's
+    database, once, so lineage views and leaderboards see them like any trained student."""
+    for name, path in BUILTIN.items():
+        if name == "embedded" or store.model(name) is not None:
+            continue
+        meta = json.loads((path / "lab.json").read_text())
+        store.register_model(name, path, meta["family"], parent=meta.get("parent"), recipe=meta.get("recipe"),
+                             round=meta.get("round"))
 
 
 def names(store: Store | None = None) -> list[str]:
     """Every model a picker offers: the built-in ones, then the registered ones."""
+    if store is not None:
+        register_shipped(store)
     registered = [r["name"] for r in store.models()] if store else []
     return list(BUILTIN) + [n for n in registered if n not in BUILTIN]
 
