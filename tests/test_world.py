@@ -6,7 +6,7 @@ import pytest
 from engine.world import CATEGORIES, HEADS, make_example, sample_prompts, tokenize, vocabulary
 from engine.world.captions import REQUIRED, describe
 from engine.world.render import render
-from engine.world.scene import RARE_COMBOS, is_rare, sample_category_scene, sample_scene
+from engine.world.scene import is_rare, sample_category_scene, sample_scene
 
 
 def test_examples_are_deterministic_given_seed():

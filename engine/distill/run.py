@@ -129,7 +129,6 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
         acc.wait_for_everyone()
         teacher_name = p.model_name
         names.append(p.model_name)
-        del teacher, student
     return names
 
 
