@@ -1,0 +1,135 @@
+"""Evaluation runs: the teacher against itself and at two steps (the CLI, embedded domain), a real
+family scored with tiny random networks, the image cache, the lineage, and background jobs."""
+
+import json
+import os
+import time
+
+import pytest
+import torch
+
+from engine import jobs
+from engine.cli import main
+from engine.evaluate import golden, report, runs
+from engine.families.embedded import EmbeddedFamily
+from engine.store import Store
+from evaluate_fixtures import TinyFeatures, save_tiny_clip
+
+
+def cli_json(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_teacher_against_itself_and_at_two_steps(tmp_path, capsys):
+    data = str(tmp_path / "d")
+    same = cli_json(capsys, "eval", "--model", "embedded", "--steps", "50", "--guidance", "5", "--limit", "18",
+                    "--data-dir", data, "--device", "cpu", "--report", str(tmp_path / "same.md"))
+    weak = cli_json(capsys, "eval", "--model", "embedded", "--steps", "2", "--guidance", "5", "--limit", "18",
+                    "--data-dir", data, "--device", "cpu")
+    assert same["n"] == weak["n"] == 18
+    assert same["fid"] == pytest.approx(0.0, abs=1e-3) and same["psnr"] == 100.0 and same["feature_distance"] < 1e-6
+    assert same["adherence"] >= 0.7
+    assert weak["fid"] > 100 and weak["psnr"] < 25
+    assert weak["adherence"] <= same["adherence"] - 0.25
+    assert set(same["by_category"]) == {"basic", "fine_detail", "text", "faces", "long", "rare"}
+    assert all(c["n"] == 3 and c["fid"] == pytest.approx(0.0, abs=1e-3) for c in same["by_category"].values())
+    assert same["clip_score"] is None and "--clip-model" in same["unavailable"]["clip_score"]
+    # each image was generated once: the 50-step images served as the teacher's and the candidate's
+    store = Store(data)
+    assert store.db["eval_images"].count == 36
+    assert [r["model"] for r in store.eval_runs()] == ["embedded", "embedded"]
+    text = (tmp_path / "same.md").read_text()
+    assert "| basic | 3 | 0 |" in text and "## Worst prompts per category" in text
+
+
+def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a red star", "seed": 1}\n{"prompt": "x", "seed": 1.5}\n')
+    for argv, message in ((["--golden", str(bad)], "line 2 of bad.jsonl: 'seed' must be an integer"),
+                          (["--steps", "0"], "--steps"), (["--cache", "warp"], "cache must be"),
+                          (["--vlm-url", "http://127.0.0.1:9/v1"], "vlm model must name")):
+        assert main(["eval", "--data-dir", str(tmp_path / "d"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_vlm_cost_is_shown_before_anything_runs_and_capped(tmp_path, capsys):
+    code = main(["eval", "--data-dir", str(tmp_path / "d"), "--limit", "10", "--vlm-url", "http://127.0.0.1:9/v1",
+                 "--vlm-model", "m", "--vlm-price-input", "1000", "--vlm-price-output", "1000", "--vlm-max-cost", "0.01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "VLM judge: 10 calls for 10 images" in err and "above $0.01" in err
+    assert Store(tmp_path / "d").db["eval_images"].count == 0  # refused before generating anything
+
+
+def test_a_real_family_with_tiny_clip_and_feature_networks(tmp_path, tiny_pipeline):
+    store = Store(tmp_path / "d")
+    store.register_model("tiny-sd", tiny_pipeline("sd"), "sd")
+    g = tmp_path / "g.jsonl"
+    golden.write(g, [golden.GoldenPrompt("a red fox", 1, "animals"), golden.GoldenPrompt("a blue car", 2, "things"),
+                     golden.GoldenPrompt("a green fox", 3, "animals"), golden.GoldenPrompt("a red car", 4, "things")])
+    clip_dir = save_tiny_clip(tmp_path / "clip")
+    cfg = runs.EvalConfig(model="tiny-sd", golden=str(g), steps=2, guidance=3.0, ref_steps=3, ref_guidance=3.0,
+                          clip_model=str(clip_dir), device="cpu", batch_size=4)
+    r = runs.run(cfg, store, feature_space=TinyFeatures())
+    assert r["settings"]["height"] == 64 and r["n"] == 4 and r["nfe"] == 4
+    assert r["fid"] > 0 and r["fid_space"] == "TinyFeatures"
+    assert 0 <= r["clip_score"] <= 100 and r["by_category"]["animals"]["clip_score"] is not None
+    assert r["psnr"] < 100 and r["feature_distance"] > 0  # CLIP image embeddings
+    assert r["adherence"] is None and "embedded domain" in r["unavailable"]["adherence"]
+    # no feature network and no Inception weights: FID is unavailable, with the reason
+    plain = runs.run(runs.EvalConfig(**{**cfg.__dict__, "clip_model": None}), store)
+    assert plain["fid"] is None and "Inception" in plain["unavailable"]["fid"]
+    assert plain["clip_score"] is None and plain["feature_distance"] is None
+    assert plain["psnr"] == pytest.approx(r["psnr"])  # the same cached images
+    assert store.db["eval_images"].count == 8  # 4 reference + 4 candidate, generated once for both runs
+
+
+def _lineage(store, tiny_model_dir, tmp_path):
+    """teacher -> student (2 steps recommended), registered as distillation registers them."""
+    store.register_model("tiny-teacher", tiny_model_dir, "embedded")
+    student = EmbeddedFamily.load(tiny_model_dir)
+    with torch.no_grad():
+        for p in student.denoiser.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    student.save(tmp_path / "student", dtype=torch.float32, extra={"recommended": {"steps": 2, "guidance": 5.0}})
+    store.register_model("tiny-student", tmp_path / "student", "embedded", parent="tiny-teacher", round=0)
+
+
+def test_lineage_runs_in_a_background_job(tmp_path, tiny_model_dir):
+    store = Store(tmp_path / "d")
+    _lineage(store, tiny_model_dir, tmp_path)
+    assert runs.lineage(store, "tiny-student") == ["tiny-teacher", "tiny-student"]
+    assert runs.recommended(store, "tiny-student") == (2, 5.0)
+    base = dict(limit=12, ref_steps=4, device="cpu")
+    configs = [runs.EvalConfig(model="tiny-teacher", steps=4, **base),
+               runs.EvalConfig(model="tiny-student", steps=2, **base)]
+    job_id = runs.submit(store, configs)
+    job = jobs.follow(store, job_id, out=open(os.devnull, "w"), poll=0.2)
+    assert job["status"] == "succeeded", jobs.log_path(store, job_id).read_text()
+    assert job["kind"] == "eval" and json.loads(job["models"]) == ["tiny-teacher", "tiny-student"]
+    done = store.eval_runs(job_id=job_id)
+    assert sorted(r["model"] for r in done) == ["tiny-student", "tiny-teacher"]
+    rows = report.lineage_rows(store, "tiny-student", "embedded")
+    assert [(r["position"], r["label"]) for r in rows] == [(0, "tiny-teacher · 4 steps · g 5"),
+                                                            (1, "tiny-student · 2 steps · g 5")]
+    assert rows[0]["fid"] == pytest.approx(0.0, abs=1e-3) and rows[1]["fid"] > rows[0]["fid"]
+    assert set(rows[1]["by_category"]) == {"basic", "fine_detail", "text", "faces", "long", "rare"}
+    table = report.lineage_markdown(rows)
+    assert table.count("\n") == 3 and "tiny-student · 2 steps" in table
+
+
+def test_an_evaluation_job_can_be_canceled(tmp_path, tiny_model_dir):
+    store = Store(tmp_path / "d")
+    job_id = runs.submit(store, [runs.EvalConfig(model=str(tiny_model_dir), steps=2, ref_steps=200, batch_size=1,
+                                                 device="cpu")])
+    end = time.time() + 240
+    while not (store.job(job_id)["step"] or 0) > 0 and time.time() < end:
+        time.sleep(0.2)
+    assert store.job(job_id)["status"] == "running"
+    jobs.cancel(store, job_id)
+    while store.job(job_id)["status"] == "running" and time.time() < end:
+        time.sleep(0.2)
+    assert store.job(job_id)["status"] == "canceled" and store.eval_runs(job_id=job_id) == []
