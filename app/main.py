@@ -10,7 +10,7 @@ import gradio as gr
 from engine import jobs
 from engine.store import Store
 
-from . import arena, compare, decide, distill, leaderboard, sweep
+from . import arena, compare, decide, distill, evaluate, leaderboard, sweep
 from .state import Lab
 
 CSS = """
@@ -36,6 +36,11 @@ def build_app(lab: Lab) -> gr.Blocks:
             sweep_view = sweep.build(lab)
         with gr.Tab("Decide") as decide_tab:
             decide_view = decide.build(lab)
+        with gr.Tab("Evaluate") as evaluate_tab:
+            evaluate_view = evaluate.build(lab)
+        evaluate_tab.select(lambda: (gr.Dropdown(choices=lab.model_names()),
+                                     gr.Dropdown(choices=evaluate.golden_choices(lab))), None,
+                            [evaluate_view["model"], evaluate_view["golden"]], api_visibility="private")
         # New students appear in the pickers without a restart: refresh them on load and on tab change.
         refresh = lambda: [gr.Dropdown(choices=lab.model_names())] * 2  # noqa: E731
         demo.load(refresh, None, tab["models"], api_visibility="private")

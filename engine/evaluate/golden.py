@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +130,23 @@ def from_world(n: int, seed: int) -> list[GoldenPrompt]:
 
     return [GoldenPrompt(p.text, p.seed, p.category, dict(p.stated)) for p in sample_prompts(n, seed)]
 
+
+
+def available(store=None) -> dict[str, Path]:
+    """Golden sets by name: the shipped ones (assets/golden), then those kept in the data directory."""
+    out = {p.stem: p for p in sorted(DEFAULT_EMBEDDED.parent.glob("*.jsonl"))}
+    if store is not None and store.root is not None and (store.root / "golden").is_dir():
+        out.update({p.stem: p for p in sorted((store.root / "golden").glob("*")) if p.suffix in (".jsonl", ".txt")})
+    return out
+
+
+def keep(store, path: str | Path) -> Path:
+    """Check an uploaded golden file and keep a copy in the data directory under its own name (so
+    background jobs and later sessions find it); returns the copy's path."""
+    src = Path(path)
+    load(src)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", src.stem).strip("-.") or "golden"
+    dest = store.root / "golden" / f"{name}{src.suffix if src.suffix in ('.jsonl', '.txt') else '.jsonl'}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(src.read_bytes())
+    return dest

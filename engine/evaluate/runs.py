@@ -91,6 +91,7 @@ class EvalConfig:
 def lineage(store: Store, model: str) -> list[str]:
     """The model and its ancestors, root (the teacher) first. A root that is not registered (the
     built-in `embedded`, a model directory) is named by the first registered model's parent."""
+    registry.names(store)  # gives shipped students their rows (and parents) in this database
     chain = store.lineage(model)
     if not chain:
         return [model]
