@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+from dataclasses import replace
 
 import gradio as gr
 import pandas as pd
@@ -42,7 +44,6 @@ def _vlm(url, model, price_in, price_out, key) -> vlm.VLMConfig | None:
     if not (url or "").strip():
         return None
     if key:
-        import os
         os.environ["LAB_VLM_API_KEY"] = key  # the job process inherits it; never written to the database
     cfg = vlm.VLMConfig(url=url.strip(), model=(model or "").strip(),
                         price_input=float(price_in) if price_in not in (None, "") else None,
@@ -60,20 +61,13 @@ def configs(lab: Lab, model, golden_name, upload, limit, steps, guidance, cache,
                   vlm=_vlm(vlm_url, vlm_model, price_in, price_out, key), device=lab.device)
     if not model:
         raise UsageError("model: choose a model")
-    if not whole_lineage:
+    base = runs.EvalConfig(model=model, cache=cache or "none", fp8=fp8 or "off", **common)
+    if whole_lineage:
+        out = runs.lineage_configs(lab.store, base)
+    else:
         if steps in (None, "") or guidance in (None, ""):
             raise UsageError("steps and guidance must be numbers")
-        out = [runs.EvalConfig(model=model, steps=int(steps), guidance=float(guidance), cache=cache or "none",
-                               fp8=fp8 or "off", **common)]
-    else:
-        out = []
-        for name in runs.lineage(lab.store, model):
-            s, g = runs.recommended(lab.store, name)
-            out.append(runs.EvalConfig(model=name, steps=s, guidance=g, **common))
-        if (cache or "none") != "none" or (fp8 or "off") != "off":  # and the last model with the speed features
-            s, g = runs.recommended(lab.store, model)
-            out.append(runs.EvalConfig(model=model, steps=s, guidance=g, cache=cache or "none", fp8=fp8 or "off",
-                                       **common))
+        out = [replace(base, steps=int(steps), guidance=float(guidance))]
     for c in out:
         c.check()
     return out

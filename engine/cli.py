@@ -255,6 +255,8 @@ def _add_eval_parsers(sub) -> None:
     e.add_argument("--vlm-price-input", type=_float(), default=None, help="USD per million input tokens")
     e.add_argument("--vlm-price-output", type=_float(), default=None, help="USD per million output tokens")
     e.add_argument("--vlm-max-cost", type=_float(), default=None, help="refuse when the estimated VLM cost is above (USD)")
+    e.add_argument("--lineage", action="store_true", help="evaluate every model of --model's lineage at the steps and "
+                   "guidance each was made for (then --model with --cache/--fp8 if given); prints one JSON line each")
     e.add_argument("--job", action="store_true", help="run as a background job (queued like distillation) and follow it")
     e.add_argument("--detach", action="store_true", help="with --job: return at once")
     _common(e)
@@ -638,21 +640,24 @@ def _cmd_eval(args) -> dict:
     store = Store(args.data_dir)
     if cfg.vlm is not None:
         _vlm_guard(cfg, store, args.vlm_max_cost)
+    cfgs = runs.lineage_configs(store, cfg) if args.lineage else [cfg]
     if args.job:
-        job_id = runs.submit(store, [cfg])
-        print(f"job {job_id} queued: eval of {cfg.model}", file=sys.stderr, flush=True)
+        job_id = runs.submit(store, cfgs)
+        print(f"job {job_id} queued: eval of {cfg.model}" + (" and its lineage" if args.lineage else ""),
+              file=sys.stderr, flush=True)
         job = _job_result(store, job_id, args.detach)
-        found = store.eval_runs(job_id=job_id, limit=1)
-        if args.detach or not found:
+        found = store.eval_runs(job_id=job_id)[::-1]
+        if args.detach or len(found) != len(cfgs):
             return job
-        result = found[0]["result"]
+        results = [r["result"] for r in found]
     else:
-        result = runs.run(cfg, store, progress=_progress("eval: "),
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+        results = [runs.run(c, store, progress=_progress(f"eval {c.model}, {c.steps} steps: "),
+                            log=lambda m: print(m, file=sys.stderr, flush=True)) for c in cfgs]
     if args.report:
-        Path(args.report).write_text(report.markdown(result, store))
-        result["report"] = args.report
-    return result
+        Path(args.report).write_text("\n".join(report.markdown(r, store) for r in results))
+        for r in results:
+            r["report"] = args.report
+    return results[0] if len(results) == 1 else "\n".join(json.dumps(r) for r in results)
 
 
 def _cmd_lineage(args):

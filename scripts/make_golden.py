@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.evaluate import golden  # noqa: E402
+from engine.evaluate import golden
 
 
 def main() -> None:

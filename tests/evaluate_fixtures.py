@@ -4,7 +4,7 @@ transformers directory, and a feature extractor for Fréchet distances."""
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 def save_tiny_clip(path: Path) -> Path:

@@ -1,7 +1,6 @@
 """The Evaluate tab: through the app's API (gradio_client) and in headless Chromium, on a tiny
 teacher -> student lineage evaluated beforehand."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,17 +8,17 @@ import time
 import urllib.request
 
 import pytest
-from gradio_client import Client
-
-from app.main import build_app
-from app.state import Lab
 from conftest import ROOT
-from engine import jobs
-from engine.evaluate import runs
-from engine.store import Store
+from gradio_client import Client
 from test_accel_app import free_port
 from test_browser import CHROMIUM, FLAGS, _browser_or_skip
 from test_evaluate_runs import _lineage
+
+from app.main import build_app
+from app.state import Lab
+from engine import jobs
+from engine.evaluate import runs
+from engine.store import Store
 
 CATEGORIES = {"basic", "fine_detail", "text", "faces", "long", "rare"}
 
@@ -45,7 +44,7 @@ def client(evaluated):
 
 
 def test_lineage_chart_table_and_worst_prompts(client, evaluated):
-    chart, table, runs_ = client.predict("tiny-student", "embedded", "FID ↓", api_name="/lineage")
+    chart, table, _ = client.predict("tiny-student", "embedded", "FID ↓", api_name="/lineage")
     assert chart.count("<polyline") >= 1 and "tiny-teacher" in chart and "tiny-student" in chart
     assert all(f">{c}</text>" in chart for c in CATEGORIES)  # a line (legend entry) per category
     rows = table["data"]

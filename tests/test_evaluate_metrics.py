@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from evaluate_fixtures import TinyFeatures, save_tiny_clip
 
 from engine.evaluate import metrics as M
-from evaluate_fixtures import TinyFeatures, save_tiny_clip
 
 
 def images(seed, n=24, lo=0, hi=256, side=32):

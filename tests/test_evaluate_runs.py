@@ -7,13 +7,13 @@ import time
 
 import pytest
 import torch
+from evaluate_fixtures import TinyFeatures, save_tiny_clip
 
 from engine import jobs
 from engine.cli import main
 from engine.evaluate import golden, report, runs
 from engine.families.embedded import EmbeddedFamily
 from engine.store import Store
-from evaluate_fixtures import TinyFeatures, save_tiny_clip
 
 
 def cli_json(capsys, *argv):
@@ -103,7 +103,10 @@ def test_lineage_runs_in_a_background_job(tmp_path, tiny_model_dir):
     _lineage(store, tiny_model_dir, tmp_path)
     assert runs.lineage(store, "tiny-student") == ["tiny-teacher", "tiny-student"]
     assert runs.recommended(store, "tiny-student") == (2, 5.0)
-    base = dict(limit=12, ref_steps=4, device="cpu")
+    plan = runs.lineage_configs(store, runs.EvalConfig(model="tiny-student", fp8="weights", limit=3))
+    assert [(c.model, c.steps, c.guidance, c.fp8, c.limit) for c in plan] == [
+        ("tiny-teacher", 50, 5.0, "off", 3), ("tiny-student", 2, 5.0, "off", 3), ("tiny-student", 2, 5.0, "weights", 3)]
+    base = {"limit": 12, "ref_steps": 4, "device": "cpu"}
     configs = [runs.EvalConfig(model="tiny-teacher", steps=4, **base),
                runs.EvalConfig(model="tiny-student", steps=2, **base)]
     job_id = runs.submit(store, configs)
@@ -133,3 +136,18 @@ def test_an_evaluation_job_can_be_canceled(tmp_path, tiny_model_dir):
     while store.job(job_id)["status"] == "running" and time.time() < end:
         time.sleep(0.2)
     assert store.job(job_id)["status"] == "canceled" and store.eval_runs(job_id=job_id) == []
+
+
+def test_cli_evaluates_a_lineage_and_prints_its_table(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "d"
+    _lineage(Store(data), tiny_model_dir, tmp_path)
+    assert main(["eval", "--model", "tiny-student", "--lineage", "--limit", "6", "--ref-steps", "4",
+                 "--data-dir", str(data), "--device", "cpu", "--report", str(tmp_path / "r.md")]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [(r["model"], r["settings"]["steps"]) for r in out] == [("tiny-teacher", 4), ("tiny-student", 2)]
+    assert out[0]["fid"] == pytest.approx(0.0, abs=1e-3) and out[1]["psnr"] < 100
+    assert (tmp_path / "r.md").read_text().count("# Evaluation: ") == 2
+    assert main(["lineage", "--model", "tiny-student", "--data-dir", str(data), "--metric", "psnr"]) == 0
+    table = capsys.readouterr().out
+    assert "| 0 | tiny-teacher · 4 steps · g 5 | 6 |" in table and "| 1 | tiny-student · 2 steps · g 5 | 6 |" in table
+    assert "basic (psnr)" in table

@@ -7,11 +7,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
+from test_app_api import free_port
 
 from engine.errors import UsageError
 from engine.evaluate import vlm as V
 from engine.store import Store
-from test_app_api import free_port
 
 
 class FakeEndpoint:
@@ -24,7 +24,7 @@ class FakeEndpoint:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                 status, reply = outer.replies.pop(0) if outer.replies else outer.default
@@ -126,7 +126,7 @@ def test_errors(endpoint, tmp_path):
         V.judge(cfg(endpoint.url), [item((7, 7, 7))], store)
     with pytest.raises(UsageError, match="cannot reach"):
         V.judge(cfg(f"http://127.0.0.1:{free_port()}/v1", retries=0), [item((6, 6, 6))], store)
-    for bad, msg in ((dict(url="ftp://x"), "url must start"), (dict(model=""), "model must name"),
-                     (dict(price_input=-1.0), "price_input")):
+    for bad, msg in (({"url": "ftp://x"}, "url must start"), ({"model": ""}, "model must name"),
+                     ({"price_input": -1.0}, "price_input")):
         with pytest.raises(UsageError, match=msg):
             V.VLMConfig(**{"url": endpoint.url, "model": "judge-1", **bad}).check()

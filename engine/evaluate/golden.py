@@ -52,7 +52,7 @@ class GoldenSet:
     def categories(self) -> list[str]:
         return sorted({p.category for p in self.prompts})
 
-    def limited(self, limit: int | None) -> "GoldenSet":
+    def limited(self, limit: int | None) -> GoldenSet:
         """The first `limit` prompts (the shipped sets interleave categories, so every one stays)."""
         if limit is None or limit >= len(self.prompts):
             return self
@@ -94,7 +94,7 @@ def parse(text: str, name: str = "golden set") -> list[GoldenPrompt]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if line.startswith("{") or line.startswith("["):
+        if line.startswith(("{", "[")):
             out.append(_parse_object(line, name, number, len(out)))
         elif len(line) > MAX_PROMPT:
             raise _fail(name, number, f"a prompt must be at most {MAX_PROMPT} characters, got {len(line)}")

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class EvalConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "EvalConfig":
+    def from_json(cls, d: dict) -> EvalConfig:
         d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
         if d.get("vlm"):
             d["vlm"] = V.VLMConfig(**d["vlm"])
@@ -107,6 +107,20 @@ def recommended(store: Store, model: str, default_steps: int = 50, default_guida
     except (UsageError, ValueError, OSError):
         rec = {}
     return int(rec.get("steps") or default_steps), float(rec.get("guidance") or default_guidance)
+
+
+def lineage_configs(store: Store, base: EvalConfig) -> list[EvalConfig]:
+    """`base` (golden set, limit, scorers) for every model of base.model's lineage at the steps and
+    guidance each was made for (the root at the reference settings); then base.model with base's
+    cache and FP8 when either is switched on."""
+    out = []
+    for name in lineage(store, base.model):
+        steps, guidance = recommended(store, name, base.ref_steps, base.ref_guidance)
+        out.append(replace(base, model=name, steps=steps, guidance=guidance, cache="none", fp8="off"))
+    if base.cache != "none" or base.fp8 != "off":
+        steps, guidance = recommended(store, base.model, base.ref_steps, base.ref_guidance)
+        out.append(replace(base, steps=steps, guidance=guidance))
+    return out
 
 
 # -- images, generated once -----------------------------------------------------------------------

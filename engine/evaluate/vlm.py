@@ -19,8 +19,8 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import Image
 
@@ -138,7 +138,7 @@ def request_body(cfg: VLMConfig, item: Item) -> dict:
 def parse_reply(content: str) -> dict:
     """The three scores (ints 1-10) and the reason from an answer; ValueError if it has none."""
     text = content.strip()
-    fenced = re.search(r"\{.*\}", text, re.S)  # tolerate ```json fences and words around the object
+    fenced = re.search(r"\{.*\}", text, re.DOTALL)  # tolerate ```json fences and words around the object
     if not fenced:
         raise ValueError(f"no JSON object in the answer: {text[:120]!r}")
     data = json.loads(fenced.group(0))
