@@ -3,8 +3,8 @@
 Rows: the teacher (full steps, CFG); its guidance-distilled, step-distilled (8 and 4 steps) and
 both-distilled students; FP8 on the teacher and on the fastest student; TeaCache (or the model's
 diffusers cache) at the calibrated threshold and a faster one, on the teacher and on the 4-step
-student. Per row: NFE and passes skipped, seconds per image (median of single-image runs, timed
-round-robin across the rows so a busy machine slows every row alike), speed-up over the teacher,
+student. Per row: NFE and passes skipped, seconds per image (median of timed runs of `timing_batch`
+images, timed round-robin across the rows so a busy machine slows every row alike), speed-up over the teacher,
 peak and parameter memory, and quality: adherence (embedded domain, GenEval-style, by the judge)
 and PSNR to the teacher's image and to the same model without the speed feature, at the same
 prompt and seed. A student that does not exist yet gets a row that says so.
@@ -40,7 +40,8 @@ class BenchConfig:
     steps: int = 50  # the teacher's (and the guidance student's) sampling steps
     guidance: float = 5.0  # guidance scale s
     n: int = 60  # prompts scored for quality per row
-    timing: int = 5  # single-image generations timed per row (the median is reported)
+    timing: int = 5  # timed generations per row (the median is reported)
+    timing_batch: int = 1  # images per timed generation: 1 = latency; more = throughput (s/image = time / batch)
     seed: int = 0  # seeds the prompts and their noise
     batch_size: int = 30  # images per batch in the quality pass
     thresholds: tuple[float, ...] | None = None  # cache thresholds; None: the calibrated one and twice it
@@ -167,12 +168,13 @@ def _quality(family: Family, row: Row, prompts, judge, cfg: BenchConfig, store) 
     return torch.cat(images), out
 
 
-def _time_once(family: Family, row: Row, prompt, store) -> dict:
+def _time_once(family: Family, row: Row, prompt, store, batch: int = 1) -> dict:
+    """One timed generation of `batch` images of the prompt (seeds prompt.seed, +1, ...); seconds per image."""
     size = family.default_size
     with accelerated(family, row.cache, row.fp8, steps=row.steps, store=store):
-        _, m = sample(family, [prompt.text], steps=row.steps, guidance=row.guidance, seeds=[prompt.seed],
-                      height=size, width=size)
-    return {"seconds": m.seconds, "nfe": m.nfe, "skipped": m.skipped, "peak_mem_mb": m.peak_mem_mb}
+        _, m = sample(family, [prompt.text] * batch, steps=row.steps, guidance=row.guidance,
+                      seeds=[prompt.seed + i for i in range(batch)], height=size, width=size)
+    return {"seconds": m.seconds / batch, "nfe": m.nfe, "skipped": m.skipped, "peak_mem_mb": m.peak_mem_mb}
 
 
 def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "auto", log=None) -> dict:
@@ -221,7 +223,7 @@ def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "aut
     for i, prompt in enumerate(timing_prompts):
         say(f"timing: round {i}/{cfg.timing}" + (" (warm-up)" if i == 0 else ""))
         for row in live:
-            t = _time_once(families[row.model], row, prompt, store)
+            t = _time_once(families[row.model], row, prompt, store, cfg.timing_batch)
             if i > 0:
                 timings[row.key].append(t)
     teacher_s = statistics.median(t["seconds"] for t in timings["teacher"])
@@ -258,8 +260,10 @@ COLUMNS = [("row", "row"), ("model", "model"), ("nfe", "NFE"), ("skipped", "skip
 def markdown(result: dict) -> str:
     """The decision table as Markdown; missing rows say why."""
     head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
+    b = result["config"].get("timing_batch", 1)
+    runs = "single-image runs" if b == 1 else f"runs of {b} images at once (seconds per image = run / {b})"
     lines = [f"Model `{result['model']}` on {result['device']}; {result['config']['n']} prompts for quality, "
-             f"median of {result['config']['timing']} single-image runs for time.", "", head,
+             f"median of {result['config']['timing']} {runs} for time.", "", head,
              "|" + "---|" * len(COLUMNS)]
     for r in result["rows"]:
         if "missing" in r:
