@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-n", type=_int_in(0, 100000), default=None,
                    help="embedded domain: prompts scored for adherence after every round")
     d.add_argument("--prompts", default=None, help="training prompts, one per line (default: the model's domain)")
+    d.add_argument("--init", default=None, help="start the student from this model's weights (train a student longer)")
     d.add_argument("--mixed-precision", default=None, help="auto, no, bf16, fp16")
     d.add_argument("--seed", type=_int_in(0, 2**31 - 1), default=None)
     d.add_argument("--detach", action="store_true", help="start the job and return at once")
@@ -259,6 +260,8 @@ def _add_eval_parsers(sub) -> None:
     e.add_argument("--vlm-max-cost", type=_float(), default=None, help="refuse when the estimated VLM cost is above (USD)")
     e.add_argument("--lineage", action="store_true", help="evaluate every model of --model's lineage at the steps and "
                    "guidance each was made for (then --model with --cache/--fp8 if given); prints one JSON line each")
+    e.add_argument("--threads", type=_int_in(1, 1024), default=None,
+                   help="CPU threads for torch (default: torch's own; on a busy shared CPU, 1 runs steadily)")
     e.add_argument("--job", action="store_true", help="run as a background job (queued like distillation) and follow it")
     e.add_argument("--detach", action="store_true", help="with --job: return at once")
     _common(e)
@@ -442,7 +445,7 @@ def _cmd_arena(args):
 
 
 RECIPE_FLAGS = ("train_steps", "lr", "warmup", "batch_size", "guidance_min", "guidance_max", "teacher_steps",
-                "from_steps", "to_steps", "ema", "checkpoint_every", "eval_n", "prompts", "mixed_precision", "seed")
+                "from_steps", "to_steps", "ema", "checkpoint_every", "eval_n", "prompts", "mixed_precision", "seed", "init")
 
 
 def _cmd_distill(args) -> dict:
@@ -637,6 +640,9 @@ def _cmd_eval(args) -> dict:
     from .store import Store
 
     cfg = _eval_config(args)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if args.report and not Path(args.report).parent.exists():
         raise UsageError(f"--report: folder {str(Path(args.report).parent)!r} does not exist")
     store = Store(args.data_dir)
@@ -691,5 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(result if isinstance(result, str) else json.dumps(result))
+    try:
+        print(result if isinstance(result, str) else json.dumps(result))
+    except BrokenPipeError:  # `... | head`: the reader has gone, which is not an error
+        sys.stderr.close()
     return 0

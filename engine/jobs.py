@@ -46,6 +46,8 @@ def validate(recipe: Recipe, store: Store) -> list[str]:
     """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
     recipe.check()
     registry.resolve(recipe.teacher, store)  # unknown teacher -> UsageError
+    if recipe.init:
+        registry.resolve(recipe.init, store)
     if recipe.name in registry.BUILTIN:
         raise UsageError(f"name {recipe.name!r} is taken by a built-in model; choose another")
     for job in store.jobs():

@@ -84,7 +84,7 @@ def test_cancel_a_running_job(store, tiny_model_dir):
 
 def test_bad_recipes_are_refused_before_any_job_exists(store, tiny_model_dir):
     for bad in (recipe(tiny_model_dir, "x", lr=-1.0), recipe("no-such-model", "x"),
-                recipe(tiny_model_dir, "embedded")):
+                recipe(tiny_model_dir, "embedded"), recipe(tiny_model_dir, "x", init="no-such-model")):
         with pytest.raises(UsageError):
             jobs.submit(store, bad)
     assert store.jobs() == []

@@ -50,6 +50,7 @@ class Recipe:
     eval_n: int = 120  # embedded domain: prompts scored for adherence after every round (0: none)
     eval_steps: int = 50  # ... at this many steps for a guidance round (a progressive round uses its own)
     prompts: str | None = None  # a file of training prompts (one per line); None: the domain's own
+    init: str | None = None  # start the first round's student from this model (e.g. to train a student longer)
     seed: int = 0
 
     # -- (de)serialisation ------------------------------------------------------------------------

@@ -95,6 +95,8 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
         hooks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
                   + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else ""))
         student, trainable_new = _student(p, teacher)
+        if recipe.init and p.index == 0:
+            student = _from_init(recipe, store, device, student)
         if recipe.lora:
             apply_lora(student, recipe.lora, trainable_new)
         else:
@@ -139,6 +141,15 @@ def _student(p: Plan, teacher: Family) -> tuple[Family, list[str]]:
         before = {n for n, _ in teacher.denoiser.named_parameters()}
         return student, [n for n, _ in student.denoiser.named_parameters() if n not in before]
     return teacher.clone(), []
+
+
+def _from_init(recipe: Recipe, store: Store, device: str, fresh: Family) -> Family:
+    """The first student, from the weights of `recipe.init` (which must have the fresh student's shape)."""
+    init = registry.load(recipe.init, store=store, device=device, dtype="float32").clone()
+    if init.guidance_embedded != fresh.guidance_embedded:
+        raise UsageError(f"init: {recipe.init!r} {'takes' if init.guidance_embedded else 'does not take'} the "
+                         f"guidance scale as input, unlike this round's student")
+    return init
 
 
 def _finish_round(recipe: Recipe, p: Plan, store: Store, student: Family, parent: str, new: list[str],
