@@ -90,7 +90,9 @@ def test_browser_launch_watch_and_pick_the_student(served, tmp_path):
         page.get_by_label("Adherence prompts scored after every round (embedded domain; 0: none)").fill("0")
         page.get_by_role("button", name="Launch").click()
         page.get_by_text("Job").first.wait_for()
-        page.locator("table.lab-jobs").get_by_text("succeeded").first.wait_for(timeout=300_000)
+        # the API test's job already succeeded in this table: wait for this job's own row
+        row = page.locator("table.lab-jobs tr", has_text="web-g")
+        row.get_by_text("succeeded").first.wait_for(timeout=300_000)
         assert page.locator("table.lab-jobs progress").count() >= 1
         page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
         page.get_by_role("tab", name="Compare").click()
