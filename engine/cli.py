@@ -661,6 +661,8 @@ def _cmd_eval(args) -> dict:
     else:
         results = [runs.run(c, store, progress=_progress(f"eval {c.model}, {c.steps} steps: "),
                             log=lambda m: print(m, file=sys.stderr, flush=True)) for c in cfgs]
+        if any("shard" in r for r in results):  # another process of `accelerate launch` prints the result
+            return None
     if args.report:
         Path(args.report).write_text("\n".join(report.markdown(r, store) for r in results))
         for r in results:
@@ -698,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     try:
-        print(result if isinstance(result, str) else json.dumps(result))
+        if result is not None:
+            print(result if isinstance(result, str) else json.dumps(result))
     except BrokenPipeError:  # `... | head`: the reader has gone, which is not an error
         sys.stderr.close()
     return 0

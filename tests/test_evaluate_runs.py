@@ -151,3 +151,28 @@ def test_cli_evaluates_a_lineage_and_prints_its_table(tmp_path, tiny_model_dir, 
     table = capsys.readouterr().out
     assert "| 0 | tiny-teacher · 4 steps · g 5 | 6 |" in table and "| 1 | tiny-student · 2 steps · g 5 | 6 |" in table
     assert "basic (psnr)" in table
+
+
+def test_several_processes_share_the_generation(tmp_path, capsys, tiny_model_dir):
+    """`accelerate launch --num_processes 2` (CPU, gloo): each process generates a share of the
+    golden set, the main process alone prints, and the result is the one process's result."""
+    import subprocess
+    import sys
+
+    argv = ["eval", "--model", str(tiny_model_dir), "--teacher", str(tiny_model_dir), "--steps", "2",
+            "--ref-steps", "4", "--limit", "12", "--batch-size", "4", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "-m", "engine", *argv, "--data-dir", str(tmp_path / "two")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # printed once, by the main process
+    one = cli_json(capsys, *argv, "--data-dir", str(tmp_path / "one"))
+    two = lines[0]
+    assert two["n"] == one["n"] == 12
+    assert two["adherence"] == pytest.approx(one["adherence"], abs=1 / 12 + 1e-9)
+    assert two["psnr"] == pytest.approx(one["psnr"], abs=0.5)
+    assert Store(tmp_path / "two").db["eval_images"].count == 24  # every image once, none twice
+    assert len(Store(tmp_path / "two").eval_runs()) == 1

@@ -7,12 +7,15 @@ and per category: adherence (the embedded judge) and/or CLIP score, PSNR and a f
 the teacher's image at the same seed, and the Fréchet distance of the two sets of images
 (engine/evaluate/metrics.py); optionally a VLM judge (vlm.py). Runs in the caller's process
 (`python -m engine eval`) or as a background job (`submit`; engine/jobs.py runs it by kind).
+Under `accelerate launch --num_processes N -m engine eval ...` the N processes (one a GPU) each
+generate their share of the images; the main process scores them and prints the result.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -123,6 +126,16 @@ def lineage_configs(store: Store, base: EvalConfig) -> list[EvalConfig]:
     return out
 
 
+# -- several processes (accelerate launch) --------------------------------------------------------
+def processes():
+    """accelerate's PartialState when this process is one of several launched together, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
 # -- images, generated once -----------------------------------------------------------------------
 def model_key(store: Store, model: str) -> str:
     """A model's identity for the image cache: its directory and when its files last changed."""
@@ -151,6 +164,10 @@ def images_for(store: Store, family: Family, model: str, prompts: list[G.GoldenP
     for p in prompts:
         if (p.text, p.seed) not in found and (p.text, p.seed) not in {(q.text, q.seed) for q in todo}:
             todo.append(p)
+    state = processes()
+    if state is not None:  # each process generates its own share; the cache gathers them
+        with state.split_between_processes(todo) as share:
+            todo = list(share)
     done = 0
     for i in range(0, len(todo), batch_size):
         if should_stop():
@@ -170,6 +187,9 @@ def images_for(store: Store, family: Family, model: str, prompts: list[G.GoldenP
         done += len(batch)
         if progress:
             progress(done, len(todo))
+    if state is not None:
+        state.wait_for_everyone()
+        found = store.eval_images(key, settings, [(p.text, p.seed) for p in prompts])
     rows = [found[(p.text, p.seed)] for p in prompts]
     arr = np.stack([np.asarray(Image.open(store.root / r["image"]).convert("RGB")) for r in rows])
     return torch.from_numpy(arr), rows
@@ -293,8 +313,10 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
     gs = G.load(cfg.golden).limited(cfg.limit)
     prompts = list(gs.prompts)
     teacher_name = cfg.teacher or lineage(store, cfg.model)[0]
-    family = registry.load(cfg.model, store=store, device=cfg.device, dtype=cfg.dtype)
-    teacher = registry.load(teacher_name, store=store, device=cfg.device, dtype=cfg.dtype)
+    state = processes()
+    device = str(state.device) if state is not None and cfg.device == "auto" else cfg.device
+    family = registry.load(cfg.model, store=store, device=device, dtype=cfg.dtype)
+    teacher = registry.load(teacher_name, store=store, device=device, dtype=cfg.dtype)
     h, w = cfg.height or family.default_size, cfg.width or family.default_size
     family.check_size(h, w)
     if (h, w) != (cfg.height or teacher.default_size, cfg.width or teacher.default_size):
@@ -317,6 +339,8 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
                               progress=phase(1), should_stop=should_stop)
     if should_stop():
         raise Stopped("stopped")
+    if state is not None and not state.is_main_process:
+        return {"model": cfg.model, "shard": state.process_index}  # the main process scores and stores
     s = scorers(family, cfg, feature_space, clip)
     result, items = score(prompts, images, ref, s)
     ref_rows = store.eval_images(model_key(store, teacher_name),
