@@ -2,7 +2,11 @@
 
     python -m engine distill guidance --teacher embedded --name embedded-guidance ...
     python -m engine distill progressive --teacher embedded-guidance --from-steps 64 --to-steps 4 --name embedded-4step ...
-    python scripts/ship_students.py --data-dir lab-data
+    python scripts/ship_students.py --data-dir lab-data [--guidance SRC] [--step4 SRC]
+
+--guidance / --step4 name the models in that data directory to ship as `embedded-guidance` and
+`embedded-4step` (default: those names), for a student trained under another name (a longer run
+started with --init, say); the round history and the recipes are renamed with them.
 
 Each shipped student keeps its recipe, and its lab.json gains the adherence measured after every
 round of the jobs that made it (including rounds whose weights are not shipped), so the lineage
@@ -27,13 +31,13 @@ from engine.store import Store  # noqa: E402
 SHIP = {"embedded-guidance": "embedded", "embedded-4step": "embedded-guidance"}
 
 
-def round_history(store: Store, name: str) -> list[dict]:
+def round_history(store: Store, name: str, rename: dict[str, str]) -> list[dict]:
     """Adherence after every round along the student's lineage, from the jobs' records."""
     chain = [m["name"] for m in store.lineage(name)]
     out = []
     for e in store.job_evals():
         if e["model"] in chain:
-            out.append({"model": e["model"], "round": e["round"], "steps": e["steps"], "guidance": e["guidance"],
+            out.append({"model": rename.get(e["model"], e["model"]), "round": e["round"], "steps": e["steps"], "guidance": e["guidance"],
                         "adherence": e["adherence"], "by_category": json.loads(e["by_category"]), "n": e["n"]})
     return out
 
@@ -41,19 +45,31 @@ def round_history(store: Store, name: str) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--guidance", default="embedded-guidance", help="the model shipped as embedded-guidance")
+    p.add_argument("--step4", default="embedded-4step", help="the model shipped as embedded-4step")
     args = p.parse_args()
     store = Store(args.data_dir)
+    source = {"embedded-guidance": args.guidance, "embedded-4step": args.step4}
+    rename = {src: name for name, src in source.items()}
     for name, parent in SHIP.items():
-        row = store.model(name)
+        row = store.model(source[name])
         if row is None:
-            print(f"skip {name}: not in {args.data_dir}")
+            print(f"skip {name}: {source[name]!r} is not in {args.data_dir}")
             continue
         src, dst = Path(row["path"]), ASSETS / name
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst)
         meta = json.loads((dst / "lab.json").read_text())
-        meta.update(parent=parent, trained_parent=meta.get("parent"), rounds=round_history(store, name))
+        trained_parent = meta.get("parent")
+        recipe = meta.get("recipe") or {}
+        if recipe.get("init") in source and recipe["init"] not in rename:  # it continued an earlier run
+            recipe["init"] = f"{recipe['init']} (an earlier run, since replaced by this one)"
+        for key in ("name", "teacher", "init"):
+            if recipe.get(key) in rename:
+                recipe[key] = rename[recipe[key]]
+        meta.update(parent=parent, trained_parent=rename.get(trained_parent, trained_parent),
+                    rounds=round_history(store, source[name], rename))
         (dst / "lab.json").write_text(json.dumps(meta, indent=1))
         print(f"shipped {name} -> {dst.relative_to(ROOT)}")
 
