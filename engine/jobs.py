@@ -42,6 +42,9 @@ def log_path(store: Store, job_id: int) -> Path:
     return job_dir(store, job_id) / "log.txt"
 
 
+NO_GUIDANCE_INPUT = {"sd3": "an SD3 transformer"}  # families whose denoiser has no guidance-embedding input
+
+
 def validate(recipe: Recipe, store: Store) -> list[str]:
     """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
     recipe.check()
@@ -55,7 +58,12 @@ def validate(recipe: Recipe, store: Store) -> list[str]:
             raise UsageError(f"name {recipe.name!r} is being trained by job {job['id']}; choose another")
     if recipe.prompts and not Path(recipe.prompts).is_file():
         raise UsageError(f"prompts: no such file {recipe.prompts!r}")
-    w = order_warning(recipe.technique, registry.takes_guidance(registry.resolve(recipe.teacher, store)))
+    teacher_path = registry.resolve(recipe.teacher, store)
+    if "guidance" in recipe.technique and registry.family_of(teacher_path) in NO_GUIDANCE_INPUT:
+        raise UsageError(f"technique: guidance distillation needs a model that can take the guidance scale as "
+                         f"input; {recipe.teacher!r} is {NO_GUIDANCE_INPUT[registry.family_of(teacher_path)]}, "
+                         f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
+    w = order_warning(recipe.technique, registry.takes_guidance(teacher_path))
     return [w] if w else []
 
 

@@ -16,6 +16,7 @@ from ..errors import UsageError
 
 TECHNIQUES = ("guidance", "progressive", "guidance+progressive")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+STUDENT_PREDICTION = ("auto", "keep")
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Recipe:
     eval_steps: int = 50  # ... at this many steps for a guidance round (a progressive round uses its own)
     prompts: str | None = None  # a file of training prompts (one per line); None: the domain's own
     init: str | None = None  # start the first round's student from this model (e.g. to train a student longer)
+    student_prediction: str = "auto"  # progressive: "auto" reads an eps-predicting UNet student as v (DESIGN
+    # §5: eps breaks at high noise with few steps); "keep": the teacher's prediction type
     seed: int = 0
 
     # -- (de)serialisation ------------------------------------------------------------------------
@@ -126,6 +129,9 @@ class Recipe:
                 raise UsageError(f"lora save must be 'merged' or 'adapter', got {self.lora.save!r}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise UsageError(f"ema must be in (0, 1), got {self.ema}")
+        if self.student_prediction not in STUDENT_PREDICTION:
+            raise UsageError(f"student_prediction must be one of {', '.join(STUDENT_PREDICTION)}, "
+                             f"got {self.student_prediction!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         if not isinstance(self.eval_n, int) or self.eval_n < 0:

@@ -94,7 +94,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
             check_teacher(recipe, teacher)
         hooks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
                   + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else ""))
-        student, trainable_new = _student(p, teacher)
+        student, trainable_new = _student(p, teacher, recipe)
         if recipe.init and p.index == 0:
             student = _from_init(recipe, store, device, student)
         if recipe.lora:
@@ -134,12 +134,17 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
     return names
 
 
-def _student(p: Plan, teacher: Family) -> tuple[Family, list[str]]:
-    """The round's student, starting from the teacher, and the names of parameters it adds."""
+def _student(p: Plan, teacher: Family, recipe: Recipe) -> tuple[Family, list[str]]:
+    """The round's student, starting from the teacher, and the names of parameters it adds.
+    A step round's student of an eps-predicting UNet predicts v instead (same schedule, so the
+    teacher's trajectories stay valid; the round's loss in x0 space teaches the new reading)."""
     if p.kind == "guidance":
         student = teacher.with_guidance_input()
         before = {n for n, _ in teacher.denoiser.named_parameters()}
         return student, [n for n, _ in student.denoiser.named_parameters() if n not in before]
+    if (recipe.student_prediction == "auto" and getattr(teacher, "prediction_type", None) == "epsilon"
+            and hasattr(teacher, "with_parameterization")):
+        return teacher.with_parameterization("v_prediction"), []
     return teacher.clone(), []
 
 
