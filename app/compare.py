@@ -12,7 +12,16 @@ from engine.generate import Request, run
 from .state import Lab, enlarge
 
 DEFAULT_PROMPT = "a happy yellow face on a pink background"
-SIDES = (("Left", 50, 5.0), ("Right", 8, 5.0))
+SIDES = (("Left", "embedded", 50, 5.0), ("Right", "embedded", 8, 5.0))
+SHIPPED_STUDENT = ("embedded-4step", 4)  # the first Compare shows teacher against the shipped student
+
+
+def sides(lab: Lab) -> tuple:
+    """Left: the teacher at 50 steps with CFG; right: the shipped 4-step student when it is there."""
+    student, steps = SHIPPED_STUDENT
+    if student in lab.model_names():
+        return SIDES[0], ("Right", student, steps, 5.0)
+    return SIDES
 
 
 def _readout(record: dict) -> str:
@@ -67,12 +76,12 @@ def build(lab: Lab) -> dict:
         seed = gr.Number(0, label="Seed", precision=0, scale=1)
     pickers, speed = [], []
     with gr.Row():
-        for side, steps, guidance in SIDES:
+        for side, default_model, steps, guidance in sides(lab):
             with gr.Column():
                 gr.Markdown(f"### {side}")
                 # Custom values allowed: students registered after the page loaded are valid
                 # names too (the engine refuses unknown ones with a clear message).
-                model = gr.Dropdown(lab.model_names(), value="embedded", label="Model", allow_custom_value=True)
+                model = gr.Dropdown(lab.model_names(), value=default_model, label="Model", allow_custom_value=True)
                 st = gr.Slider(1, 100, value=steps, step=1, label="Steps")
                 gd = gr.Slider(0, 15, value=guidance, step=0.5, label="Guidance scale (1 = no CFG: one pass a step)")
                 pickers += [model, st, gd]
