@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--guidance", type=_float(), default=5.0)
     b.add_argument("--n", type=_int_in(1, 100000), default=60, help="prompts scored for quality per row")
     b.add_argument("--timing", type=_int_in(1, 1000), default=5, help="timed generations per row (median)")
-    b.add_argument("--timing-batch", type=_int_in(1, 4096), default=1,
-                   help="images per timed generation: 1 measures latency, more measures throughput per image")
+    b.add_argument("--timing-batch", type=_int_in(1, 4096), default=[1], nargs="+",
+                   help="images per timed generation: 1 measures latency, more measures throughput per image; "
+                        "several (e.g. 1 16) time each row at each size in the same run")
     b.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     b.add_argument("--batch-size", type=_int_in(1, 4096), default=30)
     b.add_argument("--thresholds", type=_float(), nargs="+", default=None,
@@ -538,7 +539,7 @@ def _cmd_bench(args):
         if not 0 <= th <= 100:
             raise UsageError(f"--thresholds must be numbers in 0..100, got {th:g}")
     cfg = BenchConfig(model=args.model, steps=args.steps, guidance=args.guidance, n=args.n, timing=args.timing,
-                      seed=args.seed, batch_size=args.batch_size, timing_batch=args.timing_batch,
+                      seed=args.seed, batch_size=args.batch_size, timing_batch=tuple(args.timing_batch) if len(args.timing_batch) > 1 else args.timing_batch[0],
                       thresholds=tuple(args.thresholds) if args.thresholds else None, students=students)
     if args.threads:
         import torch

@@ -27,7 +27,7 @@ def calibrated_store(root, model_dir) -> Store:
 def test_bench_fills_measured_rows_and_names_missing_students(tiny_model_dir, tmp_path):
     store = calibrated_store(tmp_path / "lab", tiny_model_dir)
     teacher = str(tiny_model_dir)
-    cfg = BenchConfig(model=teacher, steps=6, n=4, timing=1, batch_size=4, thresholds=(0.3,),
+    cfg = BenchConfig(model=teacher, steps=6, n=4, timing=1, batch_size=4, thresholds=(0.3,), timing_batch=(1, 3),
                       students={"step4": teacher})  # the tiny model itself stands in for a 4-step student
     result = run(cfg, store=store)
     rows = {r["key"]: r for r in result["rows"]}
@@ -42,8 +42,11 @@ def test_bench_fills_measured_rows_and_names_missing_students(tiny_model_dir, tm
     assert "step4+teacache@0.3" in rows and "missing" not in rows["step4+teacache@0.3"]
     for key in ("guidance", "step8", "both"):
         assert "no student yet" in rows[key]["missing"]
+    # latency (one image) and throughput (three at once), both timed in this run
+    assert t["speedup_b3"] == 1.0 and rows["step4"]["seconds_b3"] > 0 and "speedup_b3" in rows["step4"]
     table = markdown(result)
     assert "| teacher (6 steps, CFG) |" in table and "no student yet" in table and "1.00×" in table
+    assert "s/image (batch 1) | speed-up (batch 1) | s/image (batch 3) | speed-up (batch 3) |" in table
 
 
 def bench_result(**extra):

@@ -41,7 +41,8 @@ class BenchConfig:
     guidance: float = 5.0  # guidance scale s
     n: int = 60  # prompts scored for quality per row
     timing: int = 5  # timed generations per row (the median is reported)
-    timing_batch: int = 1  # images per timed generation: 1 = latency; more = throughput (s/image = time / batch)
+    timing_batch: int | tuple[int, ...] = 1  # images per timed generation: 1 = latency; more = throughput
+    # (s/image = time / batch); several sizes time each row at each, in the same round-robin
     seed: int = 0  # seeds the prompts and their noise
     batch_size: int = 30  # images per batch in the quality pass
     thresholds: tuple[float, ...] | None = None  # cache thresholds; None: the calibrated one and twice it
@@ -168,6 +169,12 @@ def _quality(family: Family, row: Row, prompts, judge, cfg: BenchConfig, store) 
     return torch.cat(images), out
 
 
+def batches(cfg_or_dict) -> list[int]:
+    """The timing batch sizes of a config (a BenchConfig or its saved dict), first one primary."""
+    b = cfg_or_dict.get("timing_batch", 1) if isinstance(cfg_or_dict, dict) else cfg_or_dict.timing_batch
+    return [int(b)] if isinstance(b, int) else [int(x) for x in b]
+
+
 def _time_once(family: Family, row: Row, prompt, store, batch: int = 1) -> dict:
     """One timed generation of `batch` images of the prompt (seeds prompt.seed, +1, ...); seconds per image."""
     size = family.default_size
@@ -218,26 +225,31 @@ def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "aut
             results[row.key] = {"missing": str(e)}
     # 2. speed: single images, round-robin over the rows, after one warm-up each
     live = [r for r in rows if "missing" not in results[r.key]]
-    timings: dict[str, list[dict]] = {r.key: [] for r in live}
+    sizes = batches(cfg)
+    timings: dict[int, dict[str, list[dict]]] = {b: {r.key: [] for r in live} for b in sizes}
     timing_prompts = sample_prompts(cfg.timing + 1, cfg.seed + 1)
     for i, prompt in enumerate(timing_prompts):
         say(f"timing: round {i}/{cfg.timing}" + (" (warm-up)" if i == 0 else ""))
         for row in live:
-            t = _time_once(families[row.model], row, prompt, store, cfg.timing_batch)
-            if i > 0:
-                timings[row.key].append(t)
-    teacher_s = statistics.median(t["seconds"] for t in timings["teacher"])
+            for b in sizes:
+                t = _time_once(families[row.model], row, prompt, store, b)
+                if i > 0:
+                    timings[b][row.key].append(t)
+    teacher_s = {b: statistics.median(t["seconds"] for t in timings[b]["teacher"]) for b in sizes}
     out_rows = []
     for row in rows:
         r = {"key": row.key, "row": row.label, "model": row.model, "steps": row.steps, "guidance": row.guidance,
              **results[row.key]}
-        if row.key in timings:
-            ts = timings[row.key]
+        if row.key in timings[sizes[0]]:
+            ts = timings[sizes[0]][row.key]
             sec = statistics.median(t["seconds"] for t in ts)
             r.update({"nfe": round(statistics.mean(t["nfe"] for t in ts), 1),
                       "skipped": round(statistics.mean(t["skipped"] for t in ts), 1),
-                      "seconds": round(sec, 4), "speedup": round(teacher_s / sec, 2),
+                      "seconds": round(sec, 4), "speedup": round(teacher_s[sizes[0]] / sec, 2),
                       "peak_mem_mb": round(max(t["peak_mem_mb"] for t in ts), 1)})
+            for b in sizes[1:]:  # the same row timed at the other batch sizes
+                sec_b = statistics.median(t["seconds"] for t in timings[b][row.key])
+                r.update({f"seconds_b{b}": round(sec_b, 4), f"speedup_b{b}": round(teacher_s[b] / sec_b, 2)})
             r["psnr_teacher"] = round(float(psnr(images[row.key], images["teacher"]).mean()), 2)
             if row.base in images:
                 r["psnr_base"] = round(float(psnr(images[row.key], images[row.base]).mean()), 2)
@@ -257,25 +269,41 @@ COLUMNS = [("row", "row"), ("model", "model"), ("nfe", "NFE"), ("skipped", "skip
            ("adherence", "adherence"), ("psnr_teacher", "PSNR vs teacher"), ("psnr_base", "PSNR vs base")]
 
 
+def _runs(b: int) -> str:
+    return "single-image runs" if b == 1 else f"runs of {b} images at once (seconds per image = run / {b})"
+
+
+def columns(result: dict) -> list[tuple[str, str]]:
+    """The table's columns: with several timing batch sizes, s/image and speed-up at each."""
+    sizes = batches(result["config"])
+    if len(sizes) == 1:
+        return COLUMNS
+    at = COLUMNS.index(("speedup", "speed-up")) + 1
+    first = [(k, f"{h} (batch {sizes[0]})") if k in ("seconds", "speedup") else (k, h) for k, h in COLUMNS[:at]]
+    extra = [c for b in sizes[1:] for c in ((f"seconds_b{b}", f"s/image (batch {b})"),
+                                            (f"speedup_b{b}", f"speed-up (batch {b})"))]
+    return first + extra + COLUMNS[at:]
+
+
 def markdown(result: dict) -> str:
     """The decision table as Markdown; missing rows say why."""
-    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
-    b = result["config"].get("timing_batch", 1)
-    runs = "single-image runs" if b == 1 else f"runs of {b} images at once (seconds per image = run / {b})"
+    cols = columns(result)
+    head = "| " + " | ".join(h for _, h in cols) + " |"
+    runs = "; ".join(_runs(b) for b in batches(result["config"]))
     lines = [f"Model `{result['model']}` on {result['device']}; {result['config']['n']} prompts for quality, "
              f"median of {result['config']['timing']} {runs} for time.", "", head,
-             "|" + "---|" * len(COLUMNS)]
+             "|" + "---|" * len(cols)]
     for r in result["rows"]:
         if "missing" in r:
-            blank = " |" * (len(COLUMNS) - 3)
+            blank = " |" * (len(cols) - 3)
             lines.append(f"| {r['row']} | {r.get('model') or '—'} | *{r['missing']}* |{blank}")
             continue
         cells = []
-        for k, _ in COLUMNS:
+        for k, _ in cols:
             v = r.get(k)
             if v is None:
                 cells.append("—")
-            elif k == "speedup":
+            elif k.startswith("speedup"):
                 cells.append(f"{v:.2f}×")
             elif k == "adherence":
                 cells.append(f"{v:.3f}")
