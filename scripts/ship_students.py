@@ -31,13 +31,23 @@ from engine.store import Store  # noqa: E402
 SHIP = {"embedded-guidance": "embedded", "embedded-4step": "embedded-guidance"}
 
 
+def shipped_name(model: str, rename: dict[str, str]) -> str:
+    """A model's name as shipped; a chain's intermediate rounds (SRC-r<k>-<n>step) follow its last."""
+    if model in rename:
+        return rename[model]
+    for src, name in rename.items():
+        if model.startswith(f"{src}-r"):
+            return name + model[len(src):]
+    return model
+
+
 def round_history(store: Store, name: str, rename: dict[str, str]) -> list[dict]:
     """Adherence after every round along the student's lineage, from the jobs' records."""
     chain = [m["name"] for m in store.lineage(name)]
     out = []
     for e in store.job_evals():
         if e["model"] in chain:
-            out.append({"model": rename.get(e["model"], e["model"]), "round": e["round"], "steps": e["steps"], "guidance": e["guidance"],
+            out.append({"model": shipped_name(e["model"], rename), "round": e["round"], "steps": e["steps"], "guidance": e["guidance"],
                         "adherence": e["adherence"], "by_category": json.loads(e["by_category"]), "n": e["n"]})
     return out
 
@@ -47,11 +57,13 @@ def main() -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--guidance", default="embedded-guidance", help="the model shipped as embedded-guidance")
     p.add_argument("--step4", default="embedded-4step", help="the model shipped as embedded-4step")
+    p.add_argument("--guidance-data-dir", default=None, help="where --guidance was trained (default --data-dir)")
     args = p.parse_args()
-    store = Store(args.data_dir)
+    stores = {"embedded-guidance": Store(args.guidance_data_dir or args.data_dir), "embedded-4step": Store(args.data_dir)}
     source = {"embedded-guidance": args.guidance, "embedded-4step": args.step4}
     rename = {src: name for name, src in source.items()}
     for name, parent in SHIP.items():
+        store = stores[name]
         row = store.model(source[name])
         if row is None:
             print(f"skip {name}: {source[name]!r} is not in {args.data_dir}")
@@ -68,7 +80,7 @@ def main() -> None:
         for key in ("name", "teacher", "init"):
             if recipe.get(key) in rename:
                 recipe[key] = rename[recipe[key]]
-        meta.update(parent=parent, trained_parent=rename.get(trained_parent, trained_parent),
+        meta.update(parent=parent, trained_parent=shipped_name(trained_parent, rename) if trained_parent else None,
                     rounds=round_history(store, source[name], rename))
         (dst / "lab.json").write_text(json.dumps(meta, indent=1))
         print(f"shipped {name} -> {dst.relative_to(ROOT)}")
