@@ -30,6 +30,7 @@ NEEDS = {  # row key prefix -> (training budget, needs FP8-compute hardware, the
     "both+fp8w": ("large", False, "real time: guidance + step distillation + FP8"),
     "step4+fp8w": ("large", False, "maximum throughput: step distillation + FP8"),
     "step4+": ("large", False, "step distillation, with caching on top"),
+    "both+": ("large", False, "guidance + step distillation, with caching on top"),
 }
 
 
