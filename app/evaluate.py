@@ -188,7 +188,10 @@ def build(lab: Lab) -> dict:
                 "reused. FID and the distances are against the teacher (the lineage's root) at 50 steps with "
                 "guidance 5, same prompts and seeds.")
     with gr.Row():
-        model = gr.Dropdown(lab.model_names(), value="embedded", label="Model to evaluate", scale=2,
+        names = lab.model_names()
+        # the shipped 4-step student has the longest lineage to look at (teacher, guidance, steps)
+        first = "embedded-4step" if "embedded-4step" in names else "embedded"
+        model = gr.Dropdown(names, value=first, label="Model to evaluate", scale=2,
                             allow_custom_value=True)
         golden_name = gr.Dropdown(golden_choices(lab), value="embedded", label="Golden set", scale=2)
         upload = gr.File(label="…or upload one (JSONL or one prompt a line)", type="filepath",

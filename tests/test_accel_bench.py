@@ -154,3 +154,14 @@ def test_sweep_cli_prints_the_cells_and_writes_their_images(tiny_model_dir, tmp_
     assert all((tmp_path / f"cell{i:02d}.png").exists() for i in range(2))
     bad = run_cli("sweep", "--prompt", "a star", "--thresholds", "0.1", data_dir=data_dir)
     assert bad.returncode == 2 and "thresholds need a cache method" in bad.stderr
+
+
+def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
+    from engine import registry
+    from engine.accel.bench import discover
+
+    if "embedded-4step" not in registry.BUILTIN or "embedded-guidance" not in registry.BUILTIN:
+        pytest.skip("the shipped students are not in assets/")
+    # the 4-step student was step-distilled from the guidance student: it fills the "both" row
+    assert discover(Store(tmp_path / "fresh"), "embedded") == {"guidance": "embedded-guidance",
+                                                                "both": "embedded-4step"}

@@ -80,6 +80,7 @@ def discover(store, teacher: str) -> dict[str, str]:
     found: dict[str, str] = {}
     if store is None:
         return found
+    registry.register_shipped(store)  # the shipped students, with their lineage, in a fresh data directory
     for row in store.models():  # oldest first: newer students replace older ones
         chain, parent, seen = [row], row.get("parent"), {row["name"]}
         while parent and parent not in seen:
