@@ -163,5 +163,13 @@ def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
     if "embedded-4step" not in registry.BUILTIN or "embedded-guidance" not in registry.BUILTIN:
         pytest.skip("the shipped students are not in assets/")
     # the 4-step student was step-distilled from the guidance student: it fills the "both" row
-    assert discover(Store(tmp_path / "fresh"), "embedded") == {"guidance": "embedded-guidance",
-                                                                "both": "embedded-4step"}
+    store = Store(tmp_path / "fresh")
+    assert discover(store, "embedded") == {"guidance": "embedded-guidance", "both": "embedded-4step"}
+    # ... and only there: its conventional name does not make it a steps-only student as well
+    from engine.accel.bench import BenchConfig, plan
+    from engine.families.embedded import EmbeddedFamily
+
+    rows = {r.key: r for r in plan(BenchConfig(), EmbeddedFamily.load(registry.BUILTIN["embedded"]), store,
+                                   [0.4], "teacache")}
+    assert rows["both"].model == "embedded-4step" and rows["guidance"].model == "embedded-guidance"
+    assert rows["step4"].model is None and rows["step8"].model is None and "both+teacache@0.4" in rows

@@ -107,8 +107,12 @@ def discover(store, teacher: str) -> dict[str, str]:
 
 
 def _student(store, teacher: str, role: str, cfg: BenchConfig, discovered: dict[str, str]) -> str | None:
-    names = [cfg.students[role]] if role in cfg.students else \
-        ([discovered[role]] if role in discovered else []) + [n.format(m=teacher) for n in STUDENT_NAMES[role]]
+    if role in cfg.students:
+        names = [cfg.students[role]]
+    else:  # a conventional name that discovery placed in another role is not this role's student
+        elsewhere = {n for r, n in discovered.items() if r != role}
+        names = ([discovered[role]] if role in discovered else []) + [
+            n.format(m=teacher) for n in STUDENT_NAMES[role] if n.format(m=teacher) not in elsewhere]
     for name in names:
         try:
             registry.resolve(name, store)
