@@ -173,3 +173,4 @@ def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
                                    [0.4], "teacache")}
     assert rows["both"].model == "embedded-4step" and rows["guidance"].model == "embedded-guidance"
     assert rows["step4"].model is None and rows["step8"].model is None and "both+teacache@0.4" in rows
+    assert "embedded-progressive-4step" in rows["step4"].missing  # not a name that is taken

@@ -137,7 +137,10 @@ def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float]
     found, discovered = {}, discover(store, cfg.model)
     for role, (label, steps) in roles.items():
         name = found[role] = _student(store, cfg.model, role, cfg, discovered)
-        wanted = cfg.students.get(role) or STUDENT_NAMES[role][0].format(m=cfg.model)
+        taken = {n for n in found.values() if n} | set(discovered.values())
+        wanted = cfg.students.get(role) or next(
+            (c for c in (n.format(m=cfg.model) for n in STUDENT_NAMES[role]) if c not in taken),
+            f"{cfg.model}-{role}")
         missing = None if name else f"no student yet: distil one (e.g. `{wanted}`) or pass --student {role}=NAME"
         rows.append(Row(role, label, name, steps, g, missing=missing))
     fastest = "both" if found["both"] else "step4"
