@@ -143,3 +143,19 @@ def test_a_signed_in_rater_is_the_authenticated_user(tmp_path, tiny_model_dir):
         assert done[0] == "" and "No battles left" in done[3]
     finally:
         demo.close()
+
+
+def test_auth_file_gives_each_rater_a_sign_in(tmp_path):
+    from app.main import main, read_auth_file
+    from engine.errors import UsageError
+
+    good = tmp_path / "users.txt"
+    good.write_text("# raters\nana:s3cret\n\nbo : pass:with:colons\n")
+    assert read_auth_file(str(good)) == [("ana", "s3cret"), ("bo", "pass:with:colons")]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ana:s3cret\njust-a-name\n")
+    with pytest.raises(UsageError, match="line 2 of bad.txt must be USER:PASSWORD"):
+        read_auth_file(str(bad))
+    with pytest.raises(SystemExit) as e:  # the app refuses to start, with the line named
+        main(["--auth-file", str(bad), "--data-dir", str(tmp_path / "d")])
+    assert e.value.code == 2
