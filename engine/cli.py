@@ -448,8 +448,8 @@ def _cmd_arena(args):
 
 
 RECIPE_FLAGS = ("train_steps", "lr", "warmup", "batch_size", "guidance_min", "guidance_max", "teacher_steps",
-                "from_steps", "to_steps", "ema", "checkpoint_every", "eval_n", "prompts", "mixed_precision", "seed", "init",
-                "student_prediction")
+                "from_steps", "to_steps", "ema", "checkpoint_every", "eval_n", "prompts", "mixed_precision", "seed",
+                "init", "student_prediction")
 
 
 def _cmd_distill(args) -> dict:
@@ -538,8 +538,9 @@ def _cmd_bench(args):
     for th in args.thresholds or []:
         if not 0 <= th <= 100:
             raise UsageError(f"--thresholds must be numbers in 0..100, got {th:g}")
+    timing_batch = tuple(args.timing_batch) if len(args.timing_batch) > 1 else args.timing_batch[0]
     cfg = BenchConfig(model=args.model, steps=args.steps, guidance=args.guidance, n=args.n, timing=args.timing,
-                      seed=args.seed, batch_size=args.batch_size, timing_batch=tuple(args.timing_batch) if len(args.timing_batch) > 1 else args.timing_batch[0],
+                      seed=args.seed, batch_size=args.batch_size, timing_batch=timing_batch,
                       thresholds=tuple(args.thresholds) if args.thresholds else None, students=students)
     if args.threads:
         import torch

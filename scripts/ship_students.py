@@ -59,7 +59,8 @@ def main() -> None:
     p.add_argument("--step4", default="embedded-4step", help="the model shipped as embedded-4step")
     p.add_argument("--guidance-data-dir", default=None, help="where --guidance was trained (default --data-dir)")
     args = p.parse_args()
-    stores = {"embedded-guidance": Store(args.guidance_data_dir or args.data_dir), "embedded-4step": Store(args.data_dir)}
+    stores = {"embedded-guidance": Store(args.guidance_data_dir or args.data_dir),
+              "embedded-4step": Store(args.data_dir)}
     source = {"embedded-guidance": args.guidance, "embedded-4step": args.step4}
     rename = {src: name for name, src in source.items()}
     for name, parent in SHIP.items():

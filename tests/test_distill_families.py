@@ -21,7 +21,8 @@ def test_guidance_then_steps_on_every_family(kind, tiny_pipeline, tmp_path):
     losses = []
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox in the snow\na lighthouse at dusk\na bowl of ramen, top view\n")
-    recipe = Recipe(technique="guidance+progressive" if both else "progressive", teacher=str(tiny_pipeline(kind)), name=f"{kind}-both",
+    recipe = Recipe(technique="guidance+progressive" if both else "progressive", teacher=str(tiny_pipeline(kind)),
+                    name=f"{kind}-both",
                     train_steps=2, warmup=0, batch_size=2, from_steps=4, to_steps=2, teacher_steps=4, eval_n=0,
                     checkpoint_every=1000, ema=None, prompts=str(prompts))
     recipe.check()
