@@ -47,8 +47,9 @@ def round_history(store: Store, name: str, rename: dict[str, str]) -> list[dict]
     out = []
     for e in store.job_evals():
         if e["model"] in chain:
-            out.append({"model": shipped_name(e["model"], rename), "round": e["round"], "steps": e["steps"], "guidance": e["guidance"],
-                        "adherence": e["adherence"], "by_category": json.loads(e["by_category"]), "n": e["n"]})
+            out.append({"model": shipped_name(e["model"], rename), "round": e["round"], "steps": e["steps"],
+                        "guidance": e["guidance"], "adherence": e["adherence"],
+                        "by_category": json.loads(e["by_category"]), "n": e["n"]})
     return out
 
 
@@ -67,7 +68,7 @@ def main() -> None:
         store = stores[name]
         row = store.model(source[name])
         if row is None:
-            print(f"skip {name}: {source[name]!r} is not in {args.data_dir}")
+            print(f"skip {name}: {source[name]!r} is not in {store.root}")
             continue
         src, dst = Path(row["path"]), ASSETS / name
         if dst.exists():
