@@ -2,19 +2,12 @@
 through every battle, check each reveal against the database, and check that nothing the browser
 received before a vote (page, image URLs, every fetched response) names a model or a setting."""
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from conftest import ROOT
 from engine.arena import settings as S
-from test_app_api import free_port
 from test_arena_app import assert_blind, forbidden, make_store
-from test_browser import CHROMIUM, FLAGS, _browser_or_skip
+from test_browser import CHROMIUM, FLAGS, _browser_or_skip, app_process
 
 # Every response the page fetches, streams included, is copied into window.__seen chunk by chunk.
 CAPTURE = """
@@ -44,21 +37,8 @@ def served(tmp_path_factory, tiny_model_dir):
     api = _browser_or_skip()
     data = tmp_path_factory.mktemp("arena-browser")
     store = make_store(data, tiny_model_dir, n=3)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--arena-only", "--port", str(port), "--data-dir", str(data)],
-                            cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode())
-            time.sleep(0.5)
-    yield api, url, store
-    proc.terminate()
-    proc.wait(20)
+    with app_process("--arena-only", "--data-dir", str(data)) as url:
+        yield api, url, store
 
 
 def blind_now(page, words, where):

@@ -1,5 +1,6 @@
 """The app in headless Chromium, started the way a user starts it (`python -m app`)."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -25,24 +26,33 @@ def _browser_or_skip():
     return pytest.importorskip("playwright.sync_api")
 
 
+@contextlib.contextmanager
+def app_process(*args: str, env: dict | None = None):
+    """`python -m app ARGS` on a free port, as a user starts it; yields its URL once the page
+    answers (its output is the error if it dies first), and stops it afterwards."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app", *args, "--port", str(port)], cwd=ROOT,
+                            env=env or dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(proc.stdout.read().decode())
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
-    port = free_port()
-    env = dict(os.environ, LAB_DATA_DIR=str(tmp_path_factory.mktemp("lab-data")))
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode())
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(20)
+    with app_process(env=dict(os.environ, LAB_DATA_DIR=str(tmp_path_factory.mktemp("lab-data")))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

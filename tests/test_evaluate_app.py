@@ -2,16 +2,11 @@
 teacher -> student lineage evaluated beforehand."""
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-from conftest import ROOT
 from gradio_client import Client
 from test_accel_app import free_port
-from test_browser import CHROMIUM, FLAGS, _browser_or_skip
+from test_browser import CHROMIUM, FLAGS, _browser_or_skip, app_process
 from test_evaluate_runs import _lineage
 
 from app.main import build_app
@@ -84,20 +79,7 @@ def test_bad_golden_upload_names_the_line(client, tmp_path):
 
 def test_the_lineage_chart_in_a_browser(evaluated, tmp_path):
     api = _browser_or_skip()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), "--data-dir", str(evaluated.root),
-                             "--device", "cpu"], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(proc.stdout.read().decode())
-                time.sleep(0.5)
+    with app_process("--data-dir", str(evaluated.root), "--device", "cpu") as url:
         with api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
@@ -118,6 +100,3 @@ def test_the_lineage_chart_in_a_browser(evaluated, tmp_path):
             page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # worst prompts beside the teacher's
             page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(20)
