@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from . import registry
@@ -191,6 +192,7 @@ def run_job(store: Store, job_id: int) -> int:
     from accelerate import PartialState
 
     from .distill.run import Hooks, run_recipe
+    from .distill.trainer import Stopped
 
     job = _job(store, job_id)
     if job.get("kind", "distill") != "distill":
@@ -222,12 +224,19 @@ def run_job(store: Store, job_id: int) -> int:
     done = len(json.loads(job["models"] or "[]")) if job["resume"] else 0
     hooks = Hooks(report=report, round_done=round_done, log=lambda m: print(m, flush=True),
                   should_stop=lambda: stop["flag"])
-    try:
-        names = run_recipe(recipe, store, job_dir(store, job_id), hooks, start_round=done)
-    except Exception as e:  # noqa: BLE001 - any failure is recorded on the job, with its traceback in the log
-        from .distill.trainer import Stopped
+    return _conclude(store, job_id, lambda: run_recipe(recipe, store, job_dir(store, job_id), hooks, start_round=done),
+                     stopped=lambda e: isinstance(e, Stopped), main=main, announce="registered")
 
-        if isinstance(e, Stopped):
+
+def _conclude(store: Store, job_id: int, body: Callable[[], list[str]], *, stopped: Callable[[Exception], bool],
+              main: bool = True, announce: str | None = None, **finished) -> int:
+    """Run a job's body and record how it ended: succeeded (with the names it returned), canceled
+    (it stopped on request) or failed (the error's first line; the traceback goes to the log);
+    then start the next queued job. Only the main process of several writes. Returns the exit code."""
+    try:
+        names = body()
+    except Exception as e:  # noqa: BLE001 - any failure is recorded on the job, with its traceback in the log
+        if stopped(e):
             if main:
                 store.set_job_status(job_id, "canceled")
                 print("canceled", flush=True)
@@ -239,8 +248,9 @@ def run_job(store: Store, job_id: int) -> int:
             code = 1
     else:
         if main:
-            store.set_job_status(job_id, "succeeded", models=names)
-            print("registered: " + ", ".join(names), flush=True)
+            store.set_job_status(job_id, "succeeded", models=names, **finished)
+            if announce:
+                print(f"{announce}: " + ", ".join(names), flush=True)
         code = 0
     if main:
         dispatch(store)
@@ -263,19 +273,6 @@ def _run_kind(store: Store, job: dict) -> int:
     def report(round_: int, step: int, total: int) -> None:
         store.update_job(job_id, round=round_, step=step, total=total)
 
-    try:
-        names = getattr(importlib.import_module(module), fn)(store, job, report, lambda: stop["flag"])
-    except Exception as e:  # noqa: BLE001 - recorded on the job, traceback in its log
-        if stop["flag"]:
-            store.set_job_status(job_id, "canceled")
-            print("canceled", flush=True)
-            code = 0
-        else:
-            traceback.print_exc()
-            store.set_job_status(job_id, "failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
-            code = 1
-    else:
-        store.set_job_status(job_id, "succeeded", models=names, round=job["rounds"])
-        code = 0
-    dispatch(store)
-    return code
+    body = getattr(importlib.import_module(module), fn)
+    return _conclude(store, job_id, lambda: body(store, job, report, lambda: stop["flag"]),
+                     stopped=lambda e: stop["flag"], round=job["rounds"])
