@@ -412,12 +412,9 @@ class Store:
 
     def eval_images(self, model_key: str, settings: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
         """The cached images among (prompt, seed) pairs for one model and settings."""
-        out = {}
-        for prompt, seed in set(keys):
-            for r in self.db["eval_images"].rows_where("model_key = ? AND settings = ? AND prompt = ? AND seed = ?",
-                                                       [model_key, settings, prompt, seed]):
-                out[(prompt, seed)] = r
-        return out
+        wanted = set(keys)
+        rows = self.db["eval_images"].rows_where("model_key = ? AND settings = ?", [model_key, settings])
+        return {(r["prompt"], r["seed"]): r for r in rows if (r["prompt"], r["seed"]) in wanted}
 
     def add_eval_images(self, model_key: str, settings: str, rows: list[dict]) -> None:
         with self.db.conn:

@@ -160,33 +160,29 @@ def images_for(store: Store, family: Family, model: str, prompts: list[G.GoldenP
 
     key, settings = model_key(store, model), _settings_key(steps, guidance, cache, fp8, height, width)
     found = store.eval_images(key, settings, [(p.text, p.seed) for p in prompts])
-    todo = []
-    for p in prompts:
-        if (p.text, p.seed) not in found and (p.text, p.seed) not in {(q.text, q.seed) for q in todo}:
-            todo.append(p)
+    todo = list({(p.text, p.seed): p for p in prompts if (p.text, p.seed) not in found}.values())
     state = processes()
     if state is not None:  # each process generates its own share; the cache gathers them
         with state.split_between_processes(todo) as share:
             todo = list(share)
-    done = 0
-    for i in range(0, len(todo), batch_size):
-        if should_stop():
-            raise Stopped("stopped")
-        batch = todo[i:i + batch_size]
+    if todo:  # the cache and FP8 mode are switched on once; each sampling call starts a fresh cache state
         with accelerated(family, cache, fp8, steps=steps, store=store):
-            imgs, m = sample(family, [p.text for p in batch], steps=steps, guidance=guidance,
-                             seeds=[p.seed for p in batch], height=height, width=width)
-        rows = []
-        for p, img in zip(batch, imgs):
-            path = store.new_file(".png", folder="eval")
-            Image.fromarray(img.numpy()).save(path)
-            rows.append({"prompt": p.text, "seed": p.seed, "image": f"eval/{path.name}", "nfe": m.nfe,
-                         "skipped": m.skipped, "seconds": m.seconds / len(batch)})
-        store.add_eval_images(key, settings, rows)
-        found.update({(r["prompt"], r["seed"]): r for r in rows})
-        done += len(batch)
-        if progress:
-            progress(done, len(todo))
+            for i in range(0, len(todo), batch_size):
+                if should_stop():
+                    raise Stopped("stopped")
+                batch = todo[i:i + batch_size]
+                imgs, m = sample(family, [p.text for p in batch], steps=steps, guidance=guidance,
+                                 seeds=[p.seed for p in batch], height=height, width=width)
+                rows = []
+                for p, img in zip(batch, imgs):
+                    path = store.new_file(".png", folder="eval")
+                    Image.fromarray(img.numpy()).save(path)
+                    rows.append({"prompt": p.text, "seed": p.seed, "image": f"eval/{path.name}", "nfe": m.nfe,
+                                 "skipped": m.skipped, "seconds": m.seconds / len(batch)})
+                store.add_eval_images(key, settings, rows)
+                found.update({(r["prompt"], r["seed"]): r for r in rows})
+                if progress:
+                    progress(i + len(batch), len(todo))
     if state is not None:
         state.wait_for_everyone()
         found = store.eval_images(key, settings, [(p.text, p.seed) for p in prompts])
@@ -331,9 +327,9 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
                 progress(sum(phases), 2 * len(prompts))
         return report
 
-    ref, _ = images_for(store, teacher, teacher_name, prompts, steps=cfg.ref_steps, guidance=cfg.ref_guidance,
-                        cache="none", fp8="off", height=h, width=w, batch_size=cfg.batch_size,
-                        progress=phase(0), should_stop=should_stop)
+    ref, ref_rows = images_for(store, teacher, teacher_name, prompts, steps=cfg.ref_steps,
+                               guidance=cfg.ref_guidance, cache="none", fp8="off", height=h, width=w,
+                               batch_size=cfg.batch_size, progress=phase(0), should_stop=should_stop)
     images, rows = images_for(store, family, cfg.model, prompts, steps=cfg.steps, guidance=cfg.guidance,
                               cache=cfg.cache, fp8=cfg.fp8, height=h, width=w, batch_size=cfg.batch_size,
                               progress=phase(1), should_stop=should_stop)
@@ -343,11 +339,8 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
         return {"model": cfg.model, "shard": state.process_index}  # the main process scores and stores
     s = scorers(family, cfg, feature_space, clip)
     result, items = score(prompts, images, ref, s)
-    ref_rows = store.eval_images(model_key(store, teacher_name),
-                                 _settings_key(cfg.ref_steps, cfg.ref_guidance, "none", "off", h, w),
-                                 [(p.text, p.seed) for p in prompts])
-    for it, row, p in zip(items, rows, prompts):
-        it["image"], it["ref_image"] = row["image"], ref_rows[(p.text, p.seed)]["image"]
+    for it, row, ref_row in zip(items, rows, ref_rows):
+        it["image"], it["ref_image"] = row["image"], ref_row["image"]
     result.update({"model": cfg.model, "teacher": teacher_name, "golden": gs.name, "golden_sha": gs.sha,
                    "settings": {**cfg.settings(), "height": h, "width": w},
                    "reference": {"model": teacher_name, "steps": cfg.ref_steps, "guidance": cfg.ref_guidance},
