@@ -12,7 +12,7 @@ from engine import jobs, registry
 from engine.distill.recipes import LoraSpec, Recipe, order_warning
 from engine.errors import UsageError
 
-from .state import Lab
+from .state import Lab, progress_bar
 
 TECHNIQUES = {"Guidance distillation (one pass instead of two)": "guidance",
               "Step distillation (halve the steps each round)": "progressive",
@@ -58,15 +58,6 @@ def warning_for(lab: Lab, technique, teacher) -> str:
     return f"⚠️ {w}" if w else ""
 
 
-def _bar(job: dict) -> str:
-    rounds = max(1, job["rounds"] or 1)
-    within = (job["step"] / job["total"]) if job["total"] else 0.0
-    done_rounds = min(job["round"], rounds)
-    frac = 1.0 if job["status"] == "succeeded" else min(1.0, (done_rounds + (within if done_rounds < rounds else 0)) / rounds)
-    return (f'<progress value="{frac:.3f}" max="1" style="width:160px"></progress> {100 * frac:.0f}% '
-            f'<small>round {min(done_rounds + 1, rounds)}/{rounds}, step {job["step"]}/{job["total"]}</small>')
-
-
 def job_table(lab: Lab) -> str:
     jobs.reconcile(lab.store)
     rows = lab.store.jobs(limit=50)
@@ -79,7 +70,7 @@ def job_table(lab: Lab) -> str:
         models = ", ".join(json.loads(j["models"] or "[]"))
         body.append(f"<tr><td>{j['id']}</td><td style='color:{colour};font-weight:600'>{j['status']}</td>"
                     f"<td>{html.escape(j['technique'])}</td><td>{html.escape(j['teacher'])} → {html.escape(j['name'])}</td>"
-                    f"<td>{_bar(j)}</td><td>{html.escape(models)}</td></tr>")
+                    f"<td>{progress_bar(j, 'round', 'step')}</td><td>{html.escape(models)}</td></tr>")
     return f"<table class='lab-jobs'>{head}{''.join(body)}</table>"
 
 

@@ -20,7 +20,7 @@ from engine.errors import UsageError
 from engine.evaluate import golden, report, runs, vlm
 
 from .linechart import lines
-from .state import Lab, enlarge
+from .state import Lab, enlarge, progress_bar
 
 METRIC_CHOICES = {"adherence (embedded judge) ↑": "adherence", "FID ↓": "fid", "CLIP score ↑": "clip_score",
                   "PSNR to teacher ↑": "psnr", "feature distance to teacher ↓": "feature_distance"}
@@ -103,13 +103,9 @@ def job_table(lab: Lab) -> str:
         return "<p>No evaluation jobs yet.</p>"
     body = []
     for j in rows:
-        n = max(1, j["rounds"] or 1)
-        within = j["step"] / j["total"] if j["total"] else 0.0
-        frac = 1.0 if j["status"] == "succeeded" else min(1.0, (min(j["round"], n) + within) / n)
         err = f" — {html.escape(j['error'])}" if j["error"] else ""
         body.append(f"<tr><td>{j['id']}</td><td>{j['status']}{err}</td><td>{html.escape(j['name'])}</td>"
-                    f"<td><progress value='{frac:.3f}' max='1' style='width:160px'></progress> {100 * frac:.0f}% "
-                    f"<small>setting {min(j['round'] + 1, n)}/{n}, image {j['step']}/{j['total']}</small></td></tr>")
+                    f"<td>{progress_bar(j, 'setting', 'image')}</td></tr>")
     return ("<table class='lab-jobs'><tr><th>job</th><th>status</th><th>model</th><th>progress</th></tr>"
             + "".join(body) + "</table>")
 
