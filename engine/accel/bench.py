@@ -19,10 +19,10 @@ import torch
 
 from .. import registry
 from ..errors import UsageError
+from ..evaluate.metrics import psnr_per_image as psnr
 from ..families.base import Family
 from ..sampling import sample
 from . import accelerated, supported_caches
-from .calibrate import psnr
 from .fp8 import compute_capable
 
 # Conventional names of MODEL's students, tried after the registry's lineage (`discover`).

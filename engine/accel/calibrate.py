@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..evaluate.metrics import psnr_per_image as psnr
 from ..families.base import Family
 from ..sampling import sample
-from .diffusers_cache import (DiffusersCacheConfig, _state_managers, apply_diffusers_cache,
-                              remove_diffusers_cache)
+from .diffusers_cache import DiffusersCacheConfig, _state_managers, apply_diffusers_cache, remove_diffusers_cache
 from .teacache import TeaCacheConfig, apply_teacache, remove_teacache
 
 VERSION = 2  # bumped when what a calibration means changes; older stored ones are redone
@@ -44,12 +44,6 @@ class CalibrationConfig:
     seed: int = 1234  # seeds the prompts and their noise
     target_psnr: float = 30.0  # calibrated threshold: the largest one keeping this PSNR (dB) to uncached images
     thresholds: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # candidates, tried in order
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per image PSNR in dB between two uint8 batches (B, H, W, 3); identical images give 100."""
-    mse = ((a.float() - b.float()) ** 2).mean(dim=tuple(range(1, a.dim())))
-    return torch.where(mse > 0, 10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-12)), torch.full_like(mse, 100.0))
 
 
 def calibration_prompts(family: Family, cfg: CalibrationConfig) -> list[str]:

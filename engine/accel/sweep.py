@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..evaluate.metrics import psnr_per_image as psnr
 from ..families.base import Family
 from ..generate import Request, run
 from . import accelerated, parse_cache
-from .calibrate import psnr
 
 MAX_CELLS = 36
 

@@ -13,7 +13,6 @@ A metric that needs something the user has not provided is `Unavailable(reason)`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +31,18 @@ class Unavailable:
 
 
 # -- closeness to the teacher ------------------------------------------------------------------------
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> list[float]:
-    """Per image PSNR in dB of uint8 images (B, H, W, 3) against the reference at the same seed."""
+def psnr_per_image(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per image PSNR in dB of uint8 images (B, H, W, 3) against the reference at the same seed, as
+    a tensor; identical images give PSNR_CAP. The one PSNR of the lab (evaluation, calibration, bench)."""
     if images.shape != reference.shape:
         raise ValueError(f"psnr: images {tuple(images.shape)} and reference {tuple(reference.shape)} differ in shape")
     mse = ((images.double() - reference.double()) ** 2).flatten(1).mean(1)
-    return [PSNR_CAP if m == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / float(m))) for m in mse]
+    return (10 * torch.log10(255.0**2 / mse.clamp_min(1e-30))).clamp(max=PSNR_CAP)
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """psnr_per_image as a list."""
+    return psnr_per_image(images, reference).tolist()
 
 
 def cosine_distance(features: torch.Tensor, reference: torch.Tensor) -> list[float]:
