@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import fields
 
 import gradio as gr
 import pandas as pd
@@ -18,6 +19,7 @@ TECHNIQUES = {"Guidance distillation (one pass instead of two)": "guidance",
               "Step distillation (halve the steps each round)": "progressive",
               "Both: guidance first, then steps": "guidance+progressive"}
 STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+DEFAULTS = {f.name: f.default for f in fields(Recipe)}  # the form starts at the recipe's defaults
 STATUS_COLOURS = {"queued": "#888", "running": "#2b6cb0", "succeeded": "#2f855a", "failed": "#c53030",
                   "canceled": "#975a16", "interrupted": "#c05621"}
 
@@ -126,17 +128,17 @@ def build(lab: Lab) -> dict:
                 teacher = gr.Dropdown(lab.model_names(), value="embedded", label="Teacher", allow_custom_value=True)
                 name = gr.Textbox(label="Student name", placeholder="e.g. my-guidance")
             with gr.Row():
-                train_steps = gr.Number(1000, label="Training steps per round", precision=0)
-                lr = gr.Number(5e-5, label="Learning rate")
-                batch = gr.Number(24, label="Batch size", precision=0)
+                train_steps = gr.Number(DEFAULTS["train_steps"], label="Training steps per round", precision=0)
+                lr = gr.Number(DEFAULTS["lr"], label="Learning rate")
+                batch = gr.Number(DEFAULTS["batch_size"], label="Batch size", precision=0)
             with gr.Row():
-                g_min = gr.Number(1.0, label="Guidance range: min")
-                g_max = gr.Number(8.0, label="Guidance range: max")
-                from_steps = gr.Dropdown(STEP_CHOICES, value=64, label="Step rounds: from")
-                to_steps = gr.Dropdown(STEP_CHOICES, value=4, label="... to")
+                g_min = gr.Number(DEFAULTS["guidance_min"], label="Guidance range: min")
+                g_max = gr.Number(DEFAULTS["guidance_max"], label="Guidance range: max")
+                from_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["from_steps"], label="Step rounds: from")
+                to_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["to_steps"], label="... to")
             with gr.Row():
-                eval_n = gr.Number(120, label="Adherence prompts scored after every round (embedded domain; 0: none)",
-                                   precision=0)
+                eval_n = gr.Number(DEFAULTS["eval_n"], precision=0,
+                                   label="Adherence prompts scored after every round (embedded domain; 0: none)")
             with gr.Row():
                 lora = gr.Checkbox(False, label="LoRA student")
                 rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank")
