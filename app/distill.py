@@ -25,18 +25,22 @@ STATUS_COLOURS = {"queued": "#888", "running": "#2b6cb0", "succeeded": "#2f855a"
 
 
 def build_recipe(technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch_size, g_min, g_max,
-                 from_steps, to_steps, eval_n) -> Recipe:
+                 from_steps, to_steps, eval_n, init=None, on_policy=DEFAULTS["on_policy"], ema=DEFAULTS["ema"]
+                 ) -> Recipe:
     def number(label, v, kind=float):
         if v is None:
             raise UsageError(f"{label} must be a number")
         return kind(v)
+
+    ema = number("EMA decay", ema) if ema is not None else None
 
     return Recipe(technique=TECHNIQUES.get(technique, technique), teacher=teacher or "", name=(name or "").strip(),
                   lora=LoraSpec(rank=int(rank), save=lora_save) if lora else None,
                   train_steps=number("training steps", train_steps, int), lr=number("learning rate", lr),
                   batch_size=number("batch size", batch_size, int), guidance_min=number("guidance min", g_min),
                   guidance_max=number("guidance max", g_max), from_steps=int(from_steps), to_steps=int(to_steps),
-                  eval_n=number("adherence prompts", eval_n, int))
+                  eval_n=number("adherence prompts", eval_n, int), init=(init or "").strip() or None,
+                  on_policy=number("on-policy fraction", on_policy), ema=ema or None)
 
 
 def launch(lab: Lab, *form):
@@ -143,6 +147,13 @@ def build(lab: Lab) -> dict:
                 lora = gr.Checkbox(False, label="LoRA student")
                 rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank")
                 lora_save = gr.Radio(["merged", "adapter"], value="merged", label="Save LoRA as")
+            with gr.Accordion("More settings", open=False):
+                with gr.Row():
+                    init = gr.Dropdown([""] + lab.model_names(), value="", allow_custom_value=True,
+                                       label="Start the student from (train a student longer; empty: the teacher)")
+                    on_policy = gr.Slider(0, 1, value=DEFAULTS["on_policy"], step=0.05,
+                                          label="On-policy fraction (walkers that follow the student's own steps)")
+                    ema = gr.Number(DEFAULTS["ema"], label="EMA decay of the student (0: none)")
             warning = gr.Markdown()
             go = gr.Button("Launch", variant="primary")
             launched = gr.Markdown()
@@ -159,7 +170,7 @@ def build(lab: Lab) -> dict:
     log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
 
     form = [technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from_steps, to_steps,
-            eval_n]
+            eval_n, init, on_policy, ema]
     go.click(lambda *a: launch(lab, *a), form, [launched, table, picked], api_name="launch")
     for c in (technique, teacher):
         c.change(lambda t, m: warning_for(lab, t, m), [technique, teacher], warning)
@@ -168,4 +179,4 @@ def build(lab: Lab) -> dict:
     resume_btn.click(lambda j: act(lab, "resume", j), picked, table, api_name="resume")
     timer = gr.Timer(2.0)
     timer.tick(lambda j: (job_table(lab), *job_detail(lab, j)), picked, [table, curve, evals, log, status])
-    return {"teacher": teacher, "table": table, "picked": picked}
+    return {"teacher": teacher, "init": init, "table": table, "picked": picked}

@@ -28,7 +28,7 @@ def build_app(lab: Lab) -> gr.Blocks:
                     "seconds and memory, and what it does to the image.")
         with gr.Tab("Compare") as compare_tab:
             tab = compare.build(lab)
-        with gr.Tab("Distill"):
+        with gr.Tab("Distill") as distill_tab_:
             distill_tab = distill.build(lab)
         with gr.Tab("Arena"):
             arena.build(lab)
@@ -47,8 +47,10 @@ def build_app(lab: Lab) -> gr.Blocks:
         refresh = lambda: [gr.Dropdown(choices=lab.model_names())] * 2  # noqa: E731
         demo.load(refresh, None, tab["models"], api_visibility="private")
         compare_tab.select(refresh, None, tab["models"], api_visibility="private")
-        demo.load(lambda: gr.Dropdown(choices=lab.model_names()), None, distill_tab["teacher"],
-                  api_visibility="private")
+        distill_pickers = lambda: (gr.Dropdown(choices=lab.model_names()),  # noqa: E731
+                                   gr.Dropdown(choices=[""] + lab.model_names()))
+        for event in (demo.load, distill_tab_.select):
+            event(distill_pickers, None, [distill_tab["teacher"], distill_tab["init"]], api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
                   api_visibility="private")
         for view, tab_ in ((sweep_view, sweep_tab), (decide_view, decide_tab)):

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mixed-precision", default=None, help="auto, no, bf16, fp16")
     d.add_argument("--student-prediction", default=None,
                    help="progressive: auto (an eps-predicting UNet's students predict v) or keep")
+    d.add_argument("--on-policy", type=_float(), default=None,
+                   help="fraction 0..1 of training walkers that follow the student's own steps (default 0)")
     d.add_argument("--seed", type=_int_in(0, 2**31 - 1), default=None)
     d.add_argument("--detach", action="store_true", help="start the job and return at once")
     d.add_argument("--data-dir", default=None)
@@ -449,7 +451,7 @@ def _cmd_arena(args):
 
 RECIPE_FLAGS = ("train_steps", "lr", "warmup", "batch_size", "guidance_min", "guidance_max", "teacher_steps",
                 "from_steps", "to_steps", "ema", "checkpoint_every", "eval_n", "prompts", "mixed_precision", "seed",
-                "init", "student_prediction")
+                "init", "student_prediction", "on_policy")
 
 
 def _cmd_distill(args) -> dict:

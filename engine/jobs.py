@@ -49,9 +49,9 @@ NO_GUIDANCE_INPUT = {"sd3": "an SD3 transformer"}  # families whose denoiser has
 def validate(recipe: Recipe, store: Store) -> list[str]:
     """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
     recipe.check()
-    registry.resolve(recipe.teacher, store)  # unknown teacher -> UsageError
+    registry.resolve(recipe.teacher, store, field="teacher")  # unknown teacher -> UsageError
     if recipe.init:
-        registry.resolve(recipe.init, store)
+        registry.resolve(recipe.init, store, field="init")
     if recipe.name in registry.BUILTIN:
         raise UsageError(f"name {recipe.name!r} is taken by a built-in model; choose another")
     for job in store.jobs():

@@ -48,9 +48,10 @@ def names(store: Store | None = None) -> list[str]:
     return list(BUILTIN) + [n for n in registered if n not in BUILTIN]
 
 
-def resolve(model: str, store: Store | None = None) -> Path:
+def resolve(model: str, store: Store | None = None, field: str = "--model") -> Path:
+    """The directory of a model name or path; a UsageError naming `field` where there is none."""
     if not model or not model.strip():
-        raise UsageError("--model must be 'embedded', a registered model name or a model directory, got ''")
+        raise UsageError(f"{field} must be 'embedded', a registered model name or a model directory, got ''")
     if model in BUILTIN:
         return BUILTIN[model]
     row = store.model(model) if store else None
@@ -61,7 +62,7 @@ def resolve(model: str, store: Store | None = None) -> Path:
         return catalog.hub_snapshot(model)
     if not path.exists():
         known = ", ".join(names(store))
-        raise UsageError(f"--model: no model named or found at {model!r}; use one of: {known}, or a model directory")
+        raise UsageError(f"{field}: no model named or found at {model!r}; use one of: {known}, or a model directory")
     return path
 
 

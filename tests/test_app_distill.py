@@ -1,6 +1,7 @@
 """The Distill tab: launching a job through the app's API and in the browser, watching it finish,
 and finding its student in the Compare tab's pickers without a restart."""
 
+import json
 import time
 
 import pytest
@@ -15,9 +16,10 @@ from test_browser import CHROMIUM, FLAGS, _browser_or_skip
 TECH = "Guidance distillation (one pass instead of two)"
 
 
-def form(teacher, name, steps=3):
-    # technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from, to, eval_n
-    return [TECH, teacher, name, False, 8, "merged", steps, 1e-4, 2, 1.0, 8.0, 64, 4, 0]
+def form(teacher, name, steps=3, init="", on_policy=0.0, ema=0.995):
+    # technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from, to, eval_n,
+    # init, on_policy, ema
+    return [TECH, teacher, name, False, 8, "merged", steps, 1e-4, 2, 1.0, 8.0, 64, 4, 0, init, on_policy, ema]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,12 @@ def test_launch_through_the_api_and_use_the_student(served):
     assert "queued" in text and "api-g" in text
     job = wait_done(store, store.jobs()[0]["id"])
     assert job["status"] == "succeeded"
+    # a second job continues that student on its own trajectories, from the form's "more settings"
+    client.predict(*form("tiny", "api-g2", init="api-g", on_policy=1.0, ema=0), api_name="/launch")
+    job = wait_done(store, max(j["id"] for j in store.jobs()))
+    recipe = json.loads(job["recipe"])
+    assert job["status"] == "succeeded" and recipe["init"] == "api-g" and recipe["on_policy"] == 1.0
+    assert recipe["ema"] is None
     # the new student runs in Compare at once, one pass per step
     _, _, _, left, _ = client.predict("a red circle", 0, "api-g", 2, 5.0, "embedded", 1, 1.0,
                                       *[] if len(client.view_api(return_format="dict")["named_endpoints"]["/compare"]
@@ -71,6 +79,8 @@ def test_bad_form_is_refused_with_the_field_named(served):
         client.predict(*bad, api_name="/launch")
     with pytest.raises(Exception, match="name must be"):
         client.predict(*form("tiny", ""), api_name="/launch")
+    with pytest.raises(Exception, match="init"):
+        client.predict(*form("tiny", "bad", init="no-such-model"), api_name="/launch")
     assert len(store.jobs()) == before
 
 

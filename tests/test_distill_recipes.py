@@ -33,6 +33,7 @@ def test_json_round_trip_with_lora():
     (dict(guidance_min=9.0, guidance_max=2.0), "guidance_min"),
     (dict(train_steps=0), "train_steps"),
     (dict(batch_size=0), "batch_size"),
+    (dict(on_policy=1.5), "on_policy"), (dict(on_policy=-0.1), "on_policy"),
 ])
 def test_bad_recipes_are_refused_naming_the_field(kw, field):
     with pytest.raises(UsageError, match=field):

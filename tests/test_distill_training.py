@@ -7,7 +7,8 @@ import torch
 
 from engine.distill.lora import apply_lora, merge_lora, save_adapter_student
 from engine.distill.recipes import LoraSpec
-from engine.distill.techniques import GuidanceRound, ProgressiveRound
+from engine.distill.run import round_step
+from engine.distill.techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_next
 from engine.distill.trainer import LoopConfig, make_accelerator, train_loop
 from engine.distill.walkers import Walkers
 from engine.families.embedded import EmbeddedFamily
@@ -21,9 +22,13 @@ def walkers(family, steps, jitter, guidance=(2.0, 6.0), seed=0, batch=8, techniq
     return w
 
 
+def loss(technique, student, b, target):
+    return round_loss(student, b, technique.predict(student, b), target)
+
+
 def fixed_loss(technique, student, batches):
     with torch.no_grad():
-        return sum(technique.loss(student, b, technique.target(b)[0]).item() for b in batches) / len(batches)
+        return sum(loss(technique, student, b, technique.target(b)[0]).item() for b in batches) / len(batches)
 
 
 def collect(technique, w, n):
@@ -56,7 +61,7 @@ def test_short_training_run_lowers_the_loss(kind, tiny_family, tmp_path):
             p.add_(torch.randn_like(p) * 0.02)
     before = fixed_loss(tech, student, batches)
     train_loop(make_accelerator("no"), student.denoiser,
-               lambda step: tech.loss(student, batches[step % 4], targets[step % 4]),
+               lambda step: loss(tech, student, batches[step % 4], targets[step % 4]),
                LoopConfig(steps=30, lr=1e-3, warmup=3, checkpoint_every=1000), tmp_path / "ckpt")
     after = fixed_loss(tech, student, batches)
     assert after < 0.7 * before, (before, after)
@@ -71,6 +76,31 @@ def test_guidance_student_starts_as_the_teachers_conditional_model(tiny_family):
         b = student.x0(z, t, cond, torch.tensor([3.0, 9.0]))
     assert student.guidance_embedded and not tiny_family.guidance_embedded
     assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("on_policy", [0.0, 1.0])
+def test_walkers_move_by_the_teacher_or_by_the_students_own_step(on_policy, tiny_family):
+    """on_policy 0: every walker lands where the teacher's guided step takes it; 1: where the
+    student's own step (its x0 prediction, one DDIM step t -> t_next) takes it."""
+    teacher = tiny_family
+    student = teacher.with_guidance_input()
+    with torch.no_grad():  # a student that differs from the teacher
+        for p in student.denoiser.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tech = GuidanceRound(teacher)
+    w = walkers(teacher, 8, jitter=True, batch=4, technique=tech)
+    w.start[:] = 0
+    w.i[:] = 2  # no walker restarts on this step
+    b = w.current()
+    with torch.no_grad():
+        teacher_next = tech.target(b)[1]
+        own_next = step_to_next(teacher, b, student.x0(b.z, b.t, b.cond, b.s))
+        round_step(tech, student, w, on_policy)(0)
+    expected = own_next if on_policy else teacher_next
+    other = teacher_next if on_policy else own_next
+    assert torch.allclose(w.z, expected, atol=1e-5)
+    assert not torch.allclose(w.z, other, atol=1e-3)
+    assert (w.i == 3).all()
 
 
 def test_walkers_follow_the_teacher_and_restart():

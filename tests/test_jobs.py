@@ -94,7 +94,8 @@ def test_bad_recipes_are_refused_before_any_job_exists(store, tiny_model_dir):
     (["--lr", "-0.1"], "lr must be"),
     (["--from-steps", "4", "--to-steps", "8"], "to_steps"),
     (["--from-steps", "48", "--to-steps", "4"], "power of two"),
-    (["--teacher", "no-such-teacher"], "--model"),
+    (["--teacher", "no-such-teacher"], "teacher: no model named"),
+    (["--init", "no-such-model"], "init: no model named"),
     (["--lora-rank", "0"], "lora rank"),
 ])
 def test_cli_refuses_bad_recipes_with_one_line(args, message, tmp_path):

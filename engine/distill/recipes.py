@@ -54,6 +54,8 @@ class Recipe:
     init: str | None = None  # start the first round's student from this model (e.g. to train a student longer)
     student_prediction: str = "auto"  # progressive: "auto" reads an eps-predicting UNet student as v (DESIGN
     # §5: eps breaks at high noise with few steps); "keep": the teacher's prediction type
+    on_policy: float = 0.0  # fraction of walkers that move on by the student's own prediction rather than the
+    # teacher's, so the student also learns at the states its own errors lead to (0: the teacher's trajectories)
     seed: int = 0
 
     # -- (de)serialisation ------------------------------------------------------------------------
@@ -134,6 +136,8 @@ class Recipe:
                              f"got {self.student_prediction!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        if not (isinstance(self.on_policy, (int, float)) and 0 <= self.on_policy <= 1):
+            raise UsageError(f"on_policy must be a number in 0..1, got {self.on_policy}")
         if not isinstance(self.eval_n, int) or self.eval_n < 0:
             raise UsageError(f"eval_n must be an integer >= 0, got {self.eval_n}")
 

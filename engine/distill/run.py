@@ -17,7 +17,7 @@ from ..families.base import Family
 from ..store import Store
 from .lora import apply_lora, merge_lora, save_adapter_student
 from .recipes import Recipe
-from .techniques import GuidanceRound, ProgressiveRound
+from .techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_next
 from .trainer import LoopConfig, make_accelerator, train_loop
 from .walkers import Walkers
 
@@ -112,13 +112,8 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
                           seed=recipe.seed * 1000 + p.index + 7919 * acc.process_index, jitter=technique.jitter,
                           drop_prompt=0.0 if (p.kind == "guidance" or teacher.guidance_embedded) else DROP_PROMPT)
         walkers.warm_up(lambda b: technique.target(b)[1])
-
-        def loss_fn(step: int) -> torch.Tensor:
-            batch = walkers.current()
-            x0_target, z_next = technique.target(batch)
-            loss = technique.loss(student, batch, x0_target)
-            walkers.advance(z_next)
-            return loss
+        loss_fn = round_step(technique, student, walkers, recipe.on_policy,
+                             seed=recipe.seed + 104729 * acc.process_index)
 
         loop = LoopConfig(steps=recipe.train_steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip,
                           ema=recipe.ema, checkpoint_every=recipe.checkpoint_every)
@@ -132,6 +127,29 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
         teacher_name = p.model_name
         names.append(p.model_name)
     return names
+
+
+def round_step(technique, student: Family, walkers: Walkers, on_policy: float, seed: int = 0
+               ) -> Callable[[int], torch.Tensor]:
+    """The loss of one optimisation step: the teacher's targets at the walkers' states, the student's
+    predictions there; then the walkers move on - along the teacher's trajectory, or (a fraction
+    `on_policy` of them, drawn afresh each step) by the student's own step, so that the student also
+    learns at the states its own errors lead to when it samples."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss_fn(step: int) -> torch.Tensor:
+        batch = walkers.current()
+        x0_target, z_next = technique.target(batch)
+        x0_hat = technique.predict(student, batch)
+        loss = round_loss(student, batch, x0_hat, x0_target)
+        if on_policy > 0:
+            mine = (torch.rand(walkers.batch, generator=gen) < on_policy).to(z_next.device)
+            z_own = step_to_next(technique.teacher, batch, x0_hat.detach())
+            z_next = torch.where(mine.view(-1, *[1] * (z_next.dim() - 1)), z_own, z_next)
+        walkers.advance(z_next)
+        return loss
+
+    return loss_fn
 
 
 def _student(p: Plan, teacher: Family, recipe: Recipe) -> tuple[Family, list[str]]:

@@ -5,6 +5,7 @@
 - Progressive distillation (Salimans & Ho 2022, Algorithm 2): two teacher DDIM steps t -> m -> s,
   and the x0 for which one student step t -> s lands at the same z_s. On a guidance-distilled
   teacher both use the walker's s (Meng et al. stage 2).
+Both are learned with the same loss (`round_loss`); `step_to_next` moves a walker by a prediction.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from .walkers import Batch
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def step_to_next(f: Family, b: Batch, x0: torch.Tensor) -> torch.Tensor:
+    """One DDIM step of each walker from its t to its t_next, given an x0 prediction."""
+    a_t, s_t = f.schedule.alpha_sigma(b.t)
+    a_n, s_n = f.schedule.alpha_sigma(b.t_next)
+    z = b.z
+    return ddim_step(z, x0.to(z.dtype), _bcast(a_t, z), _bcast(s_t, z), _bcast(a_n, z), _bcast(s_n, z))
 
 
 class GuidanceRound:
@@ -36,14 +45,10 @@ class GuidanceRound:
         x0 = f.x0(torch.cat([b.z, b.z]), torch.cat([b.t, b.t]), b.uncond.cat(b.cond))
         x0_uncond, x0_cond = x0.chunk(2)
         x0_w = guided_x0_target(x0_uncond, x0_cond, b.s)
-        a_t, s_t = f.schedule.alpha_sigma(b.t)
-        a_n, s_n = f.schedule.alpha_sigma(b.t_next)
-        z = b.z
-        return x0_w, ddim_step(z, x0_w, _bcast(a_t, z), _bcast(s_t, z), _bcast(a_n, z), _bcast(s_n, z))
+        return x0_w, step_to_next(f, b, x0_w)
 
-    def loss(self, student: Family, b: Batch, x0_target: torch.Tensor) -> torch.Tensor:
-        a_t, s_t = student.schedule.alpha_sigma(b.t)
-        return weighted_x0_loss(student.x0(b.z, b.t, b.cond, b.s), x0_target, a_t, s_t)
+    def predict(self, student: Family, b: Batch) -> torch.Tensor:
+        return student.x0(b.z, b.t, b.cond, b.s)
 
 
 class ProgressiveRound:
@@ -68,6 +73,11 @@ class ProgressiveRound:
         x0_target = two_step_x0_target(z, z_s, _bcast(a_t, z), _bcast(s_t, z), _bcast(a_s, z), _bcast(s_s, z))
         return x0_target, z_s
 
-    def loss(self, student: Family, b: Batch, x0_target: torch.Tensor) -> torch.Tensor:
-        a_t, s_t = student.schedule.alpha_sigma(b.t)
-        return weighted_x0_loss(self._x0_fn(student, b)(b.z, b.t), x0_target, a_t, s_t)
+    def predict(self, student: Family, b: Batch) -> torch.Tensor:
+        return self._x0_fn(student, b)(b.z, b.t)
+
+
+def round_loss(student: Family, b: Batch, x0_hat: torch.Tensor, x0_target: torch.Tensor) -> torch.Tensor:
+    """Truncated-SNR-weighted x0 loss at the walkers' times (the same for every round)."""
+    a_t, s_t = student.schedule.alpha_sigma(b.t)
+    return weighted_x0_loss(x0_hat, x0_target, a_t, s_t)

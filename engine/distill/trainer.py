@@ -83,13 +83,13 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
             ema.step(params)
         losses.append(loss.item())
         done = step + 1
-        # 3. report and checkpoint
+        # 3. checkpoint, then report (a job killed in between resumes after what it reported)
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps and acc.is_main_process:
+            _save_checkpoint(ckpt_dir, done, module, names, opt, sched, ema)
         if done % cfg.log_every == 0 or done == cfg.steps:
             report({"step": done, "total": cfg.steps, "loss": sum(losses) / len(losses),
                     "lr": sched.get_last_lr()[0], "seconds": time.time() - t0})
             losses = []
-        if done % cfg.checkpoint_every == 0 and done < cfg.steps and acc.is_main_process:
-            _save_checkpoint(ckpt_dir, done, module, names, opt, sched, ema)
     if ema:
         ema.copy_to(params)
 
