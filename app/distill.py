@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from engine import jobs, registry
+from engine.arena.ratings import wilson
 from engine.distill.recipes import LoraSpec, Recipe, order_warning
 from engine.errors import UsageError
 
@@ -84,6 +85,15 @@ def job_choices(lab: Lab) -> list[str]:
     return [str(j["id"]) for j in lab.store.jobs(limit=50)]
 
 
+def interval(adherence: float | None, n: int | None) -> str:
+    """Wilson's 95% interval of an adherence measured on n prompts: rounds scored on a hundred or so
+    prompts differ by a few points by chance alone."""
+    if adherence is None or not n:
+        return "—"
+    lo, hi = wilson(adherence * n, n)
+    return f"{lo:.3f}–{hi:.3f}"
+
+
 def job_detail(lab: Lab, job_id):
     """Loss curve, per-round quality, log tail and status line of one job."""
     empty = pd.DataFrame({"step": [], "loss": [], "round": []})
@@ -103,8 +113,9 @@ def job_detail(lab: Lab, job_id):
         points.append({"step": offset + m["step"], "loss": m["loss"], "round": f"round {m['round'] + 1}"})
     curve = pd.DataFrame(points) if points else empty
     evals = pd.DataFrame([{"round": e["round"] + 1, "model": e["model"], "steps": e["steps"],
-                           "guidance": e["guidance"], "adherence": e["adherence"],
-                           **json.loads(e["by_category"])} for e in lab.store.job_evals(job["id"])])
+                           "guidance": e["guidance"], "adherence": round(e["adherence"], 3), "n": e["n"],
+                           "95% interval": interval(e["adherence"], e["n"]),
+                           **{k: round(v, 2) for k, v in json.loads(e["by_category"]).items()}} for e in lab.store.job_evals(job["id"])])
     log = jobs.log_path(lab.store, job["id"])
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
     status = f"**Job {job['id']}: {job['status']}**" + (f" — {job['error']}" if job["error"] else "") + \
@@ -165,8 +176,9 @@ def build(lab: Lab) -> dict:
         resume_btn = gr.Button("Resume job", scale=0)
     status = gr.Markdown()
     with gr.Row():
-        curve = gr.LinePlot(x="step", y="loss", color="round", title="Training loss", height=300)
-        evals = gr.Dataframe(label="Adherence after every round (the loss compounds)", interactive=False)
+        curve = gr.LinePlot(x="step", y="loss", color="round", title="Training loss", height=300, scale=2)
+        evals = gr.Dataframe(label="Adherence after every round (the loss compounds; the interval is Wilson's 95%)",
+                             interactive=False, scale=3)
     log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
 
     form = [technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from_steps, to_steps,

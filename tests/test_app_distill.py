@@ -7,6 +7,7 @@ import time
 import pytest
 from gradio_client import Client
 
+from app.distill import job_detail
 from app.main import build_app
 from app.state import Lab
 from engine.store import Store
@@ -41,6 +42,18 @@ def wait_done(store, job_id, timeout=300):
             return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_round_table_gives_each_adherence_its_interval(tmp_path):
+    """120 prompts at 0.8 adherence: Wilson's 95% interval is about 0.72-0.86, shown beside it."""
+    lab = Lab(Store(tmp_path / "d"))
+    job = lab.store.create_job(technique="guidance", name="g", teacher="embedded", recipe="{}", rounds=1)
+    lab.store.add_job_eval(job, round=0, model="g", steps=50, guidance=5.0, adherence=0.8, n=120,
+                           by_category={"basic": 0.9})
+    _, evals, _, _ = job_detail(lab, str(job))
+    row = evals.iloc[0]
+    lo, hi = (float(x) for x in row["95% interval"].split("–"))
+    assert row["n"] == 120 and lo == pytest.approx(0.719, abs=2e-3) and hi == pytest.approx(0.862, abs=2e-3)
 
 
 def test_launch_through_the_api_and_use_the_student(served):
