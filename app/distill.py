@@ -136,11 +136,12 @@ def build(lab: Lab) -> dict:
     gr.Markdown("Train a faster student from a teacher. Each job runs in its own process; its students "
                 "appear in every model picker when it finishes. Guidance distillation must come first: "
                 "step distillation of a two-pass CFG teacher weakens guidance.")
+    names = lab.model_names()
     with gr.Row():
         with gr.Column(scale=3):
             technique = gr.Radio(list(TECHNIQUES), value=list(TECHNIQUES)[0], label="Technique")
             with gr.Row():
-                teacher = gr.Dropdown(lab.model_names(), value="embedded", label="Teacher", allow_custom_value=True)
+                teacher = gr.Dropdown(names, value="embedded", label="Teacher", allow_custom_value=True)
                 name = gr.Textbox(label="Student name", placeholder="e.g. my-guidance")
             with gr.Row():
                 train_steps = gr.Number(DEFAULTS["train_steps"], label="Training steps per round", precision=0)
@@ -160,7 +161,7 @@ def build(lab: Lab) -> dict:
                 lora_save = gr.Radio(["merged", "adapter"], value="merged", label="Save LoRA as")
             with gr.Accordion("More settings", open=False):
                 with gr.Row():
-                    init = gr.Dropdown([""] + lab.model_names(), value="", allow_custom_value=True,
+                    init = gr.Dropdown([""] + names, value="", allow_custom_value=True,
                                        label="Start the student from (train a student longer; empty: the teacher)")
                     on_policy = gr.Slider(0, 1, value=DEFAULTS["on_policy"], step=0.05,
                                           label="On-policy fraction (walkers that follow the student's own steps)")

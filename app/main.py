@@ -47,8 +47,10 @@ def build_app(lab: Lab) -> gr.Blocks:
         refresh = lambda: [gr.Dropdown(choices=lab.model_names())] * 2  # noqa: E731
         demo.load(refresh, None, tab["models"], api_visibility="private")
         compare_tab.select(refresh, None, tab["models"], api_visibility="private")
-        distill_pickers = lambda: (gr.Dropdown(choices=lab.model_names()),  # noqa: E731
-                                   gr.Dropdown(choices=[""] + lab.model_names()))
+        def distill_pickers():
+            names = lab.model_names()
+            return gr.Dropdown(choices=names), gr.Dropdown(choices=[""] + names)
+
         for event in (demo.load, distill_tab_.select):
             event(distill_pickers, None, [distill_tab["teacher"], distill_tab["init"]], api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],

@@ -49,7 +49,7 @@ NO_GUIDANCE_INPUT = {"sd3": "an SD3 transformer"}  # families whose denoiser has
 def validate(recipe: Recipe, store: Store) -> list[str]:
     """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
     recipe.check()
-    registry.resolve(recipe.teacher, store, field="teacher")  # unknown teacher -> UsageError
+    teacher_path = registry.resolve(recipe.teacher, store, field="teacher")  # unknown teacher -> UsageError
     if recipe.init:
         registry.resolve(recipe.init, store, field="init")
     if recipe.name in registry.BUILTIN:
@@ -59,7 +59,6 @@ def validate(recipe: Recipe, store: Store) -> list[str]:
             raise UsageError(f"name {recipe.name!r} is being trained by job {job['id']}; choose another")
     if recipe.prompts and not Path(recipe.prompts).is_file():
         raise UsageError(f"prompts: no such file {recipe.prompts!r}")
-    teacher_path = registry.resolve(recipe.teacher, store)
     if "guidance" in recipe.technique and registry.family_of(teacher_path) in NO_GUIDANCE_INPUT:
         raise UsageError(f"technique: guidance distillation needs a model that can take the guidance scale as "
                          f"input; {recipe.teacher!r} is {NO_GUIDANCE_INPUT[registry.family_of(teacher_path)]}, "
