@@ -179,7 +179,8 @@ def build(lab: Lab) -> dict:
     with gr.Row():
         curve = gr.LinePlot(x="step", y="loss", color="round", title="Training loss", height=300, scale=2)
         evals = gr.Dataframe(label="Adherence after every round (the loss compounds; the interval is Wilson's 95%)",
-                             interactive=False, scale=3)
+                             interactive=False, scale=3,
+                             headers=["round", "model", "steps", "guidance", "adherence", "n", "95% interval"])
     log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
 
     form = [technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from_steps, to_steps,
