@@ -1,51 +1,117 @@
-"""A labelled scatter chart as inline SVG: every point carries its name beside it.
+"""Charts as inline SVG, labelled so they need no legend lookup: a scatter whose every point names
+itself, and a line chart over named points (a lineage) with every value printed.
 
-(Gradio's native ScatterPlot clips its colour legend below the plot, which leaves the points
-unnamed; a speed-versus-quality chart is only useful when each point says what it is.)
+(Gradio's native plots clip their colour legend below the plot, which leaves points unnamed; a
+speed-versus-quality chart or a lineage is only useful when each point says what it is.)
 """
 
 from __future__ import annotations
 
 from html import escape
 
-W, H, PAD = 720, 360, 56  # canvas and margin, in pixels
+COLOURS = ["#222222", "#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0ca678", "#c92a2a", "#5c7cfa"]
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+def _padded(values: list[float], margin: float) -> tuple[float, float]:
+    """An axis range around `values`, widened by `margin` of their span (a flat series gets a span)."""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or max(abs(hi) * 0.1, 0.05)
+    return lo - margin * span, hi + margin * span
+
+
+def _open(w: int, h: int, label: str, css_class: str = "", style: str = "") -> str:
+    cls = f' class="{css_class}"' if css_class else ""
+    return (f'<svg{cls} viewBox="0 0 {w} {h}" width="100%" style="max-width:{w}px;font:12px sans-serif{style}" '
+            f'role="img" aria-label="{escape(label)}">')
+
+
+def _y_title(text: str, y: float) -> str:
+    return f'<text x="14" y="{y}" text-anchor="middle" transform="rotate(-90 14 {y})">{escape(text)}</text>'
 
 
 def scatter(points: list[tuple[float, float, str]], x_title: str, y_title: str) -> str:
     """points: (x, y, label). Returns an <svg> element."""
+    w, h, pad = 720, 360, 56
     points = [(x, y, lbl) for x, y, lbl in points if x is not None and y is not None]
     if not points:
         return "<p><em>nothing measured yet</em></p>"
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    xs = [p[0] for p in points]
     x0, x1 = min(0.0, min(xs)), max(xs) * 1.35 or 1.0  # room for the last point's label
-    ylo, yhi = min(ys), max(ys)
-    span = (yhi - ylo) or max(abs(yhi) * 0.1, 0.05)
-    y0, y1 = ylo - 0.15 * span, yhi + 0.15 * span
+    y0, y1 = _padded([p[1] for p in points], 0.15)
 
     def px(x):
-        return PAD + (x - x0) / (x1 - x0) * (W - 2 * PAD)
+        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
 
     def py(y):
-        return H - PAD - (y - y0) / (y1 - y0) * (H - 2 * PAD)
+        return h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
 
-    out = [f'<svg viewBox="0 0 {W} {H}" width="100%" '
-           f'style="max-width:{W}px;font:12px sans-serif;overflow:visible" '
-           f'role="img" aria-label="{escape(y_title)} against {escape(x_title)}">',
-           f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" fill="none" stroke="#ccc"/>']
-    for t in _ticks(x0, x1):
-        out.append(f'<text x="{px(t):.1f}" y="{H - PAD + 16}" text-anchor="middle" fill="#555">{t:.3g}</text>')
-    for t in _ticks(y0, y1):
-        out.append(f'<text x="{PAD - 6}" y="{py(t) + 4:.1f}" text-anchor="end" fill="#555">{t:.3g}</text>')
-    out.append(f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">{escape(x_title)}</text>')
-    out.append(f'<text x="14" y="{H / 2}" text-anchor="middle" transform="rotate(-90 14 {H / 2})">'
-               f'{escape(y_title)}</text>')
+    out = [_open(w, h, f"{y_title} against {x_title}", style=";overflow:visible"),
+           f'<rect x="{pad}" y="{pad}" width="{w - 2 * pad}" height="{h - 2 * pad}" fill="none" stroke="#ccc"/>']
+    for k in range(5):
+        t = x0 + (x1 - x0) * k / 4
+        out.append(f'<text x="{px(t):.1f}" y="{h - pad + 16}" text-anchor="middle" fill="#555">{t:.3g}</text>')
+        t = y0 + (y1 - y0) * k / 4
+        out.append(f'<text x="{pad - 6}" y="{py(t) + 4:.1f}" text-anchor="end" fill="#555">{t:.3g}</text>')
+    out.append(f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">{escape(x_title)}</text>')
+    out.append(_y_title(y_title, h / 2))
     for i, (x, y, label) in enumerate(sorted(points, key=lambda p: (p[0], p[1]))):
         dy = -8 if i % 2 == 0 else 16  # alternate above and below so neighbours do not overlap
-        out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="#e8590c"/>')
+        out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="{COLOURS[1]}"/>')
         out.append(f'<text x="{px(x) + 7:.1f}" y="{py(y) + dy:.1f}" fill="#222">{escape(label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def lines(x_labels: list[str], series: dict[str, list[float | None]], y_title: str, title: str = "") -> str:
+    """One line per series over named points, missing values left as gaps, the legend beside the plot.
+
+    x_labels: one per point, shown on two lines split at ' · '; series: name -> one value per point.
+    """
+    w, h = 820, 380
+    left, right, top, bottom = 56, 150, 24, 70  # margins: the legend sits in the right one
+    values = [v for vs in series.values() for v in vs if v is not None]
+    if not x_labels or not values:
+        return "<p><em>nothing evaluated yet</em></p>"
+    y0, y1 = _padded(values, 0.1)
+    n = len(x_labels)
+
+    def px(i: int) -> float:
+        return left + (i + 0.5) * (w - left - right) / n
+
+    def py(v: float) -> float:
+        return top + (y1 - v) / (y1 - y0) * (h - top - bottom)
+
+    out = [_open(w, h, title or y_title, "lab-lineage-chart"),
+           f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="none" stroke="#ccc"/>']
+    for k in range(5):
+        v = y0 + (y1 - y0) * k / 4
+        out.append(f'<text x="{left - 6}" y="{py(v) + 4:.1f}" text-anchor="end" fill="#555">{v:.3g}</text>')
+        out.append(f'<line x1="{left}" x2="{w - right}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eee"/>')
+    for i, label in enumerate(x_labels):
+        first, _, rest = label.partition(" · ")
+        out.append(f'<text class="x-label" x="{px(i):.1f}" y="{h - bottom + 16}" text-anchor="middle">'
+                   f'<tspan x="{px(i):.1f}" font-weight="600">{escape(first)}</tspan>'
+                   f'<tspan x="{px(i):.1f}" dy="14" fill="#555">{escape(rest)}</tspan></text>')
+    out.append(_y_title(y_title, (h - bottom + top) / 2))
+    for k, (name, vs) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        width = 3 if k == 0 else 1.5
+        segment: list[str] = []
+        for i, v in enumerate(vs + [None]):
+            if v is not None:
+                segment.append(f"{px(i):.1f},{py(v):.1f}")
+            elif segment:
+                out.append(f'<polyline class="series" data-series="{escape(name)}" points="{" ".join(segment)}" '
+                           f'fill="none" stroke="{colour}" stroke-width="{width}"/>')
+                segment = []
+        for i, v in enumerate(vs):
+            if v is not None:
+                out.append(f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="{4 if k == 0 else 3}" fill="{colour}">'
+                           f'<title>{escape(name)}: {v:.4g}</title></circle>')
+                if k == 0:
+                    out.append(f'<text x="{px(i) + 6:.1f}" y="{py(v) - 6:.1f}" fill="{colour}">{v:.3g}</text>')
+        ly = top + 14 + 18 * k
+        out.append(f'<line x1="{w - right + 14}" x2="{w - right + 34}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" '
+                   f'stroke-width="{width}"/><text x="{w - right + 40}" y="{ly}">{escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)

@@ -19,7 +19,7 @@ from engine.accel.fp8 import MODES as FP8_MODES
 from engine.errors import UsageError
 from engine.evaluate import golden, report, runs, vlm
 
-from .linechart import lines
+from .chart import lines
 from .state import Lab, enlarge, progress_bar
 
 METRIC_CHOICES = {"adherence (embedded judge) ↑": "adherence", "FID ↓": "fid", "CLIP score ↑": "clip_score",

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", type=_int_in(1, 10**8), default=100_000)
     t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     t.add_argument("--warmup", type=_int_in(0, 10**6), default=200)
+    t.add_argument("--caption-noise", type=_float(), default=0.25,
+                   help="fraction of training captions that misstate one attribute, as real captions do (0-1)")
     t.add_argument("--device", default="auto")
     t.add_argument("--init", default=None, help="continue from this model directory's weights")
     t.add_argument("--out", default=None, help="model directory (default assets/embedded-teacher)")
@@ -369,7 +371,9 @@ def _cmd_train_teacher(args) -> dict:
 
     cfg = TeacherTrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                              dataset=args.dataset, seed=args.seed, device=args.device,
-                             warmup=args.warmup, init=args.init)
+                             warmup=args.warmup, init=args.init, caption_noise=args.caption_noise)
+    if not 0 <= cfg.caption_noise < 1:
+        raise UsageError(f"--caption-noise must be at least 0 and below 1, got {cfg.caption_noise}")
     if args.out:
         cfg.out = args.out
     if not cfg.lr > 0:

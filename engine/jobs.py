@@ -59,9 +59,10 @@ def validate(recipe: Recipe, store: Store) -> list[str]:
             raise UsageError(f"name {recipe.name!r} is being trained by job {job['id']}; choose another")
     if recipe.prompts and not Path(recipe.prompts).is_file():
         raise UsageError(f"prompts: no such file {recipe.prompts!r}")
-    if "guidance" in recipe.technique and registry.family_of(teacher_path) in NO_GUIDANCE_INPUT:
+    family = registry.family_of(teacher_path) if "guidance" in recipe.technique else None
+    if family in NO_GUIDANCE_INPUT:
         raise UsageError(f"technique: guidance distillation needs a model that can take the guidance scale as "
-                         f"input; {recipe.teacher!r} is {NO_GUIDANCE_INPUT[registry.family_of(teacher_path)]}, "
+                         f"input; {recipe.teacher!r} is {NO_GUIDANCE_INPUT[family]}, "
                          f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
     w = order_warning(recipe.technique, registry.takes_guidance(teacher_path))
     return [w] if w else []

@@ -21,7 +21,7 @@ from diffusers.training_utils import EMAModel
 
 from .families.embedded import EmbeddedConfig, EmbeddedFamily
 from .paths import EMBEDDED_TEACHER
-from .world import describe
+from .world import describe, mislabel
 from .world.dataset import render_dataset
 
 
@@ -34,6 +34,7 @@ class TeacherTrainConfig:
     warmup: int = 200
     ema: float = 0.999  # decay of the exponential moving average that is saved
     cond_dropout: float = 0.1  # probability of training on the empty prompt
+    caption_noise: float = 0.25  # probability that a caption describes the scene with one attribute wrong
     dataset: int = 100_000  # distinct rendered scenes; captions are drawn afresh every time
     precision: str = "auto"  # "bf16" (autocast), "fp32", or auto: bf16 on CUDA, fp32 on CPU (faster there)
     seed: int = 0
@@ -49,9 +50,17 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _captions(scenes, idx: torch.Tensor, step: int, dropout: float, seed: int) -> list[str]:
+def _captions(scenes, idx: torch.Tensor, step: int, dropout: float, noise: float, seed: int) -> list[str]:
+    """Fresh captions for a batch: a fraction `dropout` empty, a fraction `noise` misstating one attribute."""
     rng = random.Random(f"captions-{seed}-{step}")
-    return ["" if rng.random() < dropout else describe(scenes[i], rng)[0] for i in idx.tolist()]
+    out = []
+    for i in idx.tolist():
+        if rng.random() < dropout:
+            out.append("")
+            continue
+        scene = mislabel(scenes[i], rng) if rng.random() < noise else scenes[i]
+        out.append(describe(scene, rng)[0])
+    return out
 
 
 def train(cfg: TeacherTrainConfig, log=print) -> dict:
@@ -85,7 +94,7 @@ def train(cfg: TeacherTrainConfig, log=print) -> dict:
         # 1. a batch: images, fresh captions (some dropped), logit-normal t, noise
         idx = torch.randint(0, len(scenes), (cfg.batch_size,), generator=gen)
         x0 = x_all[idx.to(device)]
-        prompts = _captions(scenes, idx, step, cfg.cond_dropout, cfg.seed)
+        prompts = _captions(scenes, idx, step, cfg.cond_dropout, cfg.caption_noise, cfg.seed)
         t = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen)).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         z_t = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps

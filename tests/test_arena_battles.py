@@ -121,7 +121,7 @@ def test_golden_and_typed_prompts(tmp_path):
     assert battles.golden_prompts(f) == [battles.BattlePrompt("a red star", 7, "basic"),
                                          battles.BattlePrompt("two faces", 2, None)]
     f.write_text('{"prompt": "ok", "seed": 1}\n{"seed": 3}\n')
-    with pytest.raises(UsageError, match="line 2 of g.jsonl has no 'prompt'"):
+    with pytest.raises(UsageError, match="line 2 of g.jsonl: 'prompt' must be non-empty text"):
         battles.golden_prompts(f)
     f.write_text("a blue circle\na green cross\n")
     assert [(p.text, p.seed) for p in battles.golden_prompts(f)] == [("a blue circle", 0), ("a green cross", 1)]

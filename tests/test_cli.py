@@ -61,3 +61,11 @@ def test_adherence_prints_overall_and_per_category(tiny_model_dir, data_dir):
 def test_adherence_rejects_unknown_category(data_dir):
     r = run_cli("adherence", "--category", "portraits", data_dir=data_dir)
     assert r.returncode == 2 and "--category" in r.stderr and "basic" in r.stderr
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan"])
+def test_train_teacher_refuses_a_caption_noise_outside_0_1(value, tmp_path, data_dir):
+    r = run_cli("train-teacher", "--caption-noise", value, "--steps", "1", "--out", str(tmp_path / "t"),
+                data_dir=data_dir)
+    assert r.returncode == 2 and "--caption-noise" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "t").exists()

@@ -1,12 +1,13 @@
 import random
 
 import numpy as np
+import torch
 import pytest
 
-from engine.world import CATEGORIES, HEADS, make_example, sample_prompts, tokenize, vocabulary
+from engine.world import CATEGORIES, HEADS, make_example, mislabel, sample_prompts, tokenize, vocabulary
 from engine.world.captions import REQUIRED, describe
 from engine.world.render import render
-from engine.world.scene import is_rare, sample_category_scene, sample_scene
+from engine.world.scene import FACE_COLOURS, is_rare, sample_category_scene, sample_scene
 
 
 def test_examples_are_deterministic_given_seed():
@@ -97,3 +98,33 @@ def test_describe_requires(category):
     text, stated = describe(scene, rng, REQUIRED[category])
     assert text and stated["kind"] == scene.kind
     assert set(stated) - {"unordered"} <= set(HEADS)
+
+
+def test_mislabel_changes_exactly_one_attribute_to_a_valid_value():
+    rng = random.Random(3)
+    changed = set()
+    for _ in range(400):
+        scene = sample_scene(rng)
+        wrong = mislabel(scene, rng)
+        diff = {k for k, v in scene.labels().items() if wrong.labels()[k] != v}
+        assert len(diff) == 1 and "kind" not in diff
+        name = diff.pop()
+        allowed = FACE_COLOURS if (scene.kind, name) == ("face", "colour") else HEADS[name]
+        assert getattr(wrong, name) in allowed
+        changed.add(name)
+    assert {"shape", "colour", "digit", "expression", "layout"} <= changed
+
+
+def test_training_captions_misstate_at_the_asked_rate(monkeypatch):
+    import engine.train_teacher as tt
+
+    calls = []
+    monkeypatch.setattr(tt, "mislabel", lambda scene, rng: calls.append(scene) or mislabel(scene, rng))
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(100)]
+    idx = torch.arange(100)
+    clean = [c for step in range(10) for c in tt._captions(scenes, idx, step, 0.1, 0.0, 0)]
+    assert not calls and 0.05 < clean.count("") / len(clean) < 0.15
+    noisy = [c for step in range(10) for c in tt._captions(scenes, idx, step, 0.1, 0.3, 0)]
+    said = len(noisy) - noisy.count("")
+    assert 0.24 < len(calls) / said < 0.36  # 1,000 captions: the rate within about 3 standard errors

@@ -8,7 +8,6 @@ the fewest votes, then the battles with the fewest votes, so votes spread evenly
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from dataclasses import dataclass
 from itertools import combinations
@@ -57,31 +56,12 @@ class PrepareConfig:
 
 # -- prompts ------------------------------------------------------------------------------------
 def golden_prompts(path: str | Path) -> list[BattlePrompt]:
-    """A golden set: JSONL lines with `prompt` (or `text`), `seed` and optional `category`; a file
-    of plain lines is one prompt a line with seeds 0, 1, 2, ..."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"golden: no file at {str(p)!r}")
-    out = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        if not line.startswith("{"):
-            out.append(BattlePrompt(line, len(out)))
-            continue
-        try:
-            row = json.loads(line)
-            text = row.get("prompt", row.get("text"))
-            seed = int(row.get("seed", len(out)))
-        except (ValueError, TypeError, AttributeError) as e:
-            raise UsageError(f"golden: line {i} of {p.name} is not a JSON object with prompt and seed ({e})") from None
-        if not isinstance(text, str) or not text.strip():
-            raise UsageError(f"golden: line {i} of {p.name} has no 'prompt' text")
-        out.append(BattlePrompt(text.strip(), seed, row.get("category")))
-    if not out:
-        raise UsageError(f"golden: {p.name} holds no prompts")
-    return out
+    """A golden set (the Evaluate tab's format: JSONL objects, or one prompt a line with seeds 0, 1,
+    2, ...) as battle prompts; a prompt the file gives no category has none here."""
+    from ..evaluate import golden
+
+    return [BattlePrompt(p.text, p.seed, None if p.category == golden.DEFAULT_CATEGORY else p.category)
+            for p in golden.load(path).prompts]
 
 
 def world_prompts(n: int, seed: int = 0, category: str | None = None) -> list[BattlePrompt]:

@@ -9,10 +9,10 @@ from PIL import Image
 
 from .captions import REQUIRED, describe, tokenize, vocabulary
 from .render import render
-from .scene import CATEGORIES, HEADS, Scene, sample_category_scene, sample_scene
+from .scene import CATEGORIES, HEADS, Scene, mislabel, sample_category_scene, sample_scene
 
 __all__ = ["CATEGORIES", "HEADS", "Example", "Prompt", "Scene", "describe", "make_example",
-           "render", "sample_prompts", "tokenize", "vocabulary"]
+           "mislabel", "render", "sample_prompts", "tokenize", "vocabulary"]
 
 IMAGE_SIZE = 32
 

@@ -10,7 +10,7 @@ equally often, so it is accurate on rare combinations too).
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 KINDS = ("object", "digit", "face", "pair")
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -177,3 +177,16 @@ def sample_category_scene(rng: random.Random, category: str) -> Scene:
     if category == "long":
         return _pair(rng)
     raise ValueError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+
+
+def mislabel(scene: Scene, rng: random.Random) -> Scene:
+    """The scene a wrong caption describes: one of its attributes (not its kind) changed to another value.
+
+    Captions of real training data misstate what the picture shows now and then (alt-text written
+    for a different crop, a colour misnamed, left and right swapped); a model trained on such pairs
+    learns a conditional distribution that strays from its prompt, which guidance pulls back.
+    """
+    values = {**HEADS, "colour": FACE_COLOURS if scene.kind == "face" else COLOURS}
+    name = rng.choice(sorted(k for k in scene.labels() if k != "kind"))
+    wrong = rng.choice([v for v in values[name] if v != getattr(scene, name)])
+    return replace(scene, **{name: wrong})
