@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", type=_int_in(1, 10**8), default=100_000)
     t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     t.add_argument("--warmup", type=_int_in(0, 10**6), default=200)
-    t.add_argument("--caption-noise", type=_float(), default=0.25,
+    t.add_argument("--caption-noise", type=_float(), default=0.1,
                    help="fraction of training captions that misstate one attribute, as real captions do (0-1)")
     t.add_argument("--device", default="auto")
     t.add_argument("--init", default=None, help="continue from this model directory's weights")

@@ -125,6 +125,12 @@ def test_training_captions_misstate_at_the_asked_rate(monkeypatch):
     idx = torch.arange(100)
     clean = [c for step in range(10) for c in tt._captions(scenes, idx, step, 0.1, 0.0, 0)]
     assert not calls and 0.05 < clean.count("") / len(clean) < 0.15
+    # at noise 0 the captions are those drawn before the option existed (the first teacher run's)
+    before = []
+    for step in range(10):
+        r = random.Random(f"captions-0-{step}")
+        before += ["" if r.random() < 0.1 else describe(scenes[i], r)[0] for i in idx.tolist()]
+    assert clean == before
     noisy = [c for step in range(10) for c in tt._captions(scenes, idx, step, 0.1, 0.3, 0)]
     said = len(noisy) - noisy.count("")
     assert 0.24 < len(calls) / said < 0.36  # 1,000 captions: the rate within about 3 standard errors
