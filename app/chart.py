@@ -54,12 +54,48 @@ def scatter(points: list[tuple[float, float, str]], x_title: str, y_title: str) 
         out.append(f'<text x="{pad - 6}" y="{py(t) + 4:.1f}" text-anchor="end" fill="#555">{t:.3g}</text>')
     out.append(f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">{escape(x_title)}</text>')
     out.append(_y_title(y_title, h / 2))
-    for i, (x, y, label) in enumerate(sorted(points, key=lambda p: (p[0], p[1]))):
-        dy = -8 if i % 2 == 0 else 16  # alternate above and below so neighbours do not overlap
-        out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="{COLOURS[1]}"/>')
-        out.append(f'<text x="{px(x) + 7:.1f}" y="{py(y) + dy:.1f}" fill="#222">{escape(label)}</text>')
+    points = sorted(points, key=lambda p: (p[0], p[1]))
+    at = [(px(x), py(y)) for x, y, _ in points]
+    for (cx, cy), (lx, ly), (_, _, label) in zip(at, place_labels(at, [p[2] for p in points]), points):
+        out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{COLOURS[1]}"/>')
+        if abs(ly - cy) > 20:  # moved away from its point: a leader line says whose label it is
+            out.append(f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{lx - 2:.1f}" y2="{ly - 4:.1f}" stroke="#aaa"/>')
+        out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" fill="#222">{escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+CHAR_W, LINE_H = 6.6, 14  # a 12px sans-serif label: average advance per character, line height
+
+
+def label_box(x: float, y: float, label: str) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of a label whose baseline starts at (x, y)."""
+    return x, y - LINE_H + 3, x + CHAR_W * len(label), y + 3
+
+
+def place_labels(at: list[tuple[float, float]], labels: list[str]) -> list[tuple[float, float]]:
+    """A baseline for each point's label, beside it and clear of the labels placed before it.
+
+    Points with (nearly) the same values are common in a bench (FP8 weights at the teacher's
+    quality, say); each label tries just above, just below, then further out, and keeps the
+    first spot that overlaps no earlier label and no point.
+    """
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for (cx, cy), label in zip(at, labels):
+        spots = [cy - 8, cy + 16] + [cy + d for k in range(1, 12) for d in (-8 - k * LINE_H, 16 + k * LINE_H)]
+        for ly in spots:
+            box = label_box(cx + 7, ly, label)
+            clear = all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed)
+            clear = clear and not any(box[0] - 5 <= qx <= box[2] + 5 and box[1] - 5 <= qy <= box[3] + 5
+                                      for qx, qy in at)
+            if clear:
+                break
+        else:
+            ly = spots[0]
+        placed.append(label_box(cx + 7, ly, label))
+        out.append((cx + 7, ly))
+    return out
 
 
 def lines(x_labels: list[str], series: dict[str, list[float | None]], y_title: str, title: str = "") -> str:

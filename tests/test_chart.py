@@ -1,0 +1,25 @@
+import re
+
+from app.chart import label_box, place_labels, scatter
+
+
+def _overlap(a, b):
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def test_labels_of_coinciding_points_do_not_overlap():
+    # a bench often has rows at the same quality and nearly the same speed (FP8 weights, a cache)
+    at = [(100.0, 80.0), (101.0, 80.0), (102.0, 80.0), (100.0, 81.0), (300.0, 200.0)]
+    labels = ["teacher (50 steps, CFG)", "teacher + FP8 weights", "guidance-distilled",
+              "teacher + teacache 0.5", "guidance + step-distilled, 4 steps"]
+    boxes = [label_box(x, y, lbl) for (x, y), lbl in zip(place_labels(at, labels), labels)]
+    assert all(not _overlap(boxes[i], boxes[j]) for i in range(len(boxes)) for j in range(i))
+    # a label with room beside its point stays next to it
+    assert place_labels([(10.0, 50.0)], ["alone"]) == [(17.0, 42.0)]
+
+
+def test_scatter_names_every_point_once():
+    svg = scatter([(1.0, 0.8, "teacher"), (3.3, 0.8, "teacher + teacache"), (None, 0.5, "unmeasured")],
+                  "speed-up", "adherence")
+    assert svg.count("<circle") == 2
+    assert re.findall(r">(teacher[^<]*)</text>", svg) == ["teacher", "teacher + teacache"]
