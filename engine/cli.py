@@ -84,19 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     _common(at)
 
-    t = sub.add_parser("train-teacher", help="train the embedded teacher")
-    t.add_argument("--steps", type=_int_in(1, 10**7), default=6000)
-    t.add_argument("--minutes", type=_float(), default=None)
-    t.add_argument("--batch-size", type=_int_in(1, 65536), default=64)
-    t.add_argument("--lr", type=_float(), default=1e-3)
-    t.add_argument("--dataset", type=_int_in(1, 10**8), default=100_000)
-    t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
-    t.add_argument("--warmup", type=_int_in(0, 10**6), default=200)
-    t.add_argument("--caption-noise", type=_float(), default=0.1,
+    # flags left out are left out of the namespace: TeacherTrainConfig's defaults are the only ones
+    t = sub.add_parser("train-teacher", help="train the embedded teacher", argument_default=argparse.SUPPRESS)
+    t.add_argument("--steps", type=_int_in(1, 10**7))
+    t.add_argument("--minutes", type=_float())
+    t.add_argument("--batch-size", type=_int_in(1, 65536))
+    t.add_argument("--lr", type=_float())
+    t.add_argument("--dataset", type=_int_in(1, 10**8))
+    t.add_argument("--seed", type=_int_in(0, 2**32 - 1))
+    t.add_argument("--warmup", type=_int_in(0, 10**6))
+    t.add_argument("--caption-noise", type=_float(),
                    help="fraction of training captions that misstate one attribute, as real captions do (0-1)")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--init", default=None, help="continue from this model directory's weights")
-    t.add_argument("--out", default=None, help="model directory (default assets/embedded-teacher)")
+    t.add_argument("--device")
+    t.add_argument("--init", help="continue from this model directory's weights")
+    t.add_argument("--out", help="model directory (default assets/embedded-teacher)")
 
     d = sub.add_parser("distill", help="start a distillation job (guidance, progressive, or both)")
     d.add_argument("technique", choices=["guidance", "progressive", "both", "guidance+progressive"])
@@ -369,13 +370,10 @@ def _cmd_adherence_table(args):
 def _cmd_train_teacher(args) -> dict:
     from .train_teacher import TeacherTrainConfig, train
 
-    cfg = TeacherTrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                             dataset=args.dataset, seed=args.seed, device=args.device,
-                             warmup=args.warmup, init=args.init, caption_noise=args.caption_noise)
+    given = {k: v for k, v in vars(args).items() if k in TeacherTrainConfig.__dataclass_fields__}
+    cfg = TeacherTrainConfig(**given)
     if not 0 <= cfg.caption_noise < 1:
         raise UsageError(f"--caption-noise must be at least 0 and below 1, got {cfg.caption_noise}")
-    if args.out:
-        cfg.out = args.out
     if not cfg.lr > 0:
         raise UsageError(f"--lr must be positive, got {cfg.lr}")
     return train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -69,3 +69,19 @@ def test_train_teacher_refuses_a_caption_noise_outside_0_1(value, tmp_path, data
                 data_dir=data_dir)
     assert r.returncode == 2 and "--caption-noise" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
+
+
+def test_train_teacher_passes_the_flags_given_and_keeps_the_config_defaults(monkeypatch, tmp_path):
+    import engine.train_teacher as tt
+    from engine.cli import main
+
+    seen = []
+    monkeypatch.setattr(tt, "train", lambda cfg, log: seen.append(cfg) or {})
+    assert main(["train-teacher"]) == 0
+    assert seen[-1] == tt.TeacherTrainConfig()
+    assert main(["train-teacher", "--steps", "7", "--caption-noise", "0", "--batch-size", "8", "--lr", "5e-4",
+                 "--warmup", "3", "--seed", "1", "--dataset", "50", "--minutes", "2", "--device", "cpu",
+                 "--init", "assets/embedded-teacher", "--out", str(tmp_path / "t")]) == 0
+    assert seen[-1] == tt.TeacherTrainConfig(steps=7, caption_noise=0.0, batch_size=8, lr=5e-4, warmup=3, seed=1,
+                                             dataset=50, minutes=2.0, device="cpu", init="assets/embedded-teacher",
+                                             out=str(tmp_path / "t"))
