@@ -81,18 +81,15 @@ def place_labels(at: list[tuple[float, float]], labels: list[str]) -> list[tuple
     first spot that overlaps no earlier label and no point.
     """
     placed: list[tuple[float, float, float, float]] = []
+
+    def clear(box: tuple[float, float, float, float]) -> bool:
+        return (all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed)
+                and not any(box[0] - 5 <= qx <= box[2] + 5 and box[1] - 5 <= qy <= box[3] + 5 for qx, qy in at))
+
     out = []
     for (cx, cy), label in zip(at, labels):
         spots = [cy - 8, cy + 16] + [cy + d for k in range(1, 12) for d in (-8 - k * LINE_H, 16 + k * LINE_H)]
-        for ly in spots:
-            box = label_box(cx + 7, ly, label)
-            clear = all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed)
-            clear = clear and not any(box[0] - 5 <= qx <= box[2] + 5 and box[1] - 5 <= qy <= box[3] + 5
-                                      for qx, qy in at)
-            if clear:
-                break
-        else:
-            ly = spots[0]
+        ly = next((y for y in spots if clear(label_box(cx + 7, y, label))), spots[0])
         placed.append(label_box(cx + 7, ly, label))
         out.append((cx + 7, ly))
     return out
