@@ -23,7 +23,7 @@ from pathlib import Path
 from . import registry
 from .distill.recipes import Recipe, order_warning
 from .errors import UsageError
-from .paths import ROOT
+from .paths import PACKAGE
 from .store import Store
 
 TERMINAL = ("succeeded", "failed", "canceled", "interrupted")
@@ -128,8 +128,10 @@ def dispatch(store: Store, gpus: int | None = None) -> int | None:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
                "-m", "engine", "job-run", str(job["id"]), "--data-dir", str(store.root)]
     log = open(log_path(store, job["id"]), "a")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # The child imports this very engine, from a checkout or an installed wheel alike.
+    path = os.pathsep.join(p for p in (str(PACKAGE.parent), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
     store.update_job(job["id"], pid=proc.pid)
     return job["id"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ROOT / "assets"
+PACKAGE = Path(__file__).resolve().parent
+# An installed wheel carries the assets inside the package; a checkout keeps them beside it.
+ASSETS = PACKAGE / "assets" if (PACKAGE / "assets").is_dir() else PACKAGE.parent / "assets"
 EMBEDDED_TEACHER = ASSETS / "embedded-teacher"
 JUDGE_WEIGHTS = ASSETS / "judge"
 

@@ -1,0 +1,1 @@
+"""Model families: each adapts one kind of denoiser to the lab's one contract (base.py)."""
