@@ -62,10 +62,9 @@ def vote(lab: Lab, token: str, rater_text: str, outcome: str, request: gr.Reques
     """Record the vote, then reveal: both images' labels name their settings."""
     try:
         rater = _rater(rater_text, request)
-        cast = votes.cast(lab.store, token, rater, outcome)
+        shown = votes.cast(lab.store, token, rater, outcome)["reveal"]
     except UsageError as e:
         raise gr.Error(str(e), print_exception=False) from None
-    shown = votes.reveal(lab.store.battle(cast["battle_id"]), outcome)
     picked = {"left": "the **left** image", "right": "the **right** image", "tie": "a **tie**",
               "both_bad": "**both bad**"}[outcome]
     text = (f"You chose {picked}.  \nLeft: **{shown['left']}**  \nRight: **{shown['right']}**")
@@ -129,10 +128,9 @@ def build(lab: Lab) -> dict:
     def arena_vote(token: str, rater: str, outcome: str, request: gr.Request) -> dict:
         """Vote on a battle by its token: outcome left, right, tie or both_bad. Returns the reveal."""
         try:
-            cast = votes.cast(lab.store, token, _rater(rater, request), outcome)
+            return votes.cast(lab.store, token, _rater(rater, request), outcome)["reveal"]
         except UsageError as e:
             raise gr.Error(str(e), print_exception=False) from None
-        return votes.reveal(lab.store.battle(cast["battle_id"]), outcome)
 
     gr.api(arena_vote, api_name="arena_vote", **arena)
     return {"rater": rater, "start": start, "token": token, "images": [left, right], "prompt": prompt,

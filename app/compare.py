@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine.accel import CACHES
-from engine.accel.fp8 import MODES as FP8_MODES
+from engine.accel.options import CACHES, FP8_MODES
 from engine.errors import UsageError
-from engine.generate import Request, run
+from engine.generate import run
+from engine.request import GUIDANCE_RANGE, Request
 
 from .state import Lab, enlarge
 
@@ -83,7 +83,7 @@ def build(lab: Lab) -> dict:
                 # names too (the engine refuses unknown ones with a clear message).
                 model = gr.Dropdown(lab.model_names(), value=default_model, label="Model", allow_custom_value=True)
                 st = gr.Slider(1, 100, value=steps, step=1, label="Steps")
-                gd = gr.Slider(0, 15, value=guidance, step=0.5, label="Guidance scale (1 = no CFG: one pass a step)")
+                gd = gr.Slider(*GUIDANCE_RANGE, value=guidance, step=0.5, label="Guidance scale (1 = no CFG: one pass a step)")
                 pickers += [model, st, gd]
                 with gr.Row():
                     cache = gr.Dropdown(list(CACHES), value="none", label="Cache", scale=2,

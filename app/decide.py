@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine.accel.bench import BenchConfig, markdown
-from engine.accel.bench import run as run_bench
-from engine.accel.decide import Answers, explain, recommend
+from engine.decide import bench as decide_bench
+from engine.decide.config import BenchConfig
+from engine.decide.guide import Answers, explain, recommend
 from engine.errors import UsageError
 
 from .chart import scatter
@@ -38,16 +38,15 @@ def show(lab: Lab, model):
     if result is None:
         return (f"No bench run of `{model}` yet: press **Run bench** (or `python -m engine bench --model {model}`).",
                 _chart(None))
-    return f"Run {result['id']} · {result['created']}\n\n" + markdown(result), _chart(result)
+    return f"Run {result['id']} · {result['created']}\n\n" + decide_bench.markdown(result), _chart(result)
 
 
 def bench(lab: Lab, model, n, timing, progress=gr.Progress()):
     try:
         cfg = BenchConfig(model=model, n=int(n), timing=int(timing))
-        result = run_bench(cfg, store=lab.store, device=lab.device, log=lambda m: progress(None, desc=m))
+        decide_bench.run(cfg, store=lab.store, device=lab.device, log=lambda m: progress(None, desc=m))
     except UsageError as e:
         raise gr.Error(str(e)) from None
-    lab.store.add_bench_run(model, result["device"], result["config"], result["rows"])
     return show(lab, model)
 
 

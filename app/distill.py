@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import fields
 
 import gradio as gr
@@ -11,7 +10,8 @@ import pandas as pd
 
 from engine import jobs, registry
 from engine.arena.ratings import wilson
-from engine.distill.recipes import LoraSpec, Recipe, order_warning
+from engine.distill import job as distill_job
+from engine.distill.recipes import Recipe, from_inputs, order_warning
 from engine.errors import UsageError
 
 from .state import Lab, progress_bar
@@ -25,29 +25,15 @@ STATUS_COLOURS = {"queued": "#888", "running": "#2b6cb0", "succeeded": "#2f855a"
                   "canceled": "#975a16", "interrupted": "#c05621"}
 
 
-def build_recipe(technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch_size, g_min, g_max,
-                 from_steps, to_steps, eval_n, init=None, on_policy=DEFAULTS["on_policy"], ema=DEFAULTS["ema"]
-                 ) -> Recipe:
-    def number(label, v, kind=float):
-        if v is None:
-            raise UsageError(f"{label} must be a number")
-        return kind(v)
-
-    ema = number("EMA decay", ema) if ema is not None else None
-
-    return Recipe(technique=TECHNIQUES.get(technique, technique), teacher=teacher or "", name=(name or "").strip(),
-                  lora=LoraSpec(rank=int(rank), save=lora_save) if lora else None,
-                  train_steps=number("training steps", train_steps, int), lr=number("learning rate", lr),
-                  batch_size=number("batch size", batch_size, int), guidance_min=number("guidance min", g_min),
-                  guidance_max=number("guidance max", g_max), from_steps=int(from_steps), to_steps=int(to_steps),
-                  eval_n=number("adherence prompts", eval_n, int), init=(init or "").strip() or None,
-                  on_policy=number("on-policy fraction", on_policy), ema=ema or None)
+def build_recipe(form: dict) -> Recipe:
+    """The recipe of the form's values (keyed by recipe field; a blank field takes its default)."""
+    return from_inputs({**form, "technique": TECHNIQUES.get(form.get("technique"), form.get("technique"))})
 
 
-def launch(lab: Lab, *form):
+def launch(lab: Lab, form: dict):
     try:
-        recipe = build_recipe(*form)
-        job_id, warnings = jobs.submit(lab.store, recipe)
+        recipe = build_recipe(form)
+        job_id, warnings = distill_job.submit(lab.store, recipe)
     except UsageError as e:
         raise gr.Error(str(e)) from None
     text = f"Job {job_id} queued: {recipe.technique} of **{recipe.teacher}** → **{recipe.name}**."
@@ -67,22 +53,22 @@ def warning_for(lab: Lab, technique, teacher) -> str:
 
 def job_table(lab: Lab) -> str:
     jobs.reconcile(lab.store)
-    rows = lab.store.jobs(limit=50)
+    rows = lab.store.jobs(kind=distill_job.KIND, limit=50)
     if not rows:
         return "<p>No jobs yet: fill in the recipe above and press <b>Launch</b>.</p>"
-    head = "<tr><th>job</th><th>status</th><th>technique</th><th>teacher → student</th><th>progress</th><th>models</th></tr>"
+    head = "<tr><th>job</th><th>status</th><th>technique: teacher → student</th><th>progress</th><th>models</th></tr>"
     body = []
     for j in rows:
         colour = STATUS_COLOURS.get(j["status"], "#000")
-        models = ", ".join(json.loads(j["models"] or "[]"))
+        models = ", ".join(j["models"] or [])
         body.append(f"<tr><td>{j['id']}</td><td style='color:{colour};font-weight:600'>{j['status']}</td>"
-                    f"<td>{html.escape(j['technique'])}</td><td>{html.escape(j['teacher'])} → {html.escape(j['name'])}</td>"
-                    f"<td>{progress_bar(j, 'round', 'step')}</td><td>{html.escape(models)}</td></tr>")
+                    f"<td>{html.escape(j['label']).replace(' -&gt; ', ' → ')}</td>"
+                    f"<td>{progress_bar(j)}</td><td>{html.escape(models)}</td></tr>")
     return f"<table class='lab-jobs'>{head}{''.join(body)}</table>"
 
 
 def job_choices(lab: Lab) -> list[str]:
-    return [str(j["id"]) for j in lab.store.jobs(limit=50)]
+    return [str(j["id"]) for j in lab.store.jobs(kind=distill_job.KIND, limit=50)]
 
 
 def interval(adherence: float | None, n: int | None) -> str:
@@ -115,7 +101,7 @@ def job_detail(lab: Lab, job_id):
     evals = pd.DataFrame([{"round": e["round"] + 1, "model": e["model"], "steps": e["steps"],
                            "guidance": e["guidance"], "adherence": round(e["adherence"], 3), "n": e["n"],
                            "95% interval": interval(e["adherence"], e["n"]),
-                           **{k: round(v, 2) for k, v in json.loads(e["by_category"]).items()}} for e in lab.store.job_evals(job["id"])])
+                           **{k: round(v, 2) for k, v in e["by_category"].items()}} for e in lab.store.job_evals(job["id"])])
     log = jobs.log_path(lab.store, job["id"])
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
     status = f"**Job {job['id']}: {job['status']}**" + (f" — {job['error']}" if job["error"] else "") + \
@@ -183,9 +169,12 @@ def build(lab: Lab) -> dict:
                              headers=["round", "model", "steps", "guidance", "adherence", "n", "95% interval"])
     log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
 
-    form = [technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from_steps, to_steps,
-            eval_n, init, on_policy, ema]
-    go.click(lambda *a: launch(lab, *a), form, [launched, table, picked], api_name="launch")
+    form = {"technique": technique, "teacher": teacher, "name": name, "lora": lora, "lora_rank": rank,
+            "lora_save": lora_save, "train_steps": train_steps, "lr": lr, "batch_size": batch, "guidance_min": g_min,
+            "guidance_max": g_max, "from_steps": from_steps, "to_steps": to_steps, "eval_n": eval_n, "init": init,
+            "on_policy": on_policy, "ema": ema}
+    go.click(lambda *values: launch(lab, dict(zip(form, values))), list(form.values()), [launched, table, picked],
+             api_name="launch")
     for c in (technique, teacher):
         c.change(lambda t, m: warning_for(lab, t, m), [technique, teacher], warning)
     picked.change(lambda j: job_detail(lab, j), picked, [curve, evals, log, status])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import replace
 
 import gradio as gr
@@ -14,17 +13,18 @@ import pandas as pd
 from PIL import Image
 
 from engine import jobs
-from engine.accel import CACHES
-from engine.accel.fp8 import MODES as FP8_MODES
+from engine.accel.options import CACHES, FP8_MODES
 from engine.errors import UsageError
 from engine.evaluate import golden, report, runs, vlm
+from engine.evaluate import job as eval_job
+from engine.evaluate.config import LABELS, METRICS, EvalConfig
+from engine.evaluate.scoring import worst
 
 from .chart import lines
 from .state import Lab, enlarge, progress_bar
 
 METRIC_CHOICES = {"adherence (embedded judge) ↑": "adherence", "FID ↓": "fid", "CLIP score ↑": "clip_score",
                   "PSNR to teacher ↑": "psnr", "feature distance to teacher ↓": "feature_distance"}
-RECOMMENDED = "recommended"
 
 
 def golden_choices(lab: Lab) -> list[str]:
@@ -40,11 +40,9 @@ def _golden_path(lab: Lab, name, upload) -> str:
     return str(sets[name])
 
 
-def _vlm(url, model, price_in, price_out, key) -> vlm.VLMConfig | None:
+def _vlm(url, model, price_in, price_out) -> vlm.VLMConfig | None:
     if not (url or "").strip():
         return None
-    if key:
-        os.environ["LAB_VLM_API_KEY"] = key  # the job process inherits it; never written to the database
     cfg = vlm.VLMConfig(url=url.strip(), model=(model or "").strip(),
                         price_input=float(price_in) if price_in not in (None, "") else None,
                         price_output=float(price_out) if price_out not in (None, "") else None)
@@ -53,15 +51,15 @@ def _vlm(url, model, price_in, price_out, key) -> vlm.VLMConfig | None:
 
 
 def configs(lab: Lab, model, golden_name, upload, limit, steps, guidance, cache, fp8, clip_model, inception,
-            vlm_url, vlm_model, price_in, price_out, key, whole_lineage: bool) -> list[runs.EvalConfig]:
+            vlm_url, vlm_model, price_in, price_out, whole_lineage: bool) -> list[EvalConfig]:
     """The settings a job evaluates: the one chosen, or every model of its lineage at the steps and
     guidance it was made for (the root teacher at 50 steps, guidance 5)."""
     common = dict(golden=_golden_path(lab, golden_name, upload), limit=int(limit) if limit else None,
                   clip_model=(clip_model or "").strip() or None, inception=(inception or "").strip() or None,
-                  vlm=_vlm(vlm_url, vlm_model, price_in, price_out, key), device=lab.device)
+                  vlm=_vlm(vlm_url, vlm_model, price_in, price_out), device=lab.device)
     if not model:
         raise UsageError("model: choose a model")
-    base = runs.EvalConfig(model=model, cache=cache or "none", fp8=fp8 or "off", **common)
+    base = EvalConfig(model=model, cache=cache or "none", fp8=fp8 or "off", **common)
     if whole_lineage:
         out = runs.lineage_configs(lab.store, base)
     else:
@@ -74,9 +72,12 @@ def configs(lab: Lab, model, golden_name, upload, limit, steps, guidance, cache,
 
 
 def launch(lab: Lab, whole_lineage: bool, *form):
+    """Queue the evaluation; the API key, if typed, reaches the job's process alone."""
+    *form, key = form
     try:
         cfgs = configs(lab, *form, whole_lineage=whole_lineage)
-        job_id = runs.submit(lab.store, cfgs)
+        env = {cfgs[0].vlm.api_key_env: key} if key and cfgs[0].vlm is not None else None
+        job_id = eval_job.submit(lab.store, cfgs, env=env)
     except (UsageError, ValueError) as e:
         raise gr.Error(str(e)) from None
     what = "the lineage of" if whole_lineage else "a setting of"
@@ -86,32 +87,32 @@ def launch(lab: Lab, whole_lineage: bool, *form):
 def estimate(lab: Lab, golden_name, upload, limit, vlm_url, vlm_model, price_in, price_out, whole_lineage_n=1) -> str:
     """The VLM judge's calls and cost for one setting, before anything runs."""
     try:
-        cfg = _vlm(vlm_url, vlm_model, price_in, price_out, None)
+        cfg = _vlm(vlm_url, vlm_model, price_in, price_out)
         if cfg is None:
             return "Give the endpoint URL and model to estimate the VLM judge's cost."
-        n = len(golden.load(_golden_path(lab, golden_name, upload)).limited(int(limit) if limit else None).prompts)
+        gs = golden.load(_golden_path(lab, golden_name, upload)).limited(int(limit) if limit else None)
     except (UsageError, ValueError) as e:
         raise gr.Error(str(e)) from None
-    est = vlm.estimate(cfg, [vlm.Item(str(i), b"") for i in range(n)])
+    est = vlm.estimate_for(cfg, [p.text for p in gs.prompts])
     return vlm.describe_estimate(est) + " per evaluated setting (at most: cached answers are not sent again)."
 
 
 def job_table(lab: Lab) -> str:
     jobs.reconcile(lab.store)
-    rows = [j for j in lab.store.jobs(limit=50) if j.get("kind") == "eval"][:10]
+    rows = lab.store.jobs(kind=eval_job.KIND, limit=10)
     if not rows:
         return "<p>No evaluation jobs yet.</p>"
     body = []
     for j in rows:
         err = f" — {html.escape(j['error'])}" if j["error"] else ""
         body.append(f"<tr><td>{j['id']}</td><td>{j['status']}{err}</td><td>{html.escape(j['name'])}</td>"
-                    f"<td>{progress_bar(j, 'setting', 'image')}</td></tr>")
+                    f"<td>{progress_bar(j)}</td></tr>")
     return ("<table class='lab-jobs'><tr><th>job</th><th>status</th><th>model</th><th>progress</th></tr>"
             + "".join(body) + "</table>")
 
 
 def cancel(lab: Lab) -> str:
-    running = [j for j in lab.store.jobs(limit=50) if j.get("kind") == "eval" and j["status"] in ("queued", "running")]
+    running = [j for j in lab.store.jobs(kind=eval_job.KIND, limit=50) if j["status"] in jobs.ACTIVE]
     if not running:
         raise gr.Error("cancel: no evaluation job is queued or running")
     for j in running:
@@ -129,12 +130,12 @@ def lineage_view(lab: Lab, model, golden_name, metric_label):
     cats = sorted({c for r in done for c in r["by_category"]})
     series = {"all prompts": [r.get(metric) for r in done]}
     series.update({c: [r["by_category"].get(c, {}).get(metric) for r in done] for c in cats})
-    title = f"{report.LABELS[metric]} along the lineage of {model}"
-    chart = lines([r["label"] for r in done], series, report.LABELS[metric], title) if done else \
+    title = f"{LABELS[metric]} along the lineage of {model}"
+    chart = lines([r["label"] for r in done], series, LABELS[metric], title) if done else \
         f"<p><em>No evaluation of {html.escape(model)}'s lineage on this golden set yet: press "\
         f"<b>Evaluate the lineage</b>.</em></p>"
     table = pd.DataFrame([{"#": r["position"], "setting": r["label"], "n": r.get("n"), "NFE": r.get("nfe"),
-                           **{report.LABELS[m]: r.get(m) for m in report.METRICS},
+                           **{LABELS[m]: r.get(m) for m in METRICS},
                            **{f"{c}": r["by_category"].get(c, {}).get(metric) if r["run"] else None for c in cats},
                            "adherence after training": r["training_adherence"]} for r in rows])
     table = table.dropna(axis=1, how="all").round(4)  # columns no row has (e.g. CLIP score without a CLIP model)
@@ -159,8 +160,8 @@ def worst_view(lab: Lab, run_id, per_category):
     if run is None:
         return [], ""
     items = []
-    for cat, worst in runs.worst(lab.store, run["id"], int(per_category or 3)).items():
-        for it in worst:
+    for cat, items_of_cat in worst(lab.store, run["id"], int(per_category or 3)).items():
+        for it in items_of_cat:
             missed = f" · missed {', '.join(it['missed'])}" if it["missed"] else ""
             clip = f" · CLIP {it['clip_score']:.1f}" if it["clip_score"] is not None else ""
             items.append((_pair(lab, it), f"{cat}: “{it['prompt']}” (seed {it['seed']}){missed}{clip} · "
@@ -250,8 +251,8 @@ def build(lab: Lab) -> dict:
 
     def tick(seen: str, m, g, metric_label):
         """The job list every two seconds; the lineage view again when a job has finished."""
-        finished = json.dumps([j["id"] for j in lab.store.jobs(limit=50)
-                               if j.get("kind") == "eval" and j["status"] in jobs.TERMINAL])
+        finished = json.dumps([j["id"] for j in lab.store.jobs(kind=eval_job.KIND, limit=50)
+                               if j["status"] in jobs.TERMINAL])
         if finished == seen:
             return job_table(lab), seen, gr.skip(), gr.skip(), gr.skip()
         return (job_table(lab), finished, *lineage_view(lab, m, g, metric_label))

@@ -6,12 +6,14 @@ from __future__ import annotations
 import gradio as gr
 
 from engine.arena import battles, leaderboard, votes
+from engine.arena.settings import PrepareConfig
 from engine.errors import UsageError
+from engine.request import GUIDANCE_RANGE
 
 from .state import Lab
 
 ALL = "all categories"
-SOURCES = ("embedded world", "typed prompts", "golden set file")
+SOURCES = {"embedded world": "world", "typed prompts": "typed", "golden set file": "golden"}
 
 
 def refresh(lab: Lab, category: str | None, n_bootstrap: int) -> tuple:
@@ -33,15 +35,10 @@ def prepare(lab: Lab, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b
             golden, seed, progress=gr.Progress()) -> str:
     try:
         n, seed = int(n), int(seed)
-        if source == "typed prompts":
-            prompts, name = battles.typed_prompts((typed or "").splitlines(), seed), "admin"
-        elif source == "golden set file":
-            if not golden:
-                raise UsageError("golden set: upload a JSONL file (prompt, seed, category) or one prompt a line")
-            prompts, name = battles.golden_prompts(golden), "golden"
-        else:
-            prompts, name = battles.world_prompts(n, seed, None if category in (None, "", ALL) else category), "world"
-        cfg = battles.PrepareConfig(n=n, seed=seed, source=name, device=lab.device)
+        prompts, name = battles.prompt_source(SOURCES.get(source, source), n=n, seed=seed,
+                                              category=None if category in (None, "", ALL) else category,
+                                              typed=(typed or "").splitlines(), golden_file=golden)
+        cfg = PrepareConfig(n=n, seed=seed, source=name, device=lab.device)
         settings = [{"model": model_a, "steps": steps_a, "guidance": guidance_a},
                     {"model": model_b, "steps": steps_b, "guidance": guidance_b}]
         rows = battles.prepare(lab.store, settings, prompts, cfg,
@@ -79,11 +76,11 @@ def build(lab: Lab) -> dict:
                     gr.Markdown(f"**Setting {side}**")
                     pickers += [gr.Dropdown(lab.model_names(), value="embedded", label="Model"),
                                 gr.Slider(1, 100, value=steps, step=1, label="Steps"),
-                                gr.Slider(0, 15, value=guidance, step=0.5, label="Guidance scale")]
+                                gr.Slider(*GUIDANCE_RANGE, value=guidance, step=0.5, label="Guidance scale")]
         with gr.Row():
             n = gr.Number(20, label="Battles", precision=0)
             seed = gr.Number(0, label="Seed", precision=0)
-            source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Prompts from")
+            source = gr.Radio(list(SOURCES), value=list(SOURCES)[0], label="Prompts from")
             cat = gr.Dropdown([ALL, *CATEGORIES], value=ALL, label="World category")
         typed = gr.Textbox(label="Typed prompts (one a line)", lines=3)
         golden = gr.File(label="Golden set (JSONL or one prompt a line)", type="filepath",

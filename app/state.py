@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from engine import registry
+from engine import jobs, registry
 from engine.families.base import Family
 from engine.store import Store
 
@@ -31,12 +31,8 @@ def enlarge(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
-def progress_bar(job: dict, part: str, unit: str) -> str:
-    """A job's progress as an HTML bar: its parts (rounds, settings) done plus the share of the
-    current one, e.g. 'round 2/4, step 150/300'."""
-    parts = max(1, job["rounds"] or 1)
-    done = min(job["round"], parts)
-    within = job["step"] / job["total"] if job["total"] and done < parts else 0.0
-    frac = 1.0 if job["status"] == "succeeded" else min(1.0, (done + within) / parts)
-    return (f'<progress value="{frac:.3f}" max="1" style="width:160px"></progress> {100 * frac:.0f}% '
-            f'<small>{part} {min(done + 1, parts)}/{parts}, {unit} {job["step"]}/{job["total"]}</small>')
+def progress_bar(job: dict) -> str:
+    """A job's progress as an HTML bar and its words, e.g. 'round 2/4, step 150/300'."""
+    fraction, text = jobs.progress(job)
+    return (f'<progress value="{fraction:.3f}" max="1" style="width:160px"></progress> {100 * fraction:.0f}% '
+            f'<small>{text}</small>')

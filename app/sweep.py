@@ -3,13 +3,11 @@ side and a chart of quality against time."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import gradio as gr
 
-from engine.accel import CACHES
-from engine.accel.fp8 import MODES as FP8_MODES
-from engine.accel.sweep import SweepConfig, run_sweep
+from engine.accel.options import CACHES, FP8_MODES
+from engine.decide.config import SweepConfig
+from engine.decide.sweep import run_sweep
 from engine.errors import UsageError
 
 from .chart import scatter
@@ -26,14 +24,6 @@ def _numbers(text: str, kind, field: str) -> tuple:
     return values
 
 
-@lru_cache(maxsize=2)
-def _judge(device):
-    from engine.judge import Judge
-    from engine.paths import JUDGE_WEIGHTS
-
-    return Judge.load(JUDGE_WEIGHTS).to(device)
-
-
 def _caption(r: dict) -> str:
     cache = f" · {r['cache']}" if r["cache"] != "none" else ""
     quality = f" · adherence {r['adherence']:.2f}" if "adherence" in r else ""
@@ -48,10 +38,8 @@ def sweep(lab: Lab, model, prompt, seed, steps, guidance, cache, thresholds, fp8
                           steps=_numbers(steps, int, "steps"), guidance=_numbers(guidance, float, "guidance"),
                           cache=cache or "none", thresholds=_numbers(thresholds, float, "thresholds"),
                           fp8=fp8 or "off", n=int(n or 0))
-        family = lab.load(model)
-        judge = _judge(family.device) if cfg.n and family.name == "embedded" else None
-        result = run_sweep(family, cfg, model_name=model, store=lab.store, judge=judge,
-                           progress=lambda i, k, cell: progress(i / k, desc=f"cell {i + 1}/{k}"))
+        cfg.check()
+        result = run_sweep(lab.load(model), cfg, model_name=model, store=lab.store, progress=lambda i, k, cell: progress(i / k, desc=f"cell {i + 1}/{k}"))
     except UsageError as e:
         raise gr.Error(str(e)) from None
     cells = result["cells"]

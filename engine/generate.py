@@ -1,54 +1,14 @@
-"""One generation as the CLI and the app run it: validate, sample, save, record."""
+"""One generation as the CLI and the app run it: check the request, sample, save, record."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 from PIL import Image
 
-from .accel import accelerated, check_fp8, parse_cache
-from .errors import UsageError
+from .accel.runtime import accelerated
 from .families.base import Family
+from .request import Request
 from .sampling import sample
 from .store import Store
-
-MAX_STEPS = 1000
-MAX_GUIDANCE = 30.0
-MAX_PROMPT = 1000
-MAX_SEED = 2**32 - 1
-
-
-@dataclass
-class Request:
-    prompt: str
-    steps: int = 50
-    guidance: float = 5.0
-    seed: int = 0
-    height: int | None = None  # None: the family's native size
-    width: int | None = None
-    cache: str = "none"  # METHOD[:THRESHOLD] (engine/accel); no threshold: the calibrated or default one
-    fp8: str = "off"  # off | weights | compute
-
-    def check(self) -> None:
-        """Raise UsageError naming the first bad field and what is allowed."""
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise UsageError("prompt must be non-empty text")
-        if len(self.prompt) > MAX_PROMPT:
-            raise UsageError(f"prompt must be at most {MAX_PROMPT} characters, got {len(self.prompt)}")
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
-            raise UsageError(f"steps must be an integer in 1..{MAX_STEPS}, got {self.steps}")
-        if not isinstance(self.guidance, (int, float)) or not math.isfinite(self.guidance) \
-                or not 0 <= self.guidance <= MAX_GUIDANCE:
-            raise UsageError(f"guidance must be a number in 0..{MAX_GUIDANCE:g} (1 = no guidance), got {self.guidance}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise UsageError(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed}")
-        for name in ("height", "width"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or not 8 <= v <= 4096):
-                raise UsageError(f"{name} must be an integer in 8..4096, got {v}")
-        parse_cache(self.cache)
-        check_fp8(self.fp8)
 
 
 def run(family: Family, req: Request, *, model_name: str, store: Store | None = None,

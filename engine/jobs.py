@@ -1,15 +1,20 @@
-"""Distillation jobs: a recipe plus a status, run in a process of its own.
+"""Jobs: long work of any kind (a distillation, an evaluation) in a process of its own.
 
 Life cycle: queued -> running -> succeeded | failed | canceled; a running job whose process died
 (killed, machine restarted) is found by `reconcile` and marked interrupted. One job runs at a time
 (one device); the rest wait queued and start when it ends. `resume` re-queues a failed, canceled or
-interrupted job, which continues from its last checkpoint. A job process is `python -m engine
-job-run ID` (or `accelerate launch ... -m engine job-run ID` on several GPUs); a crash in it never
-takes the app down.
+interrupted job, which continues where its body left off. A crash in a job never takes the app down.
+
+The runner knows no kind. `submit(store, kind, payload, ...)` queues a job; its process is
+`python -m engine job-run ID` (under `accelerate launch` on several GPUs), which calls
+`run(store, job_id, body)` with its kind's body (engine/distill/job.py, engine/evaluate/job.py).
+A body takes a `Context`: it reports progress in parts (rounds, settings) of steps, raises
+`Stopped` when a cancel arrives, and returns the names of the models it made or scored.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -18,19 +23,66 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import registry
-from .distill.recipes import Recipe, order_warning
 from .errors import UsageError
 from .paths import PACKAGE
-from .store import Store
+from .store import JOB_STATES, Store
 
-TERMINAL = ("succeeded", "failed", "canceled", "interrupted")
-# Job kinds besides distillation: kind -> "module:function", called in the job's process as
-# fn(store, job, report, should_stop) with report(round, step, total); it returns a list of names
-# for the job's `models` field, and raises to fail (after should_stop() turned true: canceled).
-KINDS = {"eval": "engine.evaluate.runs:run_job"}
+ACTIVE = ("queued", "running")
+TERMINAL = tuple(s for s in JOB_STATES if s not in ACTIVE)
+RESUMABLE = ("failed", "canceled", "interrupted")
+ENV_FILE = "env.json"  # variables (an API key) for the job's process only: beside the job, never in the database
+
+
+class Stopped(Exception):
+    """The job was asked to stop (canceled); a body raises it where it can stop cleanly."""
+
+
+@dataclass
+class Context:
+    """What a job's body gets: its job row and store, progress reporting, and the cancel flag."""
+    store: Store
+    job: dict
+    is_main: bool = True  # several processes run one job under `accelerate launch`: only the main one writes
+    stop_flag: dict = field(default_factory=lambda: {"stop": False})
+
+    @property
+    def id(self) -> int:
+        return self.job["id"]
+
+    @property
+    def work_dir(self) -> Path:
+        return job_dir(self.store, self.id)
+
+    def report(self, part: int, step: int, total: int, **metrics: float) -> None:
+        """Progress: step `step` of `total` in part `part` (0-based); metrics (loss, lr, ...) are kept
+        as a point of the job's curve."""
+        if not self.is_main:
+            return
+        self.store.update_job(self.id, part=part, step=step, total=total)
+        if metrics:
+            self.store.add_job_metric(self.id, round=part, step=step, **metrics)
+
+    def part_done(self, part: int, models: list[str]) -> None:
+        """Part `part` finished and made or scored `models` (kept on the job as they come)."""
+        if self.is_main:
+            done = (self.store.job(self.id)["models"] or []) + models
+            self.store.update_job(self.id, models=done, part=part + 1)
+
+    def stopping(self) -> bool:
+        return self.stop_flag["stop"]
+
+    def check_stop(self) -> None:
+        if self.stopping():
+            raise Stopped("stopped")
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+
+
+Body = Callable[[Context], list[str]]
 
 
 def job_dir(store: Store, job_id: int) -> Path:
@@ -43,41 +95,34 @@ def log_path(store: Store, job_id: int) -> Path:
     return job_dir(store, job_id) / "log.txt"
 
 
-NO_GUIDANCE_INPUT = {"sd3": "an SD3 transformer"}  # families whose denoiser has no guidance-embedding input
+def progress(job: dict) -> tuple[float, str]:
+    """How far a job is, 0..1, and in words: 'round 2/4, step 150/300'."""
+    parts = max(1, job["parts"] or 1)
+    done = min(job["part"], parts)
+    within = job["step"] / job["total"] if job["total"] and done < parts else 0.0
+    fraction = 1.0 if job["status"] == "succeeded" else min(1.0, (done + within) / parts)
+    text = (f"{job['part_unit']} {min(done + 1, parts)}/{parts}, "
+            f"{job['step_unit']} {job['step']}/{job['total']}")
+    return fraction, text
 
 
-def validate(recipe: Recipe, store: Store) -> list[str]:
-    """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
-    recipe.check()
-    teacher_path = registry.resolve(recipe.teacher, store, field="teacher")  # unknown teacher -> UsageError
-    if recipe.init:
-        registry.resolve(recipe.init, store, field="init")
-    if recipe.name in registry.BUILTIN:
-        raise UsageError(f"name {recipe.name!r} is taken by a built-in model; choose another")
-    for job in store.jobs():
-        if job["name"] == recipe.name and job["status"] in ("queued", "running"):
-            raise UsageError(f"name {recipe.name!r} is being trained by job {job['id']}; choose another")
-    if recipe.prompts and not Path(recipe.prompts).is_file():
-        raise UsageError(f"prompts: no such file {recipe.prompts!r}")
-    family = registry.family_of(teacher_path) if "guidance" in recipe.technique else None
-    if family in NO_GUIDANCE_INPUT:
-        raise UsageError(f"technique: guidance distillation needs a model that can take the guidance scale as "
-                         f"input; {recipe.teacher!r} is {NO_GUIDANCE_INPUT[family]}, "
-                         f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
-    w = order_warning(recipe.technique, registry.takes_guidance(teacher_path))
-    return [w] if w else []
-
-
-def submit(store: Store, recipe: Recipe, *, start: bool = True) -> tuple[int, list[str]]:
-    """Queue a job for the recipe (validated first); start it if nothing else is running."""
-    warnings = validate(recipe, store)
-    job_id = store.create_job(technique=recipe.technique, name=recipe.name, teacher=recipe.teacher,
-                              recipe=recipe.to_json(), rounds=len(recipe.rounds()))
-    if warnings:
-        store.update_job(job_id, message=" ".join(warnings))
+def submit(store: Store, kind: str, payload: dict | list, *, name: str, label: str, parts: int,
+           units: tuple[str, str] = ("round", "step"), message: str | None = None, env: dict | None = None,
+           start: bool = True) -> int:
+    """Queue a job of `kind` (its body reads `payload`); start it if nothing else is running.
+    `env` (e.g. an API key) reaches the job's process alone: it is kept beside the job, readable by
+    this user only, until the job succeeds."""
+    job_id = store.create_job(kind, name=name, label=label, payload=payload, parts=parts,
+                              part_unit=units[0], step_unit=units[1])
+    if message:
+        store.update_job(job_id, message=message)
+    if env:
+        path = job_dir(store, job_id) / ENV_FILE
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(env))
     if start:
         dispatch(store)
-    return job_id, warnings
+    return job_id
 
 
 def _alive(pid: int | None) -> bool:
@@ -100,20 +145,17 @@ def reconcile(store: Store) -> list[int]:
     """Mark running jobs whose process is gone as interrupted; returns their ids."""
     lost = []
     for job in store.jobs(limit=1000):
-        if job["status"] == "running" and job["pid"] and not _alive(job["pid"]):
-            if store.set_job_status(job["id"], "interrupted", only_from=("running",),
-                                    error="the job's process ended without finishing (killed or crashed)"):
-                lost.append(job["id"])
-        elif job["status"] == "running" and not job["pid"] and job["started"] and \
-                time.time() - _epoch(job["started"]) > 120:
-            store.set_job_status(job["id"], "interrupted", only_from=("running",), error="the job never started")
+        if job["status"] != "running":
+            continue
+        if job["pid"] and not _alive(job["pid"]):
+            error = "the job's process ended without finishing (killed or crashed)"
+        elif not job["pid"] and job["started"] and time.time() - dt.datetime.fromisoformat(job["started"]).timestamp() > 120:
+            error = "the job never started"
+        else:
+            continue
+        if store.set_job_status(job["id"], "interrupted", only_from=("running",), error=error):
             lost.append(job["id"])
     return lost
-
-
-def _epoch(iso: str) -> float:
-    import datetime as dt
-    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def dispatch(store: Store, gpus: int | None = None) -> int | None:
@@ -123,15 +165,16 @@ def dispatch(store: Store, gpus: int | None = None) -> int | None:
     if job is None:
         return None
     gpus = gpus if gpus is not None else _gpu_count()
-    cmd = [sys.executable, "-m", "engine", "job-run", str(job["id"]), "--data-dir", str(store.root)]
-    if gpus > 1 and job.get("kind", "distill") == "distill":
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
-               "-m", "engine", "job-run", str(job["id"]), "--data-dir", str(store.root)]
-    log = open(log_path(store, job["id"]), "a")
+    args = ["-m", "engine", "job-run", str(job["id"]), "--data-dir", str(store.root)]
+    launcher = ["-m", "accelerate.commands.launch", "--num_processes", str(gpus)] if gpus > 1 else []
+    env_file = job_dir(store, job["id"]) / ENV_FILE
+    secrets = json.loads(env_file.read_text()) if env_file.exists() else {}
     # The child imports this very engine, from a checkout or an installed wheel alike.
     path = os.pathsep.join(p for p in (str(PACKAGE.parent), os.environ.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
+    with open(log_path(store, job["id"]), "a") as log:
+        proc = subprocess.Popen([sys.executable, *launcher, *args], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                env={**os.environ, **secrets, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
     store.update_job(job["id"], pid=proc.pid)
     return job["id"]
 
@@ -141,13 +184,21 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _job(store: Store, job_id: int) -> dict:
+    job = store.job(job_id)
+    if job is None:
+        raise UsageError(f"job: no job {job_id}; `python -m engine jobs` lists them")
+    return job
+
+
 def cancel(store: Store, job_id: int) -> str:
+    """Cancel a queued or running job; returns its status."""
     job = _job(store, job_id)
     if job["status"] == "queued":
         store.set_job_status(job_id, "canceled", only_from=("queued",))
     elif job["status"] == "running":
         if _alive(job["pid"]):
-            os.killpg(job["pid"], signal.SIGTERM)  # the process saves nothing more and marks itself canceled
+            os.killpg(job["pid"], signal.SIGTERM)  # the body stops at its next check and the job is marked canceled
         else:
             store.set_job_status(job_id, "canceled", only_from=("running",))
     else:
@@ -156,19 +207,13 @@ def cancel(store: Store, job_id: int) -> str:
 
 
 def resume(store: Store, job_id: int) -> None:
+    """Queue a failed, canceled or interrupted job again; its body continues where it left off."""
     reconcile(store)
     job = _job(store, job_id)
-    if job["status"] not in ("failed", "canceled", "interrupted"):
-        raise UsageError(f"job {job_id} is {job['status']}: only failed, canceled or interrupted jobs resume")
+    if job["status"] not in RESUMABLE:
+        raise UsageError(f"job {job_id} is {job['status']}: only {', '.join(RESUMABLE)} jobs resume")
     store.set_job_status(job_id, "queued", only_from=(job["status"],), resume=1, error=None, finished=None)
     dispatch(store)
-
-
-def _job(store: Store, job_id: int) -> dict:
-    job = store.job(job_id)
-    if job is None:
-        raise UsageError(f"job: no job {job_id}; `python -m engine jobs` lists them")
-    return job
 
 
 def follow(store: Store, job_id: int, out=sys.stderr, poll: float = 1.0) -> dict:
@@ -177,8 +222,7 @@ def follow(store: Store, job_id: int, out=sys.stderr, poll: float = 1.0) -> dict
     while True:
         reconcile(store)
         job = store.job(job_id)
-        line = (f"job {job_id} {job['status']}: round {min(job['round'] + 1, job['rounds'])}/{job['rounds']} "
-                f"step {job['step']}/{job['total']}")
+        line = f"job {job_id} {job['status']}: {progress(job)[1]}"
         if line != last:
             print(line, file=out, flush=True)
             last = line
@@ -189,92 +233,32 @@ def follow(store: Store, job_id: int, out=sys.stderr, poll: float = 1.0) -> dict
 
 # -- inside the job's process -------------------------------------------------------------------
 
-def run_job(store: Store, job_id: int) -> int:
-    """The body of `python -m engine job-run ID`: run the recipe and record everything."""
+def run(store: Store, job_id: int, body: Body) -> int:
+    """The job's process: run its body and record how it ended - succeeded (with the names it
+    returned), canceled (it raised Stopped after a cancel) or failed (the error's first line; the
+    traceback goes to the log) - then start the next queued job. Returns the exit code."""
     from accelerate import PartialState
 
-    from .distill.run import Hooks, run_recipe
-    from .distill.trainer import Stopped
-
-    job = _job(store, job_id)
-    if job.get("kind", "distill") != "distill":
-        return _run_kind(store, job)
     state = PartialState()
-    main = state.is_main_process
-    recipe = Recipe.from_json(job["recipe"])
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    if main:
+    ctx = Context(store, _job(store, job_id), is_main=state.is_main_process)
+    signal.signal(signal.SIGTERM, lambda *_: ctx.stop_flag.update(stop=True))
+    if ctx.is_main:
         store.update_job(job_id, pid=os.getpid() if state.num_processes == 1 else os.getppid())
-
-    def report(r: dict) -> None:
-        if main:
-            store.update_job(job_id, step=r["step"], total=r["total"], round=r["round"])
-            store.add_job_metric(job_id, round=r["round"], step=r["step"], loss=r["loss"], lr=r["lr"],
-                                 seconds=r["seconds"])
-            print(f"round {r['round'] + 1} step {r['step']}/{r['total']} loss {r['loss']:.5f} lr {r['lr']:.2e}",
-                  flush=True)
-
-    def round_done(r: dict) -> None:
-        models = json.loads(store.job(job_id)["models"] or "[]") + [r["model"]]
-        store.update_job(job_id, models=models, round=r["round"] + 1)
-        if "eval" in r:
-            e = r["eval"]
-            store.add_job_eval(job_id, round=r["round"], model=r["model"], steps=e["steps"], guidance=e["guidance"],
-                               adherence=e["adherence"], by_category=e["by_category"], n=e["n"])
-
-    done = len(json.loads(job["models"] or "[]")) if job["resume"] else 0
-    hooks = Hooks(report=report, round_done=round_done, log=lambda m: print(m, flush=True),
-                  should_stop=lambda: stop["flag"])
-    return _conclude(store, job_id, lambda: run_recipe(recipe, store, job_dir(store, job_id), hooks, start_round=done),
-                     stopped=lambda e: isinstance(e, Stopped), main=main, announce="registered")
-
-
-def _conclude(store: Store, job_id: int, body: Callable[[], list[str]], *, stopped: Callable[[Exception], bool],
-              main: bool = True, announce: str | None = None, **finished) -> int:
-    """Run a job's body and record how it ended: succeeded (with the names it returned), canceled
-    (it stopped on request) or failed (the error's first line; the traceback goes to the log);
-    then start the next queued job. Only the main process of several writes. Returns the exit code."""
     try:
-        names = body()
+        names = body(ctx)
     except Exception as e:  # noqa: BLE001 - any failure is recorded on the job, with its traceback in the log
-        if stopped(e):
-            if main:
-                store.set_job_status(job_id, "canceled")
-                print("canceled", flush=True)
-            code = 0
+        if isinstance(e, Stopped) or ctx.stopping():
+            status, code, fields = "canceled", 0, {}
+            print("canceled", flush=True)
         else:
             traceback.print_exc()
-            if main:
-                store.set_job_status(job_id, "failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
-            code = 1
+            status, code, fields = "failed", 1, {"error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
     else:
-        if main:
-            store.set_job_status(job_id, "succeeded", models=names, **finished)
-            if announce:
-                print(f"{announce}: " + ", ".join(names), flush=True)
-        code = 0
-    if main:
+        status, code, fields = "succeeded", 0, {"models": names, "part": ctx.job["parts"]}
+        print("done: " + ", ".join(names), flush=True)
+    if ctx.is_main:
+        store.set_job_status(job_id, status, **fields)
+        if status == "succeeded":
+            (job_dir(store, job_id) / ENV_FILE).unlink(missing_ok=True)
         dispatch(store)
     return code
-
-
-def _run_kind(store: Store, job: dict) -> int:
-    """A job of a kind in KINDS, in this (single) process: status, progress and cancel as for distillation."""
-    import importlib
-
-    job_id = job["id"]
-    if job["kind"] not in KINDS:
-        store.set_job_status(job_id, "failed", error=f"unknown job kind {job['kind']!r}")
-        return 1
-    module, _, fn = KINDS[job["kind"]].partition(":")
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    store.update_job(job_id, pid=os.getpid())
-
-    def report(round_: int, step: int, total: int) -> None:
-        store.update_job(job_id, round=round_, step=step, total=total)
-
-    body = getattr(importlib.import_module(module), fn)
-    return _conclude(store, job_id, lambda: body(store, job, report, lambda: stop["flag"]),
-                     stopped=lambda e: stop["flag"], round=job["rounds"])

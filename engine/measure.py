@@ -1,4 +1,5 @@
-"""A measurement record per generation: denoiser passes, seconds, peak memory."""
+"""A measurement record per generation (denoiser passes, seconds, peak memory), and the one PSNR
+of the lab (evaluation, calibration, bench, sweep) for how close two images are."""
 
 from __future__ import annotations
 
@@ -67,3 +68,15 @@ def measuring(device: torch.device, record: Measurement):
         else:
             record.peak_mem_mb = _cpu_peak_mb()
         record.seconds = time.perf_counter() - start
+
+
+PSNR_CAP = 100.0  # dB reported for identical images (the bench table's convention)
+
+
+def psnr_per_image(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per image PSNR in dB of uint8 images (B, H, W, 3) against the reference at the same seed, as
+    a tensor; identical images give PSNR_CAP. The one PSNR of the lab (evaluation, calibration, bench)."""
+    if images.shape != reference.shape:
+        raise ValueError(f"psnr: images {tuple(images.shape)} and reference {tuple(reference.shape)} differ in shape")
+    mse = ((images.double() - reference.double()) ** 2).flatten(1).mean(1)
+    return (10 * torch.log10(255.0**2 / mse.clamp_min(1e-30))).clamp(max=PSNR_CAP)

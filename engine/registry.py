@@ -29,21 +29,42 @@ BUILTIN = {name: path for name, path in SHIPPED.items() if (path / "lab.json").e
 LOADERS = {"embedded": EmbeddedFamily.load, **catalog.LOADERS}
 
 
-def register_shipped(store: Store) -> None:
-    """Give the shipped students their rows (lineage, recipe, round) in this data directory's
-    database, once, so lineage views and leaderboards see them like any trained student."""
-    for name, path in BUILTIN.items():
-        if name == "embedded" or store.model(name) is not None:
-            continue
-        meta = json.loads((path / "lab.json").read_text())
-        store.register_model(name, path, meta["family"], parent=meta.get("parent"), recipe=meta.get("recipe"),
-                             round=meta.get("round"))
+def _shipped_row(name: str) -> dict | None:
+    """A shipped student's registry row, read from its lab.json (the teacher, a root, has none)."""
+    if name not in BUILTIN or name == "embedded":
+        return None
+    meta = json.loads((BUILTIN[name] / "lab.json").read_text())
+    return {"name": name, "path": str(BUILTIN[name]), "family": meta["family"], "parent": meta.get("parent"),
+            "recipe": meta.get("recipe"), "round": meta.get("round"), "created": None}
+
+
+def model_row(store: Store | None, name: str) -> dict | None:
+    """A model's row: registered in this data directory, or a shipped student (None: neither)."""
+    row = store.model(name) if store is not None else None
+    return row or _shipped_row(name)
+
+
+def models(store: Store | None) -> list[dict]:
+    """The rows of every student a lineage can pass through: the shipped ones, then the registered
+    ones, oldest first (a registered row under a shipped name replaces it)."""
+    registered = store.models() if store is not None else []
+    taken = {r["name"] for r in registered}
+    shipped = [r for r in map(_shipped_row, BUILTIN) if r is not None and r["name"] not in taken]
+    return shipped + registered
+
+
+def lineage(store: Store | None, name: str) -> list[str]:
+    """The model and its ancestors, root (the first teacher) first. A root that is not a registered
+    model (the built-in `embedded`, a model directory) is named by its first student's parent."""
+    chain, row = [name], model_row(store, name)
+    while row is not None and row.get("parent") and row["parent"] not in chain:
+        chain.append(row["parent"])
+        row = model_row(store, row["parent"])
+    return chain[::-1]
 
 
 def names(store: Store | None = None) -> list[str]:
     """Every model a picker offers: the built-in ones, then the registered ones."""
-    if store is not None:
-        register_shipped(store)
     registered = [r["name"] for r in store.models()] if store else []
     return list(BUILTIN) + [n for n in registered if n not in BUILTIN]
 

@@ -1,8 +1,8 @@
 """The lab's SQLite database: one module owns the connection, the schema and every query.
 
-The schema is a list of ordered, named migrations; each applied one is recorded in the
-`migrations` table, so opening an old database brings it up to date. WAL mode lets the app read
-while a job process writes.
+The schema is sqlite-utils' ordered, named migrations (`MIGRATIONS`), each recorded when applied,
+so opening an old database brings it up to date. WAL mode lets the app read while a job process
+writes. JSON columns are encoded on the way in and decoded on the way out, here and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,21 +12,40 @@ import json
 import secrets
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
+from .errors import UsageError
 from .paths import data_dir
 
 DB_NAME = "lab.db"
+JOB_STATES = ("queued", "running", "succeeded", "failed", "canceled", "interrupted")
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _m001_models_generations(db: sqlite_utils.Database) -> None:
+def _encode(fields: dict) -> dict:
+    return {k: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v for k, v in fields.items()}
+
+
+def _decode(row: dict | None, *columns: str) -> dict | None:
+    """The row with its JSON columns decoded (NULL stays None)."""
+    if row is None:
+        return None
+    return {**row, **{c: json.loads(row[c]) if row.get(c) is not None else None for c in columns}}
+
+
+MIGRATIONS = Migrations("distillation-lab")
+
+
+@MIGRATIONS(name="001_models_generations")
+def _models_generations(db: sqlite_utils.Database) -> None:
     db["models"].create({
         "name": str, "path": str, "family": str, "parent": str, "recipe": str, "round": int,
         "created": str,
@@ -39,7 +58,8 @@ def _m001_models_generations(db: sqlite_utils.Database) -> None:
     db["generations"].create_index(["model"])
 
 
-def _m_arena_battles_votes(db: sqlite_utils.Database) -> None:
+@MIGRATIONS(name="arena_battles_votes")
+def _arena_battles_votes(db: sqlite_utils.Database) -> None:
     # A battle: one prompt and seed rendered by two settings (canonical JSON), shown with `left`
     # ('a' or 'b') on the left. Clients only ever see `token`, never `id`.
     db.execute("""CREATE TABLE battles (
@@ -61,7 +81,8 @@ def _m_arena_battles_votes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX vote_undos_battle_rater ON vote_undos (battle_id, rater)")
 
 
-def _m_jobs(db: sqlite_utils.Database) -> None:
+@MIGRATIONS(name="jobs")
+def _jobs(db: sqlite_utils.Database) -> None:
     # A distillation job: its recipe (JSON) and life cycle; progress and loss stream in while it runs.
     db["jobs"].create({
         "id": int, "technique": str, "name": str, "teacher": str, "recipe": str, "status": str, "pid": int,
@@ -78,8 +99,8 @@ def _m_jobs(db: sqlite_utils.Database) -> None:
                            pk="id", foreign_keys=[("job_id", "jobs", "id")])
 
 
-
-def _m_accel_calibrations_bench(db: sqlite_utils.Database) -> None:
+@MIGRATIONS(name="accel_calibrations_bench")
+def _accel_calibrations_bench(db: sqlite_utils.Database) -> None:
     # A cache's calibration for one model (key: the model directory), e.g. TeaCache's polynomial.
     db["calibrations"].create({"model": str, "method": str, "data": str, "created": str},
                               pk=("model", "method"), not_null={"data"})
@@ -89,7 +110,8 @@ def _m_accel_calibrations_bench(db: sqlite_utils.Database) -> None:
     db["bench_runs"].create_index(["model"])
 
 
-def _m_evaluate(db: sqlite_utils.Database) -> None:
+@MIGRATIONS(name="evaluate")
+def _evaluate(db: sqlite_utils.Database) -> None:
     # Jobs of other kinds than distillation (an evaluation run) share the jobs table and process machinery.
     db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'distill'")
     # Every evaluation image once: key = model (path and weights' time), settings (canonical JSON), prompt, seed.
@@ -110,13 +132,35 @@ def _m_evaluate(db: sqlite_utils.Database) -> None:
     db["vlm_judgments"].create({"key": str, "endpoint": str, "model": str, "result": str, "created": str},
                                pk="key", not_null={"result"})
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
-    ("001_models_generations", _m001_models_generations),
-    ("arena_battles_votes", _m_arena_battles_votes),
-    ("jobs", _m_jobs),
-    ("accel_calibrations_bench", _m_accel_calibrations_bench),
-    ("evaluate", _m_evaluate),
-]
+
+@MIGRATIONS(name="jobs_of_any_kind")
+def _jobs_of_any_kind(db: sqlite_utils.Database) -> None:
+    # One table for jobs of every kind (engine/jobs.py): what a job makes or scores (`name`), a line
+    # saying what it does (`label`), its kind's input (`payload`, JSON), and its progress as parts
+    # (rounds, settings) of steps (training steps, images), named by `part_unit` and `step_unit`.
+    jobs = db["jobs"]
+    for column in ("label", "part_unit", "step_unit"):
+        jobs.add_column(column, str)
+    db.execute("UPDATE jobs SET label = CASE kind WHEN 'eval' THEN 'evaluate ' || name "
+               "ELSE technique || ': ' || teacher || ' -> ' || name END, "
+               "part_unit = CASE kind WHEN 'eval' THEN 'setting' ELSE 'round' END, "
+               "step_unit = CASE kind WHEN 'eval' THEN 'image' ELSE 'step' END")
+    jobs.transform(rename={"recipe": "payload", "round": "part", "rounds": "parts"}, drop={"technique", "teacher"})
+
+
+def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
+    """Databases made before the lab used sqlite-utils' migrations recorded them in a `migrations`
+    table of their own: record those as applied, under the same names, and drop that table."""
+    if not db["migrations"].exists():
+        return
+    MIGRATIONS.ensure_migrations_table(db)
+    done = {m.name for m in MIGRATIONS.applied(db)}
+    with db.atomic():
+        for row in db["migrations"].rows:
+            if row["name"] not in done:
+                db[MIGRATIONS.migrations_table].insert({"migration_set": MIGRATIONS.name, "name": row["name"],
+                                                        "applied_at": row["applied"]})
+        db["migrations"].drop()
 
 
 class Store:
@@ -143,19 +187,30 @@ class Store:
             db = self._local.db = sqlite_utils.Database(conn)
         return db
 
+    @contextmanager
+    def _write(self):
+        """One write transaction that takes its lock at the start (BEGIN IMMEDIATE): a transaction
+        that read first and then writes is refused at once in WAL mode when another connection wrote
+        in between, while one that waits for the lock is not."""
+        conn = self.db.conn
+        if conn.in_transaction:  # inside another write: part of it
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
     # -- schema ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
-        self.db["migrations"].create({"name": str, "applied": str}, pk="name", if_not_exists=True)
-        done = {r["name"] for r in self.db["migrations"].rows}
-        applied = []
-        for name, fn in MIGRATIONS:
-            if name in done:
-                continue
-            with self.db.conn:
-                fn(self.db)
-                self.db["migrations"].insert({"name": name, "applied": _now()})
-            applied.append(name)
-        return applied
+        """Apply the pending migrations; returns their names."""
+        _adopt_legacy_migrations(self.db)
+        pending = [m.name for m in MIGRATIONS.pending(self.db)]
+        MIGRATIONS.apply(self.db)
+        return pending
 
     # -- files ----------------------------------------------------------------------------------
     def new_file(self, suffix: str, folder: str = "images") -> Path:
@@ -175,40 +230,28 @@ class Store:
     # -- models ---------------------------------------------------------------------------------
     def register_model(self, name: str, path: str | Path, family: str, *, parent: str | None = None,
                        recipe: dict | None = None, round: int | None = None) -> dict:
-        row = {"name": name, "path": str(path), "family": family, "parent": parent,
-               "recipe": json.dumps(recipe) if recipe is not None else None, "round": round, "created": _now()}
-        with self.db.conn:
-            self.db["models"].upsert(row, pk="name")
+        row = {"name": name, "path": str(path), "family": family, "parent": parent, "recipe": recipe,
+               "round": round, "created": _now()}
+        with self._write():
+            self.db["models"].upsert(_encode(row), pk="name")
         return row
 
     def model(self, name: str) -> dict | None:
-        rows = list(self.db["models"].rows_where("name = ?", [name]))
-        return rows[0] if rows else None
+        """A registered model's row (`recipe` decoded), or None."""
+        return _decode(next(self.db.query("SELECT * FROM models WHERE name = ?", [name]), None), "recipe")
 
     def models(self) -> list[dict]:
-        return list(self.db["models"].rows_where(order_by="created, name"))
-
-    def lineage(self, name: str) -> list[dict]:
-        """The model and its ancestors, root first."""
-        chain, seen = [], set()
-        row = self.model(name)
-        while row is not None and row["name"] not in seen:
-            chain.append(row)
-            seen.add(row["name"])
-            row = self.model(row["parent"]) if row["parent"] else None
-        return chain[::-1]
+        return [_decode(r, "recipe") for r in self.db.query("SELECT * FROM models ORDER BY created, name")]
 
     # -- generations ----------------------------------------------------------------------------
     def record_generation(self, **fields: Any) -> int:
-        fields = dict(fields)
-        if isinstance(fields.get("settings"), dict):
-            fields["settings"] = json.dumps(fields["settings"], sort_keys=True)
-        fields["created"] = _now()
-        with self.db.conn:
-            return self.db["generations"].insert(fields).last_pk
+        with self._write():
+            return self.db["generations"].insert(_encode({**fields, "created": _now()})).last_pk
 
     def generations(self, limit: int = 50) -> list[dict]:
-        return list(self.db["generations"].rows_where(order_by="id desc", limit=limit))
+        """The newest generations first, `settings` decoded."""
+        return [_decode(r, "settings") for r in
+                self.db.query("SELECT * FROM generations ORDER BY id DESC LIMIT ?", [limit])]
 
     # -- arena: battles and votes -----------------------------------------------------------------
     def add_battle(self, *, prompt: str, seed: int, category: str | None, source: str | None,
@@ -217,53 +260,47 @@ class Store:
         row = {"token": secrets.token_urlsafe(12), "prompt": prompt, "seed": seed, "category": category,
                "source": source, "a_setting": a_setting, "b_setting": b_setting, "a_image": a_image,
                "b_image": b_image, "left_side": left_side, "created": _now()}
-        with self.db.conn:
+        with self._write():
             row["id"] = self.db["battles"].insert(row).last_pk
         return row
 
+    def _one(self, sql: str, params=()) -> dict | None:
+        return next(self.db.query(sql, params), None)
+
     def battle(self, battle_id: int) -> dict | None:
-        rows = list(self.db["battles"].rows_where("id = ?", [battle_id]))
-        return rows[0] if rows else None
+        return self._one("SELECT * FROM battles WHERE id = ?", [battle_id])
 
     def battle_by_token(self, token: str) -> dict | None:
-        rows = list(self.db["battles"].rows_where("token = ?", [token]))
-        return rows[0] if rows else None
+        return self._one("SELECT * FROM battles WHERE token = ?", [token])
 
     def battles(self) -> list[dict]:
-        return list(self.db["battles"].rows_where(order_by="id"))
+        return list(self.db.query("SELECT * FROM battles ORDER BY id"))
 
     def arena_image(self, setting: str, prompt: str, seed: int) -> str | None:
         """An image file an earlier battle already made for this setting, prompt and seed."""
-        row = self.db.execute(
-            "SELECT CASE WHEN a_setting = :s THEN a_image ELSE b_image END FROM battles "
-            "WHERE (a_setting = :s OR b_setting = :s) AND prompt = :p AND seed = :seed LIMIT 1",
-            {"s": setting, "p": prompt, "seed": seed}).fetchone()
-        return row[0] if row else None
+        row = self._one("SELECT CASE WHEN a_setting = :s THEN a_image ELSE b_image END AS image FROM battles "
+                        "WHERE (a_setting = :s OR b_setting = :s) AND prompt = :p AND seed = :seed LIMIT 1",
+                        {"s": setting, "p": prompt, "seed": seed})
+        return row["image"] if row else None
 
     def battle_candidates(self, rater: str) -> list[dict]:
         """Battles this rater has not voted on, each with its number of votes so far."""
-        cur = self.db.execute(
+        return list(self.db.query(
             "SELECT b.id, b.token, b.a_setting, b.b_setting, "
             "(SELECT count(*) FROM votes v WHERE v.battle_id = b.id) AS n_votes FROM battles b "
             "WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.battle_id = b.id AND v.rater = ?) ORDER BY b.id",
-            [rater])
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+            [rater]))
 
     def comparison_counts(self) -> list[dict]:
         """Per ordered (a_setting, b_setting) pair: how many battles and how many votes."""
-        cur = self.db.execute(
+        return list(self.db.query(
             "SELECT b.a_setting, b.b_setting, count(DISTINCT b.id) AS n_battles, count(v.id) AS n_votes "
-            "FROM battles b LEFT JOIN votes v ON v.battle_id = b.id GROUP BY b.a_setting, b.b_setting")
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+            "FROM battles b LEFT JOIN votes v ON v.battle_id = b.id GROUP BY b.a_setting, b.b_setting"))
 
     def record_vote(self, battle_id: int, rater: str, outcome: str) -> dict:
         """Insert one vote in one short transaction. A second vote by the same rater on the same
         battle, or a vote on a battle that does not exist, raises UsageError and writes nothing."""
-        from .errors import UsageError
-
-        with self.db.conn:
+        with self._write():
             cur = self.db.execute(
                 "INSERT INTO votes (battle_id, rater, left_setting, right_setting, outcome, after_undo, created) "
                 "SELECT id, :rater, CASE left_side WHEN 'a' THEN a_setting ELSE b_setting END, "
@@ -273,32 +310,29 @@ class Store:
                 {"b": battle_id, "rater": rater, "outcome": outcome, "now": _now()})
             inserted = cur.rowcount
         if inserted == 1:
-            return next(self.db["votes"].rows_where("battle_id = ? AND rater = ?", [battle_id, rater]))
+            return self._one("SELECT * FROM votes WHERE battle_id = ? AND rater = ?", [battle_id, rater])
         if self.battle(battle_id) is None:
             raise UsageError("battle: no such battle (it may have been removed); load the next one")
         raise UsageError(f"rater {rater!r} has already voted on this battle: one vote per rater per battle")
 
     def undo_last_vote(self, rater: str) -> dict | None:
         """Withdraw this rater's most recent vote (kept in vote_undos); returns it, or None."""
-        with self.db.conn:
-            row = self.db.execute("SELECT id, battle_id, outcome, created FROM votes WHERE rater = ? "
-                                  "ORDER BY id DESC LIMIT 1", [rater]).fetchone()
-            if row is None:
+        with self._write():
+            vote = self._one("SELECT id, battle_id, rater, outcome, created FROM votes WHERE rater = ? "
+                             "ORDER BY id DESC LIMIT 1", [rater])
+            if vote is None:
                 return None
-            vote_id, battle_id, outcome, created = row
-            self.db.execute("INSERT INTO vote_undos (battle_id, rater, outcome, voted, undone) VALUES (?, ?, ?, ?, ?)",
-                            [battle_id, rater, outcome, created, _now()])
-            self.db.execute("DELETE FROM votes WHERE id = ?", [vote_id])
-        return {"id": vote_id, "battle_id": battle_id, "rater": rater, "outcome": outcome, "created": created}
+            self.db["vote_undos"].insert({"battle_id": vote["battle_id"], "rater": rater, "outcome": vote["outcome"],
+                                          "voted": vote["created"], "undone": _now()})
+            self.db.execute("DELETE FROM votes WHERE id = ?", [vote["id"]])
+        return vote
 
     def votes(self) -> list[dict]:
         """Every vote with its battle's prompt, seed, category and settings, oldest first."""
-        cur = self.db.execute(
+        return list(self.db.query(
             "SELECT v.id, v.battle_id, b.token AS battle, b.prompt, b.seed, b.category, b.source, v.rater, "
             "v.left_setting, v.right_setting, b.a_setting, b.b_setting, v.outcome, v.after_undo, v.created "
-            "FROM votes v JOIN battles b ON b.id = v.battle_id ORDER BY v.id")
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+            "FROM votes v JOIN battles b ON b.id = v.battle_id ORDER BY v.id"))
 
     def vote_count(self) -> int:
         return self.db["votes"].count
@@ -306,173 +340,140 @@ class Store:
     def undo_count(self) -> int:
         return self.db["vote_undos"].count
 
-    # -- distillation jobs ------------------------------------------------------------------------
-    JOB_STATES = ("queued", "running", "succeeded", "failed", "canceled", "interrupted")
-
-    def create_job(self, *, technique: str, name: str, teacher: str, recipe: str, rounds: int,
-                   device: str = "auto") -> int:
-        with self.db.conn:
-            return self.db["jobs"].insert({
-                "technique": technique, "name": name, "teacher": teacher, "recipe": recipe, "status": "queued",
-                "device": device, "created": _now(), "round": 0, "rounds": rounds, "step": 0, "total": 0,
-                "resume": 0}).last_pk
+    # -- jobs (engine/jobs.py) ----------------------------------------------------------------------
+    def create_job(self, kind: str, *, name: str, label: str, payload: dict | list, parts: int,
+                   part_unit: str, step_unit: str) -> int:
+        """Queue a job: its kind, what it makes or scores, a line saying what it does, its input."""
+        with self._write():
+            return self.db["jobs"].insert(_encode({
+                "kind": kind, "name": name, "label": label, "payload": payload, "status": "queued",
+                "device": "auto", "created": _now(), "part": 0, "parts": parts, "part_unit": part_unit,
+                "step": 0, "total": 0, "step_unit": step_unit, "resume": 0})).last_pk
 
     def job(self, job_id: int) -> dict | None:
-        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
-        return rows[0] if rows else None
+        """A job's row with `payload` and `models` decoded, or None."""
+        return _decode(self._one("SELECT * FROM jobs WHERE id = ?", [job_id]), "payload", "models")
 
-    def jobs(self, limit: int = 100) -> list[dict]:
-        return list(self.db["jobs"].rows_where(order_by="id desc", limit=limit))
+    def jobs(self, kind: str | None = None, limit: int = 100) -> list[dict]:
+        """Jobs, newest first (of one kind when given), `payload` and `models` decoded."""
+        where, params = ("WHERE kind = ?", [kind]) if kind else ("", [])
+        return [_decode(r, "payload", "models") for r in
+                self.db.query(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", [*params, limit])]
 
     def update_job(self, job_id: int, **fields: Any) -> None:
-        if "models" in fields and not isinstance(fields["models"], (str, type(None))):
-            fields["models"] = json.dumps(fields["models"])
-        with self.db.conn:
-            self.db["jobs"].update(job_id, fields)
+        with self._write():
+            self.db["jobs"].update(job_id, _encode(fields))
 
     def set_job_status(self, job_id: int, status: str, *, only_from: tuple[str, ...] | None = None,
                        **fields: Any) -> bool:
         """Move a job to `status` (optionally only from the given states); True if it moved."""
-        if status not in self.JOB_STATES:
-            raise ValueError(f"status must be one of {self.JOB_STATES}, got {status!r}")
-        sets = {"status": status, **{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in fields.items()}}
-        if status in ("succeeded", "failed", "canceled", "interrupted"):
+        if status not in JOB_STATES:
+            raise ValueError(f"status must be one of {JOB_STATES}, got {status!r}")
+        sets = {"status": status, **_encode(fields)}
+        if status not in ("queued", "running"):
             sets.setdefault("finished", _now())
         cols = ", ".join(f"{k} = :{k}" for k in sets)
         where = "id = :job_id" + (f" AND status IN ({', '.join(repr(s) for s in only_from)})" if only_from else "")
-        with self.db.conn:
+        with self._write():
             return self.db.execute(f"UPDATE jobs SET {cols} WHERE {where}", {**sets, "job_id": job_id}).rowcount == 1
 
     def claim_next_job(self) -> dict | None:
         """Atomically pick the oldest queued job and mark it running, unless one is running already."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            busy = conn.execute("SELECT 1 FROM jobs WHERE status = 'running' LIMIT 1").fetchone()
-            row = None if busy else conn.execute(
-                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+        with self._write():  # the lock from the start: two claimers cannot both see "idle"
+            busy = self._one("SELECT 1 AS busy FROM jobs WHERE status = 'running' LIMIT 1")
+            row = None if busy else self._one("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1")
             if row:
-                conn.execute("UPDATE jobs SET status = 'running', started = ?, pid = NULL, error = NULL "
-                             "WHERE id = ?", [_now(), row[0]])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return self.job(row[0]) if row else None
+                self.db.execute("UPDATE jobs SET status = 'running', started = ?, pid = NULL, error = NULL "
+                                "WHERE id = ?", [_now(), row["id"]])
+        return self.job(row["id"]) if row else None
 
     def add_job_metric(self, job_id: int, **fields: Any) -> None:
-        with self.db.conn:
+        with self._write():
             self.db["job_metrics"].insert({"job_id": job_id, "created": _now(), **fields})
 
     def job_metrics(self, job_id: int) -> list[dict]:
-        return list(self.db["job_metrics"].rows_where("job_id = ?", [job_id], order_by="id"))
+        return list(self.db.query("SELECT * FROM job_metrics WHERE job_id = ? ORDER BY id", [job_id]))
 
-    def add_job_eval(self, job_id: int, *, by_category: dict, **fields: Any) -> None:
-        with self.db.conn:
-            self.db["job_evals"].insert({"job_id": job_id, "by_category": json.dumps(by_category),
-                                         "created": _now(), **fields})
+    def add_job_eval(self, job_id: int, **fields: Any) -> None:
+        with self._write():
+            self.db["job_evals"].insert(_encode({"job_id": job_id, "created": _now(), **fields}))
 
     def job_evals(self, job_id: int | None = None) -> list[dict]:
-        if job_id is None:
-            return list(self.db["job_evals"].rows_where(order_by="id"))
-        return list(self.db["job_evals"].rows_where("job_id = ?", [job_id], order_by="id"))
+        """Each round's quality (`by_category` decoded), of one job or of all."""
+        where, params = ("WHERE job_id = ?", [job_id]) if job_id is not None else ("", [])
+        return [_decode(r, "by_category") for r in self.db.query(f"SELECT * FROM job_evals {where} ORDER BY id",
+                                                                 params)]
 
     # -- acceleration: cache calibrations and bench runs ----------------------------------------
     def save_calibration(self, model: str, method: str, data: dict) -> None:
-        with self.db.conn:
-            self.db["calibrations"].upsert({"model": model, "method": method, "data": json.dumps(data),
-                                            "created": _now()}, pk=("model", "method"))
+        with self._write():
+            self.db["calibrations"].upsert(_encode({"model": model, "method": method, "data": data,
+                                                    "created": _now()}), pk=("model", "method"))
 
     def calibration(self, model: str, method: str) -> dict | None:
-        rows = list(self.db["calibrations"].rows_where("model = ? and method = ?", [model, method]))
-        return json.loads(rows[0]["data"]) if rows else None
+        row = _decode(self._one("SELECT data FROM calibrations WHERE model = ? AND method = ?", [model, method]),
+                      "data")
+        return row["data"] if row else None
 
     def add_bench_run(self, model: str, device: str, config: dict, rows: list[dict]) -> int:
-        with self.db.conn:
-            return self.db["bench_runs"].insert({"model": model, "device": device, "config": json.dumps(config),
-                                                 "rows": json.dumps(rows), "created": _now()}).last_pk
+        with self._write():
+            return self.db["bench_runs"].insert(_encode({"model": model, "device": device, "config": config,
+                                                         "rows": rows, "created": _now()})).last_pk
 
     def bench_runs(self, model: str | None = None, limit: int = 20) -> list[dict]:
         """Bench runs, newest first, with `config` and `rows` decoded."""
-        where, args = ("model = ?", [model]) if model else (None, [])
-        out = []
-        for r in self.db["bench_runs"].rows_where(where, args, order_by="id desc", limit=limit):
-            out.append({**r, "config": json.loads(r["config"]), "rows": json.loads(r["rows"])})
-        return out
+        where, params = ("WHERE model = ?", [model]) if model else ("", [])
+        return [_decode(r, "config", "rows") for r in
+                self.db.query(f"SELECT * FROM bench_runs {where} ORDER BY id DESC LIMIT ?", [*params, limit])]
 
-    # -- evaluation: jobs of other kinds, cached images, runs, VLM answers ---------------------------
-    def create_kind_job(self, kind: str, *, technique: str, name: str, teacher: str, recipe: str,
-                        rounds: int) -> int:
-        """Queue a job of another kind than distillation (engine/jobs.py runs it by kind)."""
-        with self.db.conn:
-            return self.db["jobs"].insert({
-                "kind": kind, "technique": technique, "name": name, "teacher": teacher, "recipe": recipe,
-                "status": "queued", "device": "auto", "created": _now(), "round": 0, "rounds": rounds, "step": 0,
-                "total": 0, "resume": 0}).last_pk
-
+    # -- evaluation: cached images, runs, VLM answers ---------------------------------------------------
     def eval_images(self, model_key: str, settings: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
         """The cached images among (prompt, seed) pairs for one model and settings."""
         wanted = set(keys)
-        rows = self.db["eval_images"].rows_where("model_key = ? AND settings = ?", [model_key, settings])
+        rows = self.db.query("SELECT * FROM eval_images WHERE model_key = ? AND settings = ?", [model_key, settings])
         return {(r["prompt"], r["seed"]): r for r in rows if (r["prompt"], r["seed"]) in wanted}
 
     def add_eval_images(self, model_key: str, settings: str, rows: list[dict]) -> None:
-        with self.db.conn:
+        with self._write():
             self.db["eval_images"].insert_all(
                 [{"model_key": model_key, "settings": settings, "created": _now(), **r} for r in rows],
                 ignore=True)
 
     def add_eval_run(self, *, model: str, teacher: str, golden: str, golden_sha: str, settings: dict, result: dict,
                      items: list[dict], job_id: int | None = None) -> int:
-        with self.db.conn:
-            run_id = self.db["eval_runs"].insert({
+        with self._write():
+            run_id = self.db["eval_runs"].insert(_encode({
                 "job_id": job_id, "model": model, "teacher": teacher, "golden": golden, "golden_sha": golden_sha,
-                "settings": json.dumps(settings, sort_keys=True), "result": json.dumps(result),
-                "created": _now()}).last_pk
-            self.db["eval_items"].insert_all([
-                {"run_id": run_id, **{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in it.items()}}
-                for it in items])
+                "settings": settings, "result": result, "created": _now()})).last_pk
+            self.db["eval_items"].insert_all([{"run_id": run_id, **_encode(it)} for it in items])
         return run_id
 
-    @staticmethod
-    def _eval_run_row(r: dict) -> dict:
-        return {**r, "settings": json.loads(r["settings"]), "result": json.loads(r["result"])}
-
     def eval_run(self, run_id: int) -> dict | None:
-        rows = list(self.db["eval_runs"].rows_where("id = ?", [run_id]))
-        return self._eval_run_row(rows[0]) if rows else None
+        return _decode(self._one("SELECT * FROM eval_runs WHERE id = ?", [run_id]), "settings", "result")
 
     def eval_runs(self, model: str | None = None, golden: str | None = None, job_id: int | None = None,
                   limit: int = 200) -> list[dict]:
         """Evaluation runs, newest first, with `settings` and `result` decoded."""
-        where, args = [], []
-        for col, v in (("model", model), ("golden", golden), ("job_id", job_id)):
-            if v is not None:
-                where.append(f"{col} = ?")
-                args.append(v)
-        rows = self.db["eval_runs"].rows_where(" AND ".join(where) or None, args, order_by="id desc", limit=limit)
-        return [self._eval_run_row(r) for r in rows]
+        given = {col: v for col, v in (("model", model), ("golden", golden), ("job_id", job_id)) if v is not None}
+        where = ("WHERE " + " AND ".join(f"{col} = :{col}" for col in given)) if given else ""
+        return [_decode(r, "settings", "result") for r in
+                self.db.query(f"SELECT * FROM eval_runs {where} ORDER BY id DESC LIMIT :limit",
+                              {**given, "limit": limit})]
 
     def eval_items(self, run_id: int) -> list[dict]:
-        out = []
-        for r in self.db["eval_items"].rows_where("run_id = ?", [run_id], order_by="idx"):
-            out.append({**r, "missed": json.loads(r["missed"]) if r["missed"] else None,
-                        "vlm": json.loads(r["vlm"]) if r["vlm"] else None})
-        return out
-
-    def set_eval_item_vlm(self, run_id: int, idx: int, vlm: dict) -> None:
-        with self.db.conn:
-            self.db.execute("UPDATE eval_items SET vlm = ? WHERE run_id = ? AND idx = ?", [json.dumps(vlm), run_id, idx])
+        """A run's per-image rows in order, `missed` and `vlm` decoded."""
+        return [_decode(r, "missed", "vlm") for r in
+                self.db.query("SELECT * FROM eval_items WHERE run_id = ? ORDER BY idx", [run_id])]
 
     def update_eval_result(self, run_id: int, result: dict) -> None:
-        with self.db.conn:
-            self.db["eval_runs"].update(run_id, {"result": json.dumps(result)})
+        with self._write():
+            self.db["eval_runs"].update(run_id, _encode({"result": result}))
 
     def vlm_judgment(self, key: str) -> dict | None:
-        rows = list(self.db["vlm_judgments"].rows_where("key = ?", [key]))
-        return json.loads(rows[0]["result"]) if rows else None
+        row = _decode(self._one("SELECT result FROM vlm_judgments WHERE key = ?", [key]), "result")
+        return row["result"] if row else None
 
     def save_vlm_judgment(self, key: str, endpoint: str, model: str, result: dict) -> None:
-        with self.db.conn:
-            self.db["vlm_judgments"].upsert({"key": key, "endpoint": endpoint, "model": model,
-                                             "result": json.dumps(result), "created": _now()}, pk="key")
+        with self._write():
+            self.db["vlm_judgments"].upsert(_encode({"key": key, "endpoint": endpoint, "model": model,
+                                                     "result": result, "created": _now()}), pk="key")

@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,28 +20,9 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
 from .families.embedded import EmbeddedConfig, EmbeddedFamily
-from .paths import EMBEDDED_TEACHER
 from .world import describe, mislabel
+from .world.config import TeacherTrainConfig
 from .world.dataset import render_dataset
-
-
-@dataclass
-class TeacherTrainConfig:
-    steps: int = 6000  # optimisation steps (an upper bound when `minutes` is set)
-    minutes: float | None = None  # wall-clock budget: fit the step count (and LR schedule) to it
-    batch_size: int = 64
-    lr: float = 1e-3  # peak AdamW learning rate; linear warm-up, cosine decay to 10%
-    warmup: int = 200
-    ema: float = 0.999  # decay of the exponential moving average that is saved
-    cond_dropout: float = 0.1  # probability of training on the empty prompt
-    caption_noise: float = 0.1  # probability that a caption describes the scene with one attribute wrong
-    dataset: int = 100_000  # distinct rendered scenes; captions are drawn afresh every time
-    precision: str = "auto"  # "bf16" (autocast), "fp32", or auto: bf16 on CUDA, fp32 on CPU (faster there)
-    seed: int = 0
-    device: str = "auto"
-    log_every: int = 100
-    init: str | None = None  # continue from this model directory's weights instead of from scratch
-    out: str = str(EMBEDDED_TEACHER)
 
 
 def _device(name: str) -> torch.device:

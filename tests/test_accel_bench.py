@@ -6,10 +6,10 @@ import json
 import pytest
 
 from conftest import run_cli
-from engine.accel import model_key
-from engine.accel.bench import BenchConfig, markdown, run
+from engine.accel.runtime import model_key
+from engine.decide.bench import BenchConfig, markdown, run
 from engine.accel.calibrate import VERSION
-from engine.accel.decide import Answers, explain, recommend
+from engine.decide.guide import Answers, explain, recommend
 from engine.errors import UsageError
 from engine.families.embedded import EmbeddedFamily
 from engine.store import Store
@@ -82,7 +82,7 @@ def test_decide_rejects_bad_answers():
 
 
 def test_sweep_renders_a_grid_with_psnr_to_the_reference(tiny_family, memory_store):
-    from engine.accel.sweep import SweepConfig, run_sweep
+    from engine.decide.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(prompt="a red star", steps=(4, 2), guidance=(3.0, 1.0))
     out = run_sweep(tiny_family, cfg, model_name="tiny", store=memory_store)
@@ -129,7 +129,7 @@ def test_bench_cli_checks_its_flags_before_any_work(data_dir):
 
 
 def test_bench_finds_students_through_the_lineage_their_jobs_recorded(memory_store):
-    from engine.accel.bench import discover
+    from engine.decide.bench import discover
     from engine.distill.recipes import Recipe
 
     def register(name, parent, technique, rnd, **kw):
@@ -158,7 +158,7 @@ def test_sweep_cli_prints_the_cells_and_writes_their_images(tiny_model_dir, tmp_
 
 def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
     from engine import registry
-    from engine.accel.bench import discover
+    from engine.decide.bench import discover
 
     if "embedded-4step" not in registry.BUILTIN or "embedded-guidance" not in registry.BUILTIN:
         pytest.skip("the shipped students are not in assets/")
@@ -166,7 +166,7 @@ def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
     store = Store(tmp_path / "fresh")
     assert discover(store, "embedded") == {"guidance": "embedded-guidance", "both": "embedded-4step"}
     # ... and only there: its conventional name does not make it a steps-only student as well
-    from engine.accel.bench import BenchConfig, plan
+    from engine.decide.bench import BenchConfig, plan
     from engine.families.embedded import EmbeddedFamily
 
     rows = {r.key: r for r in plan(BenchConfig(), EmbeddedFamily.load(registry.BUILTIN["embedded"]), store,

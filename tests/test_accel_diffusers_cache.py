@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import Flux2Transformer2DModel, FluxTransformer2DModel
 
-from engine.accel import accelerated, supported_caches
+from engine.accel.runtime import accelerated, supported_caches
 from engine.accel.calibrate import CalibrationConfig, calibrate_magcache
 from engine.accel.diffusers_cache import (DiffusersCacheConfig, _state_managers, apply_diffusers_cache,
                                           remove_diffusers_cache)

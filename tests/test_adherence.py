@@ -2,9 +2,9 @@
 
 import pytest
 
-from engine.adherence import evaluate, summarize
+from engine.evaluate.adherence import evaluate, summarize
 from engine.families.embedded import EmbeddedFamily
-from engine.judge import Judge
+from engine.world.judge import Judge
 from engine.paths import EMBEDDED_TEACHER, JUDGE_WEIGHTS
 from engine.world import Prompt, sample_prompts
 

@@ -14,7 +14,8 @@ from engine.arena import battles, leaderboard, votes
 from engine.arena import settings as S
 from engine.errors import UsageError
 from engine.families.embedded import EmbeddedFamily
-from engine.generate import Request, run
+from engine.generate import run
+from engine.request import Request
 from engine.store import Store
 
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from engine.distill.lora import apply_lora, merge_lora, save_adapter_student
+from engine.distill.lora import apply_lora, save_adapter_student
+from engine.families.adapter import merge_lora
 from engine.distill.recipes import LoraSpec
 from engine.distill.run import round_step
 from engine.distill.techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_next

@@ -49,7 +49,7 @@ def test_frechet_distance_with_a_feature_network_passed_in():
 
 
 def test_judge_features_take_any_size_of_uint8_image():
-    from engine.judge import Judge, JudgeConfig
+    from engine.world.judge import Judge, JudgeConfig
 
     torch.manual_seed(0)
     space = M.JudgeFeatures(Judge(JudgeConfig(width=8, features=16)).eval())

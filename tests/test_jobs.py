@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import run_cli
-from engine import jobs, registry
+from engine import cli, jobs, registry
+from engine.distill import job as distill_job
 from engine.distill.recipes import Recipe
 from engine.errors import UsageError
 from engine.families.embedded import EmbeddedFamily
@@ -36,13 +36,13 @@ def store(tmp_path):
 
 
 def test_job_runs_in_its_own_process_and_registers_the_student(store, tiny_model_dir):
-    job_id, warnings = jobs.submit(store, recipe(tiny_model_dir, "g1"))
+    job_id, warnings = distill_job.submit(store, recipe(tiny_model_dir, "g1"))
     assert warnings == []
     job = jobs.follow(store, job_id, out=open(os.devnull, "w"), poll=0.2)
     assert job["status"] == "succeeded", jobs.log_path(store, job_id).read_text()
-    assert json.loads(job["models"]) == ["g1"]
+    assert job["models"] == ["g1"] and jobs.progress(job) == (1.0, "round 1/1, step 4/4")
     row = store.model("g1")
-    assert row["parent"] == str(tiny_model_dir) and json.loads(row["recipe"])["technique"] == "guidance"
+    assert row["parent"] == str(tiny_model_dir) and row["recipe"]["technique"] == "guidance"
     assert store.job_metrics(job_id)[-1]["step"] == 4
     assert "g1" in registry.names(store)
     student = EmbeddedFamily.load(registry.resolve("g1", store))
@@ -50,8 +50,8 @@ def test_job_runs_in_its_own_process_and_registers_the_student(store, tiny_model
 
 
 def test_one_job_at_a_time_the_next_starts_when_it_ends(store, tiny_model_dir):
-    a, _ = jobs.submit(store, recipe(tiny_model_dir, "qa", train_steps=12))
-    b, _ = jobs.submit(store, recipe(tiny_model_dir, "qb"))
+    a, _ = distill_job.submit(store, recipe(tiny_model_dir, "qa", train_steps=12))
+    b, _ = distill_job.submit(store, recipe(tiny_model_dir, "qb"))
     assert store.job(a)["status"] == "running" and store.job(b)["status"] == "queued"
     assert jobs.follow(store, b, out=open(os.devnull, "w"), poll=0.2)["status"] == "succeeded"
     assert store.job(a)["status"] == "succeeded"
@@ -59,7 +59,7 @@ def test_one_job_at_a_time_the_next_starts_when_it_ends(store, tiny_model_dir):
 
 
 def test_sigkill_marks_interrupted_and_resume_continues_from_the_checkpoint(store, tiny_model_dir):
-    job_id, _ = jobs.submit(store, recipe(tiny_model_dir, "k1", train_steps=60, checkpoint_every=5))
+    job_id, _ = distill_job.submit(store, recipe(tiny_model_dir, "k1", train_steps=60, checkpoint_every=5))
     wait_for(lambda: any(m["step"] >= 10 for m in store.job_metrics(job_id)))
     os.killpg(store.job(job_id)["pid"], signal.SIGKILL)
     wait_for(lambda: jobs.reconcile(store) == [job_id] or store.job(job_id)["status"] == "interrupted")
@@ -73,7 +73,7 @@ def test_sigkill_marks_interrupted_and_resume_continues_from_the_checkpoint(stor
 
 
 def test_cancel_a_running_job(store, tiny_model_dir):
-    job_id, _ = jobs.submit(store, recipe(tiny_model_dir, "c1", train_steps=100000, checkpoint_every=1000))
+    job_id, _ = distill_job.submit(store, recipe(tiny_model_dir, "c1", train_steps=100000, checkpoint_every=1000))
     wait_for(lambda: store.job_metrics(job_id))
     jobs.cancel(store, job_id)
     wait_for(lambda: store.job(job_id)["status"] == "canceled")
@@ -86,7 +86,7 @@ def test_bad_recipes_are_refused_before_any_job_exists(store, tiny_model_dir):
     for bad in (recipe(tiny_model_dir, "x", lr=-1.0), recipe("no-such-model", "x"),
                 recipe(tiny_model_dir, "embedded"), recipe(tiny_model_dir, "x", init="no-such-model")):
         with pytest.raises(UsageError):
-            jobs.submit(store, bad)
+            distill_job.submit(store, bad)
     assert store.jobs() == []
 
 
@@ -98,16 +98,72 @@ def test_bad_recipes_are_refused_before_any_job_exists(store, tiny_model_dir):
     (["--init", "no-such-model"], "init: no model named"),
     (["--lora-rank", "0"], "lora rank"),
 ])
-def test_cli_refuses_bad_recipes_with_one_line(args, message, tmp_path):
-    r = run_cli("distill", "progressive", "--name", "bad", *args, data_dir=tmp_path / "d")
-    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_cli_refuses_bad_recipes_with_one_line(args, message, tmp_path, capsys):
+    assert cli.main(["distill", "progressive", "--name", "bad", *args, "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
     assert Store(tmp_path / "d").jobs() == []
 
 
-def test_cli_warns_when_steps_come_before_guidance(tmp_path, tiny_model_dir):
-    r = run_cli("distill", "progressive", "--teacher", str(tiny_model_dir), "--name", "p0", "--from-steps", "4",
-                "--to-steps", "2", "--train-steps", "2", "--batch-size", "2", "--eval-n", "0",
-                data_dir=tmp_path / "d", timeout=400)
-    assert "distill guidance first" in r.stderr
-    out = json.loads(r.stdout)
+def test_cli_warns_when_steps_come_before_guidance(tmp_path, tiny_model_dir, capsys):
+    assert cli.main(["distill", "progressive", "--teacher", str(tiny_model_dir), "--name", "p0", "--from-steps", "4",
+                     "--to-steps", "2", "--train-steps", "2", "--batch-size", "2", "--eval-n", "0",
+                     "--data-dir", str(tmp_path / "d")]) == 0
+    out, err = capsys.readouterr()
+    assert "distill guidance first" in err
+    out = json.loads(out)
     assert out["status"] == "succeeded" and out["models"] == ["p0"]
+
+
+# -- the runner knows no kind ----------------------------------------------------------------------
+
+def test_a_new_kind_runs_through_the_runner_unchanged(store):
+    """A body of a kind the runner has never heard of: progress, the models it names, then success;
+    a body that stops on a cancel is canceled, one that raises has failed with the error's first line."""
+    def body(ctx: jobs.Context) -> list[str]:
+        for part in range(2):
+            ctx.report(part, 3, 3, loss=0.5)
+            ctx.part_done(part, [f"m{part}"])
+        return ["m0", "m1"]
+
+    job_id = jobs.submit(store, "demo", {"x": 1}, name="m1", label="a demo", parts=2, units=("setting", "image"),
+                         start=False)
+    assert store.job(job_id)["payload"] == {"x": 1}
+    assert jobs.run(store, job_id, body) == 0
+    job = store.job(job_id)
+    assert job["status"] == "succeeded" and job["models"] == ["m0", "m1"]
+    assert jobs.progress(job) == (1.0, "setting 2/2, image 3/3")
+    assert [m["loss"] for m in store.job_metrics(job_id)] == [0.5, 0.5]
+
+    def stops(ctx):
+        ctx.stop_flag["stop"] = True  # as SIGTERM from `cancel` sets it
+        ctx.check_stop()
+
+    def breaks(ctx):
+        raise RuntimeError("out of paint\nsecond line")
+
+    for fn, status, code, error in ((stops, "canceled", 0, None), (breaks, "failed", 1, "RuntimeError: out of paint")):
+        job_id = jobs.submit(store, "demo", {}, name="m", label="demo", parts=1, start=False)
+        assert jobs.run(store, job_id, fn) == code
+        assert (store.job(job_id)["status"], store.job(job_id)["error"]) == (status, error)
+
+
+def test_a_jobs_environment_reaches_its_process_alone(store, monkeypatch):
+    """An API key given at submit: in the child's environment, not in the app's, not in the database."""
+    seen = {}
+
+    class Child:
+        pid = 4242
+
+        def __init__(self, cmd, env, **kw):
+            seen.update(cmd=cmd, env=env)
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", Child)
+    job_id = jobs.submit(store, "demo", {}, name="m", label="demo", parts=1, env={"LAB_VLM_API_KEY": "sk-secret-1"},
+                         start=False)
+    kept = jobs.job_dir(store, job_id) / jobs.ENV_FILE
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert jobs.dispatch(store, gpus=0) == job_id
+    assert seen["env"]["LAB_VLM_API_KEY"] == "sk-secret-1" and seen["cmd"][-3:-2] == [str(job_id)]
+    assert "LAB_VLM_API_KEY" not in os.environ
+    assert not any(b"sk-secret-1" in f.read_bytes() for f in store.root.glob("lab.db*"))

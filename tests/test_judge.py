@@ -1,8 +1,8 @@
 import pytest
 
-from engine import judge as J
+from engine.world import judge as J
 from engine.paths import JUDGE_WEIGHTS
-from engine.train_judge import accuracy
+from engine.world.train_judge import accuracy
 from engine.world.dataset import render_dataset
 
 

@@ -7,7 +7,7 @@ import pytest
 from engine import registry
 from engine.cli import main
 from engine.errors import UsageError
-from engine.families.parity import compare
+from engine.parity import compare
 
 
 @pytest.mark.parametrize("kind", ["sd-v", "flux-dev"])

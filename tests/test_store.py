@@ -1,23 +1,52 @@
+import sqlite3
 import threading
 
+import sqlite_utils
+
+from engine import registry
 from engine.store import MIGRATIONS, Store
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path):
     s = Store(tmp_path)
-    assert [r["name"] for r in s.db["migrations"].rows] == [m[0] for m in MIGRATIONS]
+    assert [m.name for m in MIGRATIONS.applied(s.db)] == [m.name for m in MIGRATIONS._migrations]
     assert Store(tmp_path).migrate() == []
     assert s.db.journal_mode == "wal"
 
 
+def test_a_database_of_the_lab_before_sqlite_utils_migrations_is_brought_up_to_date(tmp_path):
+    """Data directories made before: their own `migrations` table, and jobs with a recipe column."""
+    db = sqlite_utils.Database(sqlite3.connect(tmp_path / "lab.db"))
+    old = [m for m in MIGRATIONS._migrations if m.name != "jobs_of_any_kind"]
+    for m in old:
+        m.fn(db)
+    db["migrations"].insert_all([{"name": m.name, "applied": "2026-01-01T00:00:00+00:00"} for m in old])
+    db["jobs"].insert({"technique": "guidance", "name": "s", "teacher": "embedded", "recipe": '{"name": "s"}',
+                       "status": "succeeded", "created": "2026-01-01", "round": 1, "rounds": 1, "step": 4,
+                       "total": 4, "resume": 0, "models": '["s"]'})
+    db.conn.commit()
+    s = Store(tmp_path)
+    assert not s.db["migrations"].exists()
+    assert [m.name for m in MIGRATIONS.pending(s.db)] == []
+    job = s.jobs()[0]
+    assert job["payload"] == {"name": "s"} and job["models"] == ["s"] and job["label"] == "guidance: embedded -> s"
+    assert (job["kind"], job["part"], job["parts"], job["part_unit"], job["step_unit"]) == ("distill", 1, 1, "round",
+                                                                                           "step")
+
+
 def test_models_and_lineage(memory_store):
     s = memory_store
-    s.register_model("teacher", "/x/t", "embedded")
     s.register_model("g1", "/x/g1", "embedded", parent="teacher", recipe={"technique": "guidance"})
     s.register_model("p1", "/x/p1", "embedded", parent="g1", round=1)
-    assert [m["name"] for m in s.lineage("p1")] == ["teacher", "g1", "p1"]
-    assert s.model("g1")["recipe"] == '{"technique": "guidance"}'
+    assert registry.lineage(s, "p1") == ["teacher", "g1", "p1"]  # the root need not be registered
+    assert registry.lineage(s, "teacher") == ["teacher"]
+    assert s.model("g1")["recipe"] == {"technique": "guidance"}
     assert s.model("nope") is None
+
+
+def test_shipped_students_have_a_lineage_without_rows_in_the_database(memory_store):
+    assert registry.lineage(memory_store, "embedded-4step") == ["embedded", "embedded-guidance", "embedded-4step"]
+    assert memory_store.models() == []  # reading wrote nothing
 
 
 def test_generation_rows_and_opaque_files(tmp_path):
@@ -28,7 +57,7 @@ def test_generation_rows_and_opaque_files(tmp_path):
                               width=32, settings={"cache": None}, nfe=4, skipped=0, seconds=0.1,
                               peak_mem_mb=10.0, image=path.name)
     row = s.generations()[0]
-    assert row["id"] == gid and row["nfe"] == 4 and row["image"] == path.name
+    assert row["id"] == gid and row["nfe"] == 4 and row["image"] == path.name and row["settings"] == {"cache": None}
 
 
 def test_each_thread_gets_its_own_connection(tmp_path):

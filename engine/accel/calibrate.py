@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..evaluate.metrics import psnr_per_image as psnr
 from ..families.base import Family
+from ..measure import psnr_per_image
 from ..sampling import sample
 from .diffusers_cache import DiffusersCacheConfig, _state_managers, apply_diffusers_cache, remove_diffusers_cache
 from .teacache import TeaCacheConfig, apply_teacache, remove_teacache
@@ -94,7 +94,7 @@ def calibrate_teacache(family: Family, cfg: CalibrationConfig = CalibrationConfi
             images, m = _run(family, prompts, cfg)
         finally:
             remove_teacache(family.denoiser)
-        row = {"threshold": candidates[mid], "psnr": round(float(psnr(images, reference).mean()), 2),
+        row = {"threshold": candidates[mid], "psnr": round(float(psnr_per_image(images, reference).mean()), 2),
                "skipped": m.skipped, "nfe": m.nfe}
         sweep.append(row)
         if row["psnr"] >= cfg.target_psnr:

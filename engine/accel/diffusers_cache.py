@@ -14,8 +14,7 @@ import threading
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks import (FirstBlockCacheConfig, HookRegistry, MagCacheConfig, ModelHook,
-                             TaylorSeerCacheConfig)
+from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, MagCacheConfig, ModelHook, TaylorSeerCacheConfig
 from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.models.cache_utils import CacheMixin
@@ -23,9 +22,9 @@ from diffusers.models.cache_utils import CacheMixin
 from ..errors import UsageError
 from ..trajectory import current
 from .hooks import add_hook, flatten, has_hook, remove_hook, take_rows, tidy
+from .options import DIFFUSERS_METHODS
 
 HOOK = "lab_branch_contexts"
-METHODS = ("fbcache", "magcache", "taylorseer")
 DEFAULTS = {"fbcache": 0.05, "magcache": 0.06, "taylorseer": 4}  # diffusers' suggested knobs
 
 
@@ -41,8 +40,8 @@ class DiffusersCacheConfig:
 def unsupported(model: torch.nn.Module, method: str) -> str | None:
     """Why `method` cannot run on `model`, or None when it can."""
     name = type(model).__name__
-    if method not in METHODS:
-        return f"{method!r} is not one of diffusers' caches ({', '.join(METHODS)})"
+    if method not in DIFFUSERS_METHODS:
+        return f"{method!r} is not one of diffusers' caches ({', '.join(DIFFUSERS_METHODS)})"
     if not isinstance(model, CacheMixin):
         return f"diffusers' {method} runs on its transformer classes, not on {name}; use teacache"
     blocks = [b for n, c in model.named_children() if n in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS

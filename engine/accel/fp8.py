@@ -23,8 +23,8 @@ from diffusers.hooks.layerwise_casting import LayerwiseCastingHook
 
 from ..errors import UsageError
 from .hooks import add_hook, remove_hook
+from .options import FP8_MODES
 
-MODES = ("off", "weights", "compute")
 HOOK = "lab_fp8_weights"
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 CASTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Embedding)
@@ -114,8 +114,8 @@ def _to_float8_compute(model: nn.Module, cfg: FP8Config) -> dict:
 
 def apply_fp8(model: nn.Module, config: FP8Config) -> None:
     """Switch FP8 on for `model`; `remove_fp8` restores it exactly."""
-    if config.mode not in MODES:
-        raise UsageError(f"fp8 must be one of {', '.join(MODES)}, got {config.mode!r}")
+    if config.mode not in FP8_MODES:
+        raise UsageError(f"fp8 must be one of {', '.join(FP8_MODES)}, got {config.mode!r}")
     if config.mode == "off":
         return
     if model in _SAVED:

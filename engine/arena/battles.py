@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Callable
@@ -18,72 +17,64 @@ from PIL import Image
 
 from .. import registry
 from ..errors import UsageError
-from ..generate import Request, run
+from ..evaluate import golden
+from ..generate import run
+from ..prompts import Prompt
+from ..request import Request
 from ..sampling import sample
 from ..store import Store
 from . import settings as S
-
-MAX_BATTLES = 10_000
-
-
-@dataclass(frozen=True)
-class BattlePrompt:
-    """One prompt a battle is drawn from: its text, golden-set category and seed."""
-    text: str
-    seed: int
-    category: str | None = None
-
-
-@dataclass
-class PrepareConfig:
-    n: int = 100  # battles to prepare
-    pairs: str = "first"  # "first": the first setting against each other one; "all": every pair
-    seed: int = 0  # draws the left side of each battle
-    batch_size: int = 16  # images generated per forward batch
-    device: str = "auto"  # where the models run
-    source: str = "golden"  # where the prompts came from: a golden-set name, "world" or "admin"
-
-    def check(self, n_settings: int) -> None:
-        if not isinstance(self.n, int) or not 1 <= self.n <= MAX_BATTLES:
-            raise UsageError(f"n must be an integer in 1..{MAX_BATTLES}, got {self.n!r}")
-        if self.pairs not in ("first", "all"):
-            raise UsageError(f"pairs must be 'first' or 'all', got {self.pairs!r}")
-        if n_settings < 2:
-            raise UsageError(f"a battle needs at least two settings, got {n_settings}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise UsageError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+from .settings import PrepareConfig
 
 
 # -- prompts ------------------------------------------------------------------------------------
-def golden_prompts(path: str | Path) -> list[BattlePrompt]:
+def golden_prompts(path: str | Path) -> tuple[list[Prompt], str]:
     """A golden set (the Evaluate tab's format: JSONL objects, or one prompt a line with seeds 0, 1,
-    2, ...) as battle prompts; a prompt the file gives no category has none here."""
-    from ..evaluate import golden
+    2, ...) as battle prompts, and the set's name; a prompt the file gives no category has none here."""
+    gs = golden.load(path)
+    return [Prompt(p.text, p.seed, None if p.category == golden.DEFAULT_CATEGORY else p.category)
+            for p in gs.prompts], gs.name
 
-    return [BattlePrompt(p.text, p.seed, None if p.category == golden.DEFAULT_CATEGORY else p.category)
-            for p in golden.load(path).prompts]
 
-
-def world_prompts(n: int, seed: int = 0, category: str | None = None) -> list[BattlePrompt]:
+def world_prompts(n: int, seed: int = 0, category: str | None = None) -> list[Prompt]:
     """Fresh prompts of the embedded shapes world, spread over its categories (or from one)."""
     from ..world import CATEGORIES, sample_prompts
 
     if category is not None and category not in CATEGORIES:
         raise UsageError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
-    return [BattlePrompt(p.text, p.seed, p.category) for p in sample_prompts(n, seed, category)]
+    return sample_prompts(n, seed, category)
 
 
-def typed_prompts(texts: list[str], seed: int = 0) -> list[BattlePrompt]:
+def typed_prompts(texts: list[str], seed: int = 0) -> list[Prompt]:
     """Prompts an admin typed: one a line, seeds seed, seed + 1, ..."""
     texts = [t.strip() for t in texts if t and t.strip()]
     if not texts:
         raise UsageError("prompts: type at least one prompt (one a line)")
-    return [BattlePrompt(t, seed + i, "typed") for i, t in enumerate(texts)]
+    return [Prompt(t, seed + i, "typed") for i, t in enumerate(texts)]
+
+
+SOURCES = ("world", "typed", "golden")
+
+
+def prompt_source(source: str, *, n: int = 100, seed: int = 0, category: str | None = None,
+                  typed: list[str] | None = None, golden_file: str | Path | None = None) -> tuple[list[Prompt], str]:
+    """The prompts battles are drawn from, and the name the battles record for where they came from:
+    fresh prompts of the embedded world ("world"), prompts an admin typed ("admin"), or a golden-set
+    file (the set's name)."""
+    if source == "typed":
+        return typed_prompts(typed or [], seed), "admin"
+    if source == "golden":
+        if not golden_file:
+            raise UsageError("golden set: give a JSONL file (prompt, seed, category) or one prompt a line")
+        return golden_prompts(golden_file)
+    if source == "world":
+        return world_prompts(n, seed, category), "world"
+    raise UsageError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
 
 
 # -- preparing ------------------------------------------------------------------------------------
-def plan(setting_keys: list[str], prompts: list[BattlePrompt], cfg: PrepareConfig,
-         counts: dict[tuple[str, str], int]) -> list[tuple[str, str, BattlePrompt]]:
+def plan(setting_keys: list[str], prompts: list[Prompt], cfg: PrepareConfig,
+         counts: dict[tuple[str, str], int]) -> list[tuple[str, str, Prompt]]:
     """Which comparison each new battle goes to: always the one with the fewest battles and votes
     so far (`counts`, per ordered pair), prompts taken in order and reused when they run out."""
     if cfg.pairs == "first":
@@ -103,7 +94,7 @@ def _extra_keys(setting: dict) -> dict:
     return {k: v for k, v in setting.items() if k not in ("model", "steps", "guidance")}
 
 
-def request(setting: dict, prompt: BattlePrompt) -> Request:
+def request(setting: dict, prompt: Prompt) -> Request:
     """The generation request of one side of a battle: every key beyond model, steps and guidance
     must be a field of `generate.Request` (caching, FP8, size, ...); checked before anything runs."""
     extra = _extra_keys(setting)
@@ -117,7 +108,7 @@ def request(setting: dict, prompt: BattlePrompt) -> Request:
     return req
 
 
-def render(family, setting: dict, prompts: list[BattlePrompt], batch_size: int) -> list[Image.Image]:
+def render(family, setting: dict, prompts: list[Prompt], batch_size: int) -> list[Image.Image]:
     """The images of one setting, through the sampler the Compare tab uses.
 
     Settings of model, steps and guidance alone are sampled in batches; a setting with other keys
@@ -135,7 +126,7 @@ def render(family, setting: dict, prompts: list[BattlePrompt], batch_size: int) 
     return out
 
 
-def prepare(store: Store, settings: list[dict], prompts: list[BattlePrompt], cfg: PrepareConfig | None = None,
+def prepare(store: Store, settings: list[dict], prompts: list[Prompt], cfg: PrepareConfig | None = None,
             *, load: Callable[[str], object] | None = None,
             progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Pre-generate `cfg.n` battles between the settings on the prompts; returns the battle rows.
@@ -161,7 +152,7 @@ def prepare(store: Store, settings: list[dict], prompts: list[BattlePrompt], cfg
 
     # 1. What each setting must draw (skipping images an earlier battle already holds).
     files: dict[tuple[str, str, int], str] = {}
-    todo: dict[str, list[BattlePrompt]] = {k: [] for k in keys}
+    todo: dict[str, list[Prompt]] = {k: [] for k in keys}
     for a, b, p in battles:
         for k in (a, b):
             if (k, p.text, p.seed) in files:

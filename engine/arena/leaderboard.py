@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import registry
 from ..store import Store
 from . import settings as S
 from .ratings import LEFT_SCORE, BTConfig, agreement, bradley_terry, position_bias, win_rate
@@ -18,16 +19,6 @@ class LeaderboardConfig:
     n_bootstrap: int = 1000  # resamples for the rating intervals
     seed: int = 0  # of the resampling
     category: str | None = None  # only votes on prompts of this golden-set category
-
-
-def ancestors(store: Store, name: str) -> list[str]:
-    """A model's ancestors in the registry's lineage, parent first (a parent need not be registered:
-    students of the built-in `embedded` name it as their parent)."""
-    out, row = [], store.model(name)
-    while row is not None and row.get("parent") and row["parent"] not in out and row["parent"] != name:
-        out.append(row["parent"])
-        row = store.model(row["parent"])
-    return out
 
 
 def _triples(votes: list[dict]) -> list[tuple[str, str, float]]:
@@ -44,7 +35,7 @@ def student_vs_teacher(store: Store, votes: list[dict]) -> list[dict]:
         sx, sy = S.from_key(x), S.from_key(y)
         for m in (sx["model"], sy["model"]):
             if m not in lineage:
-                lineage[m] = ancestors(store, m)
+                lineage[m] = registry.lineage(store, m)[-2::-1]  # its ancestors, parent first
         t = S.teacher_of(sx, sy, lineage)
         if t is None:
             continue

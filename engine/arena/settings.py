@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..request import Request
 
 MAX_STEPS = 1000
 MAX_GUIDANCE = 30.0
@@ -123,8 +125,29 @@ def teacher_of(a: dict, b: dict, lineage: dict[str, list[str]]) -> int | None:
 
 
 def _request_defaults() -> dict:
-    """Defaults of the generation options beyond model, steps and guidance (engine.generate.Request)."""
-    from ..generate import Request
-
+    """Defaults of the generation options beyond model, steps and guidance (engine.request.Request)."""
     return {f.name: f.default for f in dataclasses.fields(Request)
             if f.name not in ("prompt", "seed", "steps", "guidance") and f.default is not dataclasses.MISSING}
+
+
+MAX_BATTLES = 10_000
+
+
+@dataclass
+class PrepareConfig:
+    n: int = 100  # battles to prepare
+    pairs: str = "first"  # "first": the first setting against each other one; "all": every pair
+    seed: int = 0  # draws the left side of each battle
+    batch_size: int = 16  # images generated per forward batch
+    device: str = "auto"  # where the models run
+    source: str = "golden"  # where the prompts came from: a golden-set name, "world" or "admin"
+
+    def check(self, n_settings: int) -> None:
+        if not isinstance(self.n, int) or not 1 <= self.n <= MAX_BATTLES:
+            raise UsageError(f"n must be an integer in 1..{MAX_BATTLES}, got {self.n!r}")
+        if self.pairs not in ("first", "all"):
+            raise UsageError(f"pairs must be 'first' or 'all', got {self.pairs!r}")
+        if n_settings < 2:
+            raise UsageError(f"a battle needs at least two settings, got {n_settings}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {self.batch_size!r}")

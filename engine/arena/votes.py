@@ -36,14 +36,15 @@ def check_outcome(outcome: str | None) -> str:
 
 
 def cast(store: Store, token: str, rater: str, outcome: str) -> dict:
-    """Record one vote on the battle with this opaque token; returns the vote row. Bad input
-    (unknown battle, second vote, unknown outcome, empty rater) raises UsageError and writes nothing."""
+    """Record one vote on the battle with this opaque token; returns the vote row with, under
+    `reveal`, who was on which side. Bad input (unknown battle, second vote, unknown outcome, empty
+    rater) raises UsageError and writes nothing."""
     rater = check_rater(rater)
     outcome = check_outcome(outcome)
     battle = store.battle_by_token(token) if isinstance(token, str) and token else None
     if battle is None:
         raise UsageError("battle: no such battle; load the next one")
-    return store.record_vote(battle["id"], rater, outcome)
+    return {**store.record_vote(battle["id"], rater, outcome), "reveal": reveal(battle, outcome)}
 
 
 def undo(store: Store, rater: str) -> dict | None:

@@ -8,15 +8,18 @@ Techniques (DESIGN.md §4-5):
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_fields
+from ..request import check_guidance
 
 TECHNIQUES = ("guidance", "progressive", "guidance+progressive")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 STUDENT_PREDICTION = ("auto", "keep")
+RETIRED = {"guidance"}  # fields older recipes carry that nothing reads any more
+ALIASES = {"both": "guidance+progressive"}
 
 
 @dataclass
@@ -33,13 +36,11 @@ class Recipe:
     teacher: str  # a model name (`embedded`, a registered student) or a model directory
     name: str  # the student's name (the last round's); earlier rounds register NAME-r<k>-<steps>step
     train_steps: int = 1000  # optimisation steps per round
-    lr: float = 5e-5  # peak learning rate of each round (linear warm-up, cosine decay); fine-tuning:
-    # 2e-4 made the embedded student worse than its teacher, 5e-5 with EMA improved it steadily
+    lr: float = 5e-5  # peak learning rate of each round (linear warm-up, cosine decay)
     warmup: int = 50  # warm-up steps of each round
     batch_size: int = 24  # samples per optimisation step (per process)
     guidance_min: float = 1.0  # guidance distillation: range of scales s the student learns
     guidance_max: float = 8.0
-    guidance: float = 5.0  # progressive on a two-pass CFG teacher: the scale its target uses
     from_steps: int = 64  # progressive: teacher steps of the first round
     to_steps: int = 4  # progressive: student steps of the last round
     teacher_steps: int = 32  # guidance: grid of the teacher trajectories the student learns on
@@ -59,23 +60,16 @@ class Recipe:
     seed: int = 0
 
     # -- (de)serialisation ------------------------------------------------------------------------
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+    def to_json(self) -> dict:
+        return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
-        d = dict(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UsageError(f"recipe: unknown field(s) {', '.join(sorted(unknown))}")
+    def from_json(cls, d: dict) -> Recipe:
+        """The recipe of `to_json`'s dict; a field it does not know is refused, by name."""
+        d = check_fields(cls, {k: v for k, v in d.items() if k not in RETIRED}, "recipe")
         if d.get("lora") is not None:
-            d["lora"] = LoraSpec(**d["lora"])
+            d["lora"] = LoraSpec(**check_fields(LoraSpec, d["lora"], "recipe lora"))
         return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Recipe":
-        return cls.from_dict(json.loads(text))
 
     # -- the rounds it will run -------------------------------------------------------------------
     def rounds(self) -> list[dict]:
@@ -104,10 +98,8 @@ class Recipe:
             raise UsageError(f"lr must be a number in (0, 1], got {self.lr}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise UsageError(f"warmup must be an integer >= 0, got {self.warmup}")
-        for k in ("guidance_min", "guidance_max", "guidance"):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 30):
-                raise UsageError(f"{k} must be a number in 0..30, got {v}")
+        for k in ("guidance_min", "guidance_max"):
+            check_guidance(getattr(self, k), k)
         if self.guidance_min > self.guidance_max:
             raise UsageError(f"guidance_min ({self.guidance_min}) must not exceed guidance_max ({self.guidance_max})")
         if "progressive" in self.technique:
@@ -147,6 +139,55 @@ def _positive_int(name: str, v, hi: int) -> None:
         raise UsageError(f"{name} must be an integer in 1..{hi}, got {v}")
 
 
+def from_inputs(values: dict) -> Recipe:
+    """A recipe from a form's or the command line's values, by field name - the one mapping both
+    fronts use. Blank values (None, '') take the recipe's defaults; technique `both` is
+    guidance+progressive; `ema` 0 is no EMA; `lora` (a switch), `lora_rank`, `lora_alpha` and
+    `lora_save` make a LoRA student; numbers are read as their field's type, a bad one refused by name."""
+    values = {k: v for k, v in values.items() if v is not None and v != ""}
+    lora_keys = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_save": "save"}
+    lora = {lora_keys[k]: values.pop(k) for k in list(values) if k in lora_keys}
+    if values.pop("lora", "rank" in lora):
+        lora = LoraSpec(**{k: _typed(f"lora_{k}", v, LoraSpec) for k, v in lora.items()})
+    else:
+        lora = None
+    check_fields(Recipe, values, "recipe")
+    if "technique" in values:
+        values["technique"] = ALIASES.get(values["technique"], values["technique"])
+    fields = {k: _typed(k, v, Recipe) for k, v in values.items()}
+    if fields.get("ema") == 0:
+        fields["ema"] = None
+    for k in ("technique", "teacher", "name"):
+        fields.setdefault(k, "")
+    return Recipe(**fields, lora=lora)
+
+
+def _typed(name: str, value, cls):
+    """`value` as the type of `cls`'s field (int, float or text)."""
+    kind = cls.__dataclass_fields__[name.removeprefix("lora_") if cls is LoraSpec else name].type
+    if "int" in kind or "float" in kind:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{name} must be a number, got {value!r}") from None
+        if "int" in kind:
+            if not number.is_integer():
+                raise UsageError(f"{name} must be a whole number, got {value!r}")
+            return int(number)
+        return number
+    return value.strip() if isinstance(value, str) else value
+
+
+def read_prompts(path: str) -> list[str]:
+    """The training prompts of a prompt file, one a line."""
+    if not Path(path).is_file():
+        raise UsageError(f"prompts: no such file {path!r}")
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise UsageError(f"prompts: {path!r} has no prompts (one per line)")
+    return lines
+
+
 def order_warning(technique: str, teacher_guidance_embedded: bool, teacher_uses_cfg: bool = True) -> str | None:
     """The seed's pitfall: step distillation of a CFG teacher before guidance distillation."""
     if technique == "progressive" and teacher_uses_cfg and not teacher_guidance_embedded:
@@ -156,4 +197,4 @@ def order_warning(technique: str, teacher_guidance_embedded: bool, teacher_uses_
     return None
 
 
-__all__ = ["LoraSpec", "Recipe", "TECHNIQUES", "order_warning"]
+__all__ = ["LoraSpec", "Recipe", "TECHNIQUES", "from_inputs", "order_warning", "read_prompts"]

@@ -1,9 +1,8 @@
 """Run a recipe's rounds: build each student, train it on teacher walkers, score it, save and
-register it. Called inside a job's own process (engine/jobs.py); reports through callbacks."""
+register it. Called inside a job's own process (engine/distill/job.py); reports through callbacks."""
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +12,13 @@ import torch
 
 from .. import registry
 from ..errors import UsageError
+from ..evaluate.adherence import evaluate as adherence
+from ..families.adapter import merge_lora
 from ..families.base import Family
 from ..store import Store
-from .lora import apply_lora, merge_lora, save_adapter_student
-from .recipes import Recipe
+from ..world import sample_prompts
+from .lora import apply_lora, save_adapter_student
+from .recipes import Recipe, read_prompts
 from .techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_next
 from .trainer import LoopConfig, make_accelerator, train_loop
 from .walkers import Walkers
@@ -25,7 +27,7 @@ DROP_PROMPT = 0.1  # progressive rounds of a two-pass CFG model also learn the u
 
 
 @dataclass
-class Hooks:
+class Callbacks:
     """How a running recipe talks to the world (the job process writes these to the database)."""
     report: Callable[[dict], None] = lambda r: None  # training progress: step, total, loss, lr
     round_done: Callable[[dict], None] = lambda r: None  # a round's model and evaluation
@@ -60,23 +62,13 @@ def plan(recipe: Recipe) -> list[Plan]:
 def prompt_source(recipe: Recipe, family: Family):
     """(rng, n) -> prompts: the recipe's prompt file, or the model's own domain."""
     if recipe.prompts:
-        path = Path(recipe.prompts)
-        if not path.is_file():
-            raise UsageError(f"prompts: no such file {recipe.prompts!r}")
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-        if not lines:
-            raise UsageError(f"prompts: {recipe.prompts!r} has no prompts (one per line)")
+        lines = read_prompts(recipe.prompts)
         return lambda rng, n: [rng.choice(lines) for _ in range(n)]
     family.training_prompts(random.Random(0), 1)  # raises a clear error where there is no domain
     return family.training_prompts
 
 
-def check_teacher(recipe: Recipe, teacher: Family) -> None:
-    if "guidance" in recipe.technique and teacher.guidance_embedded:
-        raise UsageError(f"teacher {recipe.teacher!r} is already guidance-distilled: use technique progressive")
-
-
-def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hooks(),
+def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callbacks = Callbacks(),
                start_round: int = 0) -> list[str]:
     """Run rounds start_round.. of the recipe; returns the registered model names of all rounds."""
     acc = make_accelerator(recipe.mixed_precision)
@@ -90,9 +82,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
             continue
         teacher = registry.load(teacher_name, store=store, device=device, dtype="float32")
         teacher.denoiser.requires_grad_(False)
-        if p.index == 0:
-            check_teacher(recipe, teacher)
-        hooks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
+        callbacks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
                   + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else ""))
         student, trainable_new = _student(p, teacher, recipe)
         if recipe.init and p.index == 0:
@@ -118,11 +108,11 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, hooks: Hooks = Hook
         loop = LoopConfig(steps=recipe.train_steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip,
                           ema=recipe.ema, checkpoint_every=recipe.checkpoint_every)
         train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
-                   report=lambda r, i=p.index: hooks.report({**r, "round": i}), should_stop=hooks.should_stop)
+                   report=lambda r, i=p.index: callbacks.report({**r, "round": i}), should_stop=callbacks.should_stop)
         student.denoiser.eval().requires_grad_(False)
         if acc.is_main_process:
-            result = _finish_round(recipe, p, store, student, teacher_name, trainable_new, work_dir, hooks)
-            hooks.round_done(result)
+            result = _finish_round(recipe, p, store, student, teacher_name, trainable_new, work_dir, callbacks)
+            callbacks.round_done(result)
         acc.wait_for_everyone()
         teacher_name = p.model_name
         names.append(p.model_name)
@@ -176,9 +166,9 @@ def _from_init(recipe: Recipe, store: Store, device: str, fresh: Family) -> Fami
 
 
 def _finish_round(recipe: Recipe, p: Plan, store: Store, student: Family, parent: str, new: list[str],
-                  work_dir: Path, hooks: Hooks) -> dict:
+                  work_dir: Path, callbacks: Callbacks) -> dict:
     steps = p.student_steps if p.kind == "progressive" else recipe.eval_steps
-    meta = {"recipe": json.loads(recipe.to_json()), "round": p.index, "kind": p.kind, "parent": parent,
+    meta = {"recipe": recipe.to_json(), "round": p.index, "kind": p.kind, "parent": parent,
             "guidance_range": [recipe.guidance_min, recipe.guidance_max] if student.guidance_embedded else None,
             "recommended": {"steps": steps, "guidance": 5.0 if student.guidance_embedded else None}}
     path = store.new_dir("models")
@@ -192,24 +182,19 @@ def _finish_round(recipe: Recipe, p: Plan, store: Store, student: Family, parent
         if recipe.lora:
             merge_lora(student)
         student.save(path, extra=meta)
-    store.register_model(p.model_name, path, student.name, parent=parent, recipe=json.loads(recipe.to_json()),
+    store.register_model(p.model_name, path, student.name, parent=parent, recipe=recipe.to_json(),
                          round=p.index)
     result = {"round": p.index, "model": p.model_name, "path": str(path)}
-    if recipe.eval_n and student.name == "embedded":
-        result["eval"] = _evaluate(student, recipe, steps, hooks)
-    hooks.log(f"round {p.index + 1} done: registered {p.model_name}"
+    if recipe.eval_n and student.judge() is not None:
+        result["eval"] = _evaluate(student, recipe, steps)
+    callbacks.log(f"round {p.index + 1} done: registered {p.model_name}"
               + (f", adherence {result['eval']['adherence']:.3f}" if "eval" in result else ""))
     return result
 
 
-def _evaluate(student: Family, recipe: Recipe, steps: int, hooks: Hooks) -> dict:
-    from ..adherence import evaluate
-    from ..judge import Judge
-    from ..paths import JUDGE_WEIGHTS
-    from ..world import sample_prompts
-
-    judge = Judge.load(JUDGE_WEIGHTS).to(student.device)
-    res = evaluate(student, judge, sample_prompts(recipe.eval_n, seed=0), steps=steps, guidance=5.0,
-                   batch_size=min(100, recipe.eval_n))
+def _evaluate(student: Family, recipe: Recipe, steps: int) -> dict:
+    """The round's student on `eval_n` fresh prompts of its domain, scored by the domain's judge."""
+    res = adherence(student, student.judge(), sample_prompts(recipe.eval_n, seed=0), steps=steps, guidance=5.0,
+                    batch_size=min(100, recipe.eval_n))
     return {"steps": steps, "guidance": 5.0, "adherence": res["adherence"], "by_category": res["by_category"],
             "n": res["n"]}

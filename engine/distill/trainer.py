@@ -20,6 +20,8 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
+from ..jobs import Stopped
+
 
 @dataclass
 class LoopConfig:
@@ -30,10 +32,6 @@ class LoopConfig:
     ema: float | None = None
     checkpoint_every: int = 100
     log_every: int = 10
-
-
-class Stopped(Exception):
-    """The job was asked to stop (cancel); the last checkpoint stands."""
 
 
 def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
@@ -64,7 +62,7 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
     t0, losses = time.time(), []
     for step in range(start, cfg.steps):
         if should_stop():
-            raise Stopped()
+            raise Stopped("stopped")  # the last checkpoint stands
         # 1. loss on a fresh batch of walker states
         with acc.autocast():
             loss = loss_fn(step)

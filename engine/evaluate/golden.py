@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
 from ..paths import ASSETS
+from ..prompts import Prompt
 
 DEFAULT_EMBEDDED = ASSETS / "golden" / "embedded.jsonl"
 MAX_SEED = 2**32 - 1
@@ -29,24 +30,10 @@ DEFAULT_CATEGORY = "all"
 
 
 @dataclass(frozen=True)
-class GoldenPrompt:
-    text: str
-    seed: int
-    category: str = DEFAULT_CATEGORY
-    stated: dict = field(default_factory=dict, hash=False)  # attribute -> value the judge checks (embedded)
-
-    def to_json(self) -> dict:
-        d = {"prompt": self.text, "category": self.category, "seed": self.seed}
-        if self.stated:
-            d["stated"] = dict(self.stated)
-        return d
-
-
-@dataclass(frozen=True)
 class GoldenSet:
     name: str  # the file's stem
     sha: str  # of the file's bytes: results name the exact set they were measured on
-    prompts: tuple[GoldenPrompt, ...]
+    prompts: tuple[Prompt, ...]
 
     @property
     def categories(self) -> list[str]:
@@ -63,7 +50,7 @@ def _fail(name: str, line: int, what: str) -> UsageError:
     return UsageError(f"golden: line {line} of {name}: {what}")
 
 
-def _parse_object(text: str, name: str, line: int, position: int) -> GoldenPrompt:
+def _parse_object(text: str, name: str, line: int, position: int) -> Prompt:
     try:
         row = json.loads(text)
     except ValueError as e:
@@ -84,12 +71,12 @@ def _parse_object(text: str, name: str, line: int, position: int) -> GoldenPromp
     stated = row.get("stated", {})
     if not isinstance(stated, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in stated.items()):
         raise _fail(name, line, "'stated' must be an object of attribute names to values (text)")
-    return GoldenPrompt(prompt.strip(), seed, category.strip(), stated)
+    return Prompt(prompt.strip(), seed, category.strip(), stated)
 
 
-def parse(text: str, name: str = "golden set") -> list[GoldenPrompt]:
+def parse(text: str, name: str = "golden set") -> list[Prompt]:
     """Prompts from a golden file's text; UsageError names the first bad line."""
-    out: list[GoldenPrompt] = []
+    out: list[Prompt] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -99,7 +86,7 @@ def parse(text: str, name: str = "golden set") -> list[GoldenPrompt]:
         elif len(line) > MAX_PROMPT:
             raise _fail(name, number, f"a prompt must be at most {MAX_PROMPT} characters, got {len(line)}")
         else:
-            out.append(GoldenPrompt(line, len(out)))
+            out.append(Prompt(line, len(out), DEFAULT_CATEGORY))
         if len(out) > MAX_PROMPTS:
             raise _fail(name, number, f"a golden set holds at most {MAX_PROMPTS} prompts")
     if not out:
@@ -120,15 +107,15 @@ def load(path: str | Path) -> GoldenSet:
     return GoldenSet(p.stem, hashlib.sha256(data).hexdigest()[:16], tuple(parse(text, p.name)))
 
 
-def write(path: str | Path, prompts: list[GoldenPrompt]) -> None:
+def write(path: str | Path, prompts: list[Prompt]) -> None:
     Path(path).write_text("".join(json.dumps(p.to_json(), sort_keys=False) + "\n" for p in prompts))
 
 
-def from_world(n: int, seed: int) -> list[GoldenPrompt]:
+def from_world(n: int, seed: int) -> list[Prompt]:
     """A golden set of the embedded shapes world, spread evenly over its categories."""
     from ..world import sample_prompts
 
-    return [GoldenPrompt(p.text, p.seed, p.category, dict(p.stated)) for p in sample_prompts(n, seed)]
+    return sample_prompts(n, seed)
 
 
 

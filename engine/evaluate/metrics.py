@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PSNR_CAP = 100.0  # dB reported for identical images (the bench table's convention)
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception weights
 
 
@@ -31,20 +30,6 @@ class Unavailable:
 
 
 # -- closeness to the teacher ------------------------------------------------------------------------
-def psnr_per_image(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per image PSNR in dB of uint8 images (B, H, W, 3) against the reference at the same seed, as
-    a tensor; identical images give PSNR_CAP. The one PSNR of the lab (evaluation, calibration, bench)."""
-    if images.shape != reference.shape:
-        raise ValueError(f"psnr: images {tuple(images.shape)} and reference {tuple(reference.shape)} differ in shape")
-    mse = ((images.double() - reference.double()) ** 2).flatten(1).mean(1)
-    return (10 * torch.log10(255.0**2 / mse.clamp_min(1e-30))).clamp(max=PSNR_CAP)
-
-
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> list[float]:
-    """psnr_per_image as a list."""
-    return psnr_per_image(images, reference).tolist()
-
-
 def cosine_distance(features: torch.Tensor, reference: torch.Tensor) -> list[float]:
     """Per row 1 - cos(f, f_ref): 0 for the same image, up to 2."""
     return (1 - F.cosine_similarity(features.double(), reference.double(), dim=1)).clamp(min=0).tolist()

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
+from .. import registry
 from ..store import Store
-from .runs import lineage, worst
-
-METRICS = ("fid", "adherence", "clip_score", "psnr", "feature_distance")
-LABELS = {"fid": "FID ↓", "adherence": "adherence ↑", "clip_score": "CLIP score ↑", "psnr": "PSNR to teacher (dB) ↑",
-          "feature_distance": "feature distance to teacher ↓"}
+from .config import LABELS, METRICS
+from .scoring import worst
 
 
 def _fmt(v) -> str:
@@ -64,7 +62,7 @@ def lineage_rows(store: Store, model: str, golden: str | None = None) -> list[di
     each model's settings in the order first evaluated). Rows carry the model's position, the
     setting's label, the metrics and per-category metrics; a model never evaluated has a row
     with `run` None (and, for a distilled round, the adherence its job measured)."""
-    chain = lineage(store, model)
+    chain = registry.lineage(store, model)
     evals = {e["model"]: e for e in store.job_evals()}
     rows = []
     for pos, name in enumerate(chain):

@@ -112,6 +112,12 @@ def estimate(cfg: VLMConfig, items: list[Item], store=None) -> dict:
     return out
 
 
+def estimate_for(cfg: VLMConfig, prompts: list[str]) -> dict:
+    """The most the judge would cost for one image of each prompt, before any image exists (nothing
+    counted as judged already)."""
+    return estimate(cfg, [Item(p, b"") for p in prompts])
+
+
 def describe_estimate(e: dict) -> str:
     cost = f"about ${e['cost_usd']:.4f}" if e["cost_usd"] is not None else "cost unknown (give the prices per million tokens)"
     return (f"VLM judge: {e['calls']} calls for {e['images']} images ({e['cached']} already judged), "

@@ -128,6 +128,12 @@ class Family:
         from ..errors import UsageError
         raise UsageError(f"prompts: the {self.name} family has no built-in prompts; pass a prompt file")
 
+    def judge(self):
+        """The network that reads the attributes of this model's domain in its images (prompt
+        adherence, and the features of the domain's FID), on the model's device; None where the
+        domain has none (real models: CLIP and Inception, which the user supplies)."""
+        return None
+
     def describe(self) -> dict:
         return {"family": self.name, "guidance_embedded": self.guidance_embedded,
                 "parameters": sum(p.numel() for p in self.denoiser.parameters())}

@@ -19,15 +19,17 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
 from ..errors import UsageError
-from ..text import TextEncoder, TextEncoderConfig
 from ..world import IMAGE_SIZE, describe, vocabulary
+from ..world.judge import Judge
+from ..world.judge import shipped as shipped_judge
 from ..world.scene import sample_scene
+from ..world.text import TextEncoder, TextEncoderConfig
+from .adapter import load_adapter_student
 from .base import Conditioning, Family, FlowSchedule
-from .guidance import guidance_features
+from .guidance import GUIDANCE_DIM, guidance_features
 
 PACK = 2  # pixel_unshuffle factor
 TIME_SCALE = 1000.0  # the UNet's sinusoidal timestep embedding expects timesteps in [0, 1000]
-GUIDANCE_DIM = 64  # width of the sinusoidal guidance-scale features of guidance-distilled students
 
 
 @dataclass
@@ -84,7 +86,6 @@ class EmbeddedFamily(Family):
     def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "EmbeddedFamily":
         meta = json.loads((path / "lab.json").read_text())
         if "base" in meta:  # a LoRA student stored as an adapter over its base model
-            from ..distill.lora import load_adapter_student
             return load_adapter_student(cls.load((path / meta["base"]).resolve(), "cpu", torch.float32),
                                         path, meta).to(device, dtype)
         cfg = EmbeddedConfig(**meta["config"])
@@ -129,6 +130,9 @@ class EmbeddedFamily(Family):
 
     def training_prompts(self, rng: random.Random, n: int) -> list[str]:
         return [describe(sample_scene(rng, "train"), rng)[0] for _ in range(n)]
+
+    def judge(self) -> Judge:
+        return shipped_judge(str(self.device))
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, mask = self.text_encoder.encode(prompts)

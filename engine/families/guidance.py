@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
 
+GUIDANCE_DIM = 64  # width of the sinusoidal guidance-scale features of guidance-distilled students
 GUIDANCE_SCALE = 100.0  # s in [1, 15] spread over the sinusoid's frequencies like timesteps in [0, 1000]
 
 

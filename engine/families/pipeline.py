@@ -17,6 +17,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from ..errors import UsageError
+from .adapter import load_adapter_student
 from .base import Family
 
 
@@ -56,7 +57,6 @@ class PipelineFamily(Family):
     def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "PipelineFamily":
         meta = json.loads((path / "lab.json").read_text()) if (path / "lab.json").exists() else {}
         if "base" in meta:  # a LoRA student stored as an adapter over its base model
-            from ..distill.lora import load_adapter_student
             base = cls.load((path / meta["base"]).resolve(), device, dtype)
             return load_adapter_student(base, path, meta)
         pipe = cls.pipeline_class.from_pretrained(path, dtype=dtype, local_files_only=True, **cls.load_kwargs)

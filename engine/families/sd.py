@@ -14,8 +14,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDif
 
 from ..errors import UsageError
 from .base import Conditioning
-from .embedded import GUIDANCE_DIM
-from .guidance import guidance_features
+from .guidance import GUIDANCE_DIM, guidance_features
 from .pipeline import PipelineFamily
 from .schedules import VPSchedule, x0_from_output
 

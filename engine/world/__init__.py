@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from ..prompts import Prompt
 from .captions import REQUIRED, describe, tokenize, vocabulary
 from .render import render
 from .scene import CATEGORIES, HEADS, Scene, mislabel, sample_category_scene, sample_scene
@@ -23,15 +24,6 @@ class Example:
     caption: str
     stated: dict[str, str]
     scene: Scene
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """An evaluation prompt: its text, what it states, its category and the seed to render it with."""
-    text: str
-    stated: dict[str, str]
-    category: str
-    seed: int
 
 
 def make_example(seed: int, distribution: str = "train", size: int = IMAGE_SIZE) -> Example:
@@ -52,5 +44,5 @@ def sample_prompts(n: int, seed: int = 0, category: str | None = None) -> list[P
         cat = category or CATEGORIES[i % len(CATEGORIES)]
         scene = sample_category_scene(rng, cat)
         text, stated = describe(scene, rng, REQUIRED[cat])
-        out.append(Prompt(text, stated, cat, rng.randrange(2**31)))
+        out.append(Prompt(text, seed=rng.randrange(2**31), category=cat, stated=stated))
     return out

@@ -13,40 +13,29 @@ prompt and seed. A student that does not exist yet gets a row that says so.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from .. import registry
+from ..accel.fp8 import compute_capable
+from ..accel.runtime import accelerated, calibration, supported_caches
+from ..distill.recipes import Recipe
 from ..errors import UsageError
-from ..evaluate.metrics import psnr_per_image as psnr
+from ..evaluate.adherence import score, summarize
 from ..families.base import Family
+from ..measure import psnr_per_image
 from ..sampling import sample
-from . import accelerated, supported_caches
-from .fp8 import compute_capable
+from ..world import sample_prompts
+from .config import BenchConfig
 
-# Conventional names of MODEL's students, tried after the registry's lineage (`discover`).
+# Conventional names of MODEL's students for each role (config.ROLES), tried after the lineage (`discover`).
 STUDENT_NAMES = {
     "guidance": ("{m}-guidance",),
     "step8": ("{m}-8step", "{m}-progressive-8step"),
     "step4": ("{m}-4step", "{m}-progressive-4step"),
     "both": ("{m}-guidance-4step", "{m}-both-4step", "{m}-guidance+progressive-4step"),
 }
-
-
-@dataclass
-class BenchConfig:
-    model: str = "embedded"  # the teacher: a model name or directory
-    steps: int = 50  # the teacher's (and the guidance student's) sampling steps
-    guidance: float = 5.0  # guidance scale s
-    n: int = 60  # prompts scored for quality per row
-    timing: int = 5  # timed generations per row (the median is reported)
-    timing_batch: int | tuple[int, ...] = 1  # images per timed generation: 1 = latency; more = throughput
-    # (s/image = time / batch); several sizes time each row at each, in the same round-robin
-    seed: int = 0  # seeds the prompts and their noise
-    batch_size: int = 30  # images per batch in the quality pass
-    thresholds: tuple[float, ...] | None = None  # cache thresholds; None: the calibrated one and twice it
-    students: dict[str, str] = field(default_factory=dict)  # role -> model name, overriding STUDENT_NAMES
 
 
 @dataclass
@@ -66,8 +55,6 @@ def _round_of(row: dict) -> dict | None:
     """What a registered student's round did: {'kind': 'guidance'} or {'kind': 'progressive', 'student_steps': N}."""
     if not row.get("recipe") or row.get("round") is None:
         return None
-    from ..distill.recipes import Recipe
-
     try:
         return Recipe.from_json(row["recipe"]).rounds()[row["round"]]
     except (UsageError, ValueError, IndexError, TypeError):
@@ -75,27 +62,17 @@ def _round_of(row: dict) -> dict | None:
 
 
 def discover(store, teacher: str) -> dict[str, str]:
-    """The newest registered student of `teacher` for each role, from the lineage and the recipe
-    each distillation job recorded (a progressive student of a guidance student counts as both)."""
+    """The newest student of `teacher` for each role (shipped or registered), from the lineage and
+    the recipe each distillation job recorded (a progressive student of a guidance student counts as both)."""
     found: dict[str, str] = {}
-    if store is None:
-        return found
-    registry.register_shipped(store)  # the shipped students, with their lineage, in a fresh data directory
-    for row in store.models():  # oldest first: newer students replace older ones
-        chain, parent, seen = [row], row.get("parent"), {row["name"]}
-        while parent and parent not in seen:
-            seen.add(parent)
-            up = store.model(parent)
-            if up is None:
-                break
-            chain.append(up)
-            parent = up.get("parent")
-        if teacher not in seen:
+    for row in registry.models(store):  # oldest first: newer students replace older ones
+        chain = registry.lineage(store, row["name"])
+        if teacher not in chain[:-1]:
             continue
-        rounds = [_round_of(r) for r in chain]
-        this = rounds[0]
+        this = _round_of(row)
         if this is None:
             continue
+        rounds = [_round_of(r) for r in (registry.model_row(store, n) for n in chain) if r]
         guided = any(r and r["kind"] == "guidance" for r in rounds)
         if this["kind"] == "guidance":
             found["guidance"] = row["name"]
@@ -154,13 +131,7 @@ def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float]
     return rows
 
 
-def _embedded_domain(family: Family) -> bool:
-    return family.name == "embedded"
-
-
 def _quality(family: Family, row: Row, prompts, judge, cfg: BenchConfig, store) -> tuple[torch.Tensor, dict]:
-    from ..adherence import score, summarize
-
     size = family.default_size
     images, misses = [], []
     with accelerated(family, row.cache, row.fp8, steps=row.steps, store=store) as acc:
@@ -193,16 +164,15 @@ def _time_once(family: Family, row: Row, prompt, store, batch: int = 1) -> dict:
 
 
 def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "auto", log=None) -> dict:
-    """Measure every row; returns {"model", "device", "config", "rows": [...]}."""
-    from ..world import sample_prompts
-
+    """Measure every row; returns {"model", "device", "config", "rows": [...]}, stored as a bench
+    run (with its "id") when a store is given."""
+    cfg.check()
     say = log or (lambda msg: None)
     teacher = registry.load(cfg.model, store=store, device=device, dtype=dtype)
     caches = supported_caches(teacher)
     method = "teacache" if "teacache" in caches else next((c for c in caches if c != "none"), None)
     thresholds = list(cfg.thresholds or [])
     if method and not thresholds:
-        from . import calibration
         if method in ("teacache", "magcache"):
             cal = calibration(teacher, method, store=store, log=say)
             th = cal.get("threshold", 0.06)
@@ -210,11 +180,7 @@ def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "aut
             th = {"fbcache": 0.05, "taylorseer": 3}[method]
         thresholds = [th, round(2 * th, 4)]
     rows = plan(cfg, teacher, store, thresholds if method else [], method or "cache")
-    judge = None
-    if _embedded_domain(teacher):
-        from ..judge import Judge
-        from ..paths import JUDGE_WEIGHTS
-        judge = Judge.load(JUDGE_WEIGHTS).to(teacher.device)
+    judge = teacher.judge()
     prompts = sample_prompts(cfg.n, cfg.seed)
     families = {}
     results: dict[str, dict] = {}
@@ -258,11 +224,14 @@ def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "aut
             for b in sizes[1:]:  # the same row timed at the other batch sizes
                 sec_b = statistics.median(t["seconds"] for t in timings[b][row.key])
                 r.update({f"seconds_b{b}": round(sec_b, 4), f"speedup_b{b}": round(teacher_s[b] / sec_b, 2)})
-            r["psnr_teacher"] = round(float(psnr(images[row.key], images["teacher"]).mean()), 2)
+            r["psnr_teacher"] = round(float(psnr_per_image(images[row.key], images["teacher"]).mean()), 2)
             if row.base in images:
-                r["psnr_base"] = round(float(psnr(images[row.key], images[row.base]).mean()), 2)
+                r["psnr_base"] = round(float(psnr_per_image(images[row.key], images[row.base]).mean()), 2)
         out_rows.append(r)
-    return {"model": cfg.model, "device": describe_device(teacher.device), "config": asdict(cfg), "rows": out_rows}
+    result = {"model": cfg.model, "device": describe_device(teacher.device), "config": asdict(cfg), "rows": out_rows}
+    if store is not None:  # the Decide tab and `bench` read the latest run of a model back
+        result["id"] = store.add_bench_run(cfg.model, result["device"], result["config"], out_rows)
+    return result
 
 
 def describe_device(device: torch.device) -> str:

@@ -6,17 +6,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Callable
 
-from . import judge as J
-from .families.base import Family
-from .sampling import sample
-from .world import Prompt
+from ..families.base import Family
+from ..prompts import Prompt
+from ..sampling import sample
+from ..world import judge as world_judge
 
 
-def score(judge: J.Judge, images, prompts: list[Prompt]) -> list[list[str]]:
+def score(judge: world_judge.Judge, images, prompts: list[Prompt]) -> list[list[str]]:
     """For each image (uint8 (B, H, W, 3) tensor or array), the stated attributes it misses."""
     arr = images.numpy() if hasattr(images, "numpy") else images
-    preds = J.predict(judge, J.to_tensor(arr))
-    return [J.missed(p.stated, pred) for p, pred in zip(prompts, preds)]
+    preds = world_judge.predict(judge, world_judge.to_tensor(arr))
+    return [world_judge.missed(p.stated, pred) for p, pred in zip(prompts, preds)]
 
 
 def summarize(prompts: list[Prompt], misses: list[list[str]]) -> dict:
@@ -32,7 +32,7 @@ def summarize(prompts: list[Prompt], misses: list[list[str]]) -> dict:
     }
 
 
-def evaluate(family: Family, judge: J.Judge, prompts: list[Prompt], *, steps: int, guidance: float,
+def evaluate(family: Family, judge: world_judge.Judge, prompts: list[Prompt], *, steps: int, guidance: float,
              batch_size: int = 50, progress: Callable[[int, int], None] | None = None) -> dict:
     """Generate every prompt at its own seed and score adherence overall and per category."""
     size = family.default_size

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import UsageError
-from ..sampling import sample
-from .pipeline import PipelineFamily
+from .errors import UsageError
+from .families.pipeline import PipelineFamily
+from .sampling import sample
 
 
 def lab_latent(family: PipelineFamily, prompt: str, *, steps: int, guidance: float, seed: int,

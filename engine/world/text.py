@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from .world import tokenize
+from .captions import tokenize
 
 PAD, BOS, UNK = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<unk>")

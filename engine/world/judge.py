@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .world import HEADS
+from ..paths import JUDGE_WEIGHTS
+from .scene import HEADS
 
 IGNORE = -100  # label of a head that does not apply to a scene (a digit has no shape)
 
@@ -69,6 +71,12 @@ class Judge(nn.Module):
         model = cls(JudgeConfig(**json.loads((directory / "config.json").read_text())))
         model.load_state_dict({k: v.float() for k, v in load_file(directory / "model.safetensors").items()})
         return model.eval()
+
+
+@lru_cache(maxsize=4)
+def shipped(device: str = "cpu") -> Judge:
+    """The shipped judge (assets/judge) on `device`, loaded once per device; read-only use."""
+    return Judge.load(JUDGE_WEIGHTS).to(device).requires_grad_(False)
 
 
 def to_tensor(images: list | np.ndarray) -> torch.Tensor:

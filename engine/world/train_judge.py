@@ -5,28 +5,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import judge as J
-from .paths import JUDGE_WEIGHTS
-from .world.dataset import render_dataset
-
-
-@dataclass
-class JudgeTrainConfig:
-    steps: int = 3000  # optimisation steps
-    batch_size: int = 128
-    lr: float = 2e-3  # peak AdamW learning rate, cosine decay to 0
-    dataset: int = 60000  # distinct rendered scenes (uniform distribution)
-    eval_size: int = 5000  # fresh scenes for the accuracy check
-    noise: float = 0.08  # max std of Gaussian noise added in training, in [-1, 1] units
-    seed: int = 0
-    device: str = "auto"
-    out: str = str(JUDGE_WEIGHTS)
+from .config import JudgeTrainConfig
+from .dataset import render_dataset
 
 
 def _augment(x: torch.Tensor, noise: float, gen: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""Distillation from the command line: start a job (its flags are the recipe's fields), list jobs,
+resume or cancel one, and the body of a job's own process."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..distill.recipes import TECHNIQUES, from_inputs
+from .args import DATA_DIR, arg, command, int_in, number, open_store, say
+
+# Flags left out stay out of the namespace, so the recipe's own defaults are the only ones.
+UNSET = {"argument_default": argparse.SUPPRESS}
+
+
+@command("distill", "start a distillation job (guidance, progressive, or both)",
+         arg("technique", choices=[*TECHNIQUES, "both"]),
+         arg("--teacher", default="embedded"),
+         arg("--name", required=True, help="the student's model name"),
+         arg("--train-steps", type=int_in(1, 10**6), help="optimisation steps per round"),
+         arg("--lr", type=number),
+         arg("--warmup", type=int_in(0, 10**6)),
+         arg("--batch-size", type=int_in(1, 65536)),
+         arg("--guidance-min", type=number),
+         arg("--guidance-max", type=number),
+         arg("--teacher-steps", type=int_in(1, 4096), help="guidance: steps of the teacher trajectories trained on"),
+         arg("--from-steps", type=int_in(1, 4096)),
+         arg("--to-steps", type=int_in(1, 4096)),
+         arg("--lora-rank", type=int, help="train a LoRA student of this rank"),
+         arg("--lora-alpha", type=number),
+         arg("--lora-save", choices=["merged", "adapter"]),
+         arg("--ema", type=number, help="EMA decay of the student (default 0.995; 0: none)"),
+         arg("--checkpoint-every", type=int_in(1, 10**7)),
+         arg("--eval-n", type=int_in(0, 100000), help="embedded domain: prompts scored for adherence after every round"),
+         arg("--prompts", help="training prompts, one per line (default: the model's domain)"),
+         arg("--init", help="start the student from this model's weights (train a student longer)"),
+         arg("--mixed-precision", help="auto, no, bf16, fp16"),
+         arg("--student-prediction", help="progressive: auto (an eps-predicting UNet's students predict v) or keep"),
+         arg("--on-policy", type=number,
+             help="fraction 0..1 of training walkers that follow the student's own steps (default 0)"),
+         arg("--seed", type=int_in(0, 2**31 - 1)),
+         arg("--detach", action="store_true", default=False, help="start the job and return at once"),
+         arg("--data-dir", default=None),
+         **UNSET)
+def distill(args) -> dict:
+    fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "detach", "data_dir")}
+    recipe = from_inputs(fields)
+    recipe.check()
+    from ..distill import job as distill_job
+    from ..jobs import log_path
+
+    store = open_store(args)
+    job_id, warnings = distill_job.submit(store, recipe)
+    for w in warnings:
+        say(w)
+    say(f"job {job_id} queued: {recipe.technique} of {recipe.teacher} -> {recipe.name} "
+        f"(log: {log_path(store, job_id)})")
+    return job_result(store, job_id, args.detach)
+
+
+def job_result(store, job_id: int, detach: bool) -> dict:
+    """The job's row as the command prints it, once it has ended (at once with `detach`)."""
+    from .. import jobs
+
+    job = store.job(job_id) if detach else jobs.follow(store, job_id)
+    out = {"job": job_id, "status": job["status"], "models": job["models"] or []}
+    if job["error"]:
+        out["error"] = job["error"]
+    return out
+
+
+@command("jobs", "list jobs (distillation and evaluation)", DATA_DIR)
+def list_jobs(args) -> str:
+    from .. import jobs
+
+    store = open_store(args)
+    jobs.reconcile(store)
+    lines = [f"{'id':>4}  {'status':<11} {'kind':<8} {'what':<52} progress"]
+    for j in store.jobs():
+        lines.append(f"{j['id']:>4}  {j['status']:<11} {j['kind']:<8} {j['label']:<52} {jobs.progress(j)[1]}")
+    return "\n".join(lines)
+
+
+@command("resume", "continue a failed, canceled or interrupted job from its last checkpoint",
+         arg("job", type=int_in(1, 2**62)), arg("--detach", action="store_true"), DATA_DIR)
+def resume(args) -> dict:
+    from .. import jobs
+
+    store = open_store(args)
+    jobs.resume(store, args.job)
+    say(f"job {args.job} resumed from its last checkpoint")
+    return job_result(store, args.job, args.detach)
+
+
+@command("cancel", "cancel a queued or running job", arg("job", type=int_in(1, 2**62)), DATA_DIR)
+def cancel(args) -> dict:
+    from .. import jobs
+
+    return {"job": args.job, "status": jobs.cancel(open_store(args), args.job)}
+
+
+@command("job-run", argparse.SUPPRESS, arg("job", type=int), DATA_DIR)
+def job_run(args) -> None:
+    """The body of a job's own process: its kind's body, run by the kind-agnostic runner."""
+    from .. import jobs
+    from ..distill import job as distill_job
+    from ..evaluate import job as eval_job
+
+    bodies = {distill_job.KIND: distill_job.run, eval_job.KIND: eval_job.run}
+    store = open_store(args)
+    job = store.job(args.job)
+    if job is not None and job["kind"] not in bodies:
+        store.set_job_status(args.job, "failed", error=f"unknown job kind {job['kind']!r}")
+        raise SystemExit(1)
+    raise SystemExit(jobs.run(store, args.job, bodies[job["kind"]] if job else None))
+
+

@@ -1,0 +1,71 @@
+"""What a bench run and a sweep measure, checked before anything heavy is imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..accel.options import check_threshold, parse_cache
+from ..errors import UsageError
+from ..request import Request, check_guidance
+
+ROLES = ("guidance", "step8", "step4", "both")  # the students a bench table has a row for
+MAX_CELLS = 36
+
+
+@dataclass
+class BenchConfig:
+    model: str = "embedded"  # the teacher: a model name or directory
+    steps: int = 50  # the teacher's (and the guidance student's) sampling steps
+    guidance: float = 5.0  # guidance scale s
+    n: int = 60  # prompts scored for quality per row
+    timing: int = 5  # timed generations per row (the median is reported)
+    timing_batch: int | tuple[int, ...] = 1  # images per timed generation: 1 = latency; more = throughput
+    # (s/image = time / batch); several sizes time each row at each, in the same round-robin
+    seed: int = 0  # seeds the prompts and their noise
+    batch_size: int = 30  # images per batch in the quality pass
+    thresholds: tuple[float, ...] | None = None  # cache thresholds; None: the calibrated one and twice it
+    students: dict[str, str] = field(default_factory=dict)  # role (ROLES) -> model name, instead of discovery
+
+    def check(self) -> None:
+        """Raise UsageError naming the first bad field and what is allowed."""
+        check_guidance(self.guidance)
+        for role, name in self.students.items():
+            if role not in ROLES or not name:
+                raise UsageError(f"student must be ROLE=NAME with ROLE one of {', '.join(ROLES)}, got {role}={name}")
+        for th in self.thresholds or ():
+            check_threshold(th, "thresholds")
+
+
+@dataclass
+class SweepConfig:
+    prompt: str  # the prompt every cell renders
+    seed: int = 0
+    steps: tuple[int, ...] = (50, 20, 8)  # rows of the grid
+    guidance: tuple[float, ...] = (1.0, 5.0)  # columns, unless thresholds are given
+    cache: str = "none"  # cache method of every cell; with thresholds, the columns are its thresholds
+    thresholds: tuple[float, ...] = ()  # cache thresholds (then guidance uses its first value only)
+    fp8: str = "off"  # off | weights | compute, for every cell
+    n: int = 0  # embedded domain: prompts scored for adherence per cell (0: PSNR only)
+    quality_seed: int = 0  # seeds those prompts
+
+    def check(self) -> None:
+        """Raise UsageError naming the first bad field and what is allowed."""
+        Request(prompt=self.prompt, seed=self.seed, cache=self.cache, fp8=self.fp8).check()
+        for g in self.guidance:
+            check_guidance(g)
+        self.cells()
+
+    def cells(self) -> list[dict]:
+        method = parse_cache(self.cache).method
+        if self.thresholds and method == "none":
+            raise UsageError("thresholds need a cache method (teacache, fbcache, ...)")
+        if self.thresholds:
+            grid = [{"steps": s, "guidance": self.guidance[0], "cache": f"{method}:{th:g}"}
+                    for s in self.steps for th in self.thresholds]
+        else:
+            grid = [{"steps": s, "guidance": g, "cache": self.cache} for s in self.steps for g in self.guidance]
+        if not grid:
+            raise UsageError("sweep needs at least one steps value and one guidance value")
+        if len(grid) > MAX_CELLS:
+            raise UsageError(f"sweep has {len(grid)} cells; at most {MAX_CELLS}")
+        return grid

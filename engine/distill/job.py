@@ -1,0 +1,67 @@
+"""A distillation job: a recipe checked before it is queued, then run in the job's own process
+(engine/jobs.py), one round after another, each round's student registered as it finishes."""
+
+from __future__ import annotations
+
+from .. import jobs, registry
+from ..errors import UsageError
+from ..store import Store
+from .recipes import Recipe, order_warning, read_prompts
+from .run import Callbacks, run_recipe
+
+KIND = "distill"
+NO_GUIDANCE_INPUT = {"sd3": "an SD3 transformer"}  # families whose denoiser has no guidance-embedding input
+
+
+def validate(recipe: Recipe, store: Store) -> list[str]:
+    """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
+    recipe.check()
+    teacher = registry.resolve(recipe.teacher, store, field="teacher")
+    if recipe.init:
+        registry.resolve(recipe.init, store, field="init")
+    if recipe.name in registry.BUILTIN:
+        raise UsageError(f"name {recipe.name!r} is taken by a built-in model; choose another")
+    for job in store.jobs(kind=KIND):
+        if job["name"] == recipe.name and job["status"] in jobs.ACTIVE:
+            raise UsageError(f"name {recipe.name!r} is being trained by job {job['id']}; choose another")
+    if recipe.prompts:
+        read_prompts(recipe.prompts)
+    guided = registry.takes_guidance(teacher)
+    if "guidance" in recipe.technique:
+        family = registry.family_of(teacher)
+        if family in NO_GUIDANCE_INPUT:
+            raise UsageError(f"technique: guidance distillation needs a model that can take the guidance scale as "
+                             f"input; {recipe.teacher!r} is {NO_GUIDANCE_INPUT[family]}, "
+                             f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
+        if guided:
+            raise UsageError(f"teacher {recipe.teacher!r} is already guidance-distilled: use technique progressive")
+    warning = order_warning(recipe.technique, guided)
+    return [warning] if warning else []
+
+
+def submit(store: Store, recipe: Recipe, *, start: bool = True) -> tuple[int, list[str]]:
+    """Queue a job for the recipe (validated first); start it if nothing else is running."""
+    warnings = validate(recipe, store)
+    job_id = jobs.submit(store, KIND, recipe.to_json(), name=recipe.name,
+                         label=f"{recipe.technique}: {recipe.teacher} -> {recipe.name}", parts=len(recipe.rounds()),
+                         units=("round", "step"), message=" ".join(warnings) or None, start=start)
+    return job_id, warnings
+
+
+def run(ctx: jobs.Context) -> list[str]:
+    """The job's body: the recipe's rounds from the first one not yet done."""
+    recipe = Recipe.from_json(ctx.job["payload"])
+
+    def report(r: dict) -> None:
+        ctx.report(r["round"], r["step"], r["total"], loss=r["loss"], lr=r["lr"], seconds=r["seconds"])
+        if ctx.is_main:
+            ctx.log(f"round {r['round'] + 1} step {r['step']}/{r['total']} loss {r['loss']:.5f} lr {r['lr']:.2e}")
+
+    def round_done(r: dict) -> None:
+        ctx.part_done(r["round"], [r["model"]])
+        if "eval" in r:
+            ctx.store.add_job_eval(ctx.id, round=r["round"], model=r["model"], **r["eval"])
+
+    done = len(ctx.job["models"] or []) if ctx.job["resume"] else 0
+    callbacks = Callbacks(report=report, round_done=round_done, log=ctx.log, should_stop=ctx.stopping)
+    return run_recipe(recipe, ctx.store, ctx.work_dir, callbacks, start_round=done)
