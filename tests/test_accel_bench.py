@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from conftest import run_cli
-from engine.accel.runtime import model_key
-from engine.decide.bench import BenchConfig, markdown, run
 from engine.accel.calibrate import VERSION
+from engine.accel.runtime import model_key
+from engine.cli import main
+from engine.decide.bench import markdown, run
+from engine.decide.config import BenchConfig
 from engine.decide.guide import Answers, explain, recommend
 from engine.errors import UsageError
 from engine.families.embedded import EmbeddedFamily
@@ -30,6 +31,7 @@ def test_bench_fills_measured_rows_and_names_missing_students(tiny_model_dir, tm
     cfg = BenchConfig(model=teacher, steps=6, n=4, timing=1, batch_size=4, thresholds=(0.3,), timing_batch=(1, 3),
                       students={"step4": teacher})  # the tiny model itself stands in for a 4-step student
     result = run(cfg, store=store)
+    assert store.bench_runs(teacher)[0]["id"] == result["id"]  # the run is stored for the Decide tab
     rows = {r["key"]: r for r in result["rows"]}
     t = rows["teacher"]
     assert t["nfe"] == 12 and t["speedup"] == 1.0 and t["psnr_teacher"] == 100.0 and 0 <= t["adherence"] <= 1
@@ -82,7 +84,8 @@ def test_decide_rejects_bad_answers():
 
 
 def test_sweep_renders_a_grid_with_psnr_to_the_reference(tiny_family, memory_store):
-    from engine.decide.sweep import SweepConfig, run_sweep
+    from engine.decide.config import SweepConfig
+    from engine.decide.sweep import run_sweep
 
     cfg = SweepConfig(prompt="a red star", steps=(4, 2), guidance=(3.0, 1.0))
     out = run_sweep(tiny_family, cfg, model_name="tiny", store=memory_store)
@@ -94,18 +97,18 @@ def test_sweep_renders_a_grid_with_psnr_to_the_reference(tiny_family, memory_sto
         SweepConfig(prompt="x", thresholds=(0.1,)).cells()
 
 
-def test_generate_cli_reports_skipped_passes_and_parameter_memory(tiny_model_dir, tmp_path, data_dir):
+def test_generate_cli_reports_skipped_passes_and_parameter_memory(tiny_model_dir, tmp_path, data_dir, capsys):
     calibrated_store(data_dir, tiny_model_dir)
     args = ["generate", "--model", str(tiny_model_dir), "--prompt", "a red star", "--steps", "8",
             "--out", str(tmp_path / "x.png")]
-    plain = run_cli(*args, data_dir=data_dir)
-    fast = run_cli(*args, "--cache", "teacache", "--fp8", "weights", data_dir=data_dir)
-    assert plain.returncode == 0 and fast.returncode == 0, fast.stderr
-    p, f = json.loads(plain.stdout), json.loads(fast.stdout)
+    assert main(args) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert main([*args, "--cache", "teacache", "--fp8", "weights"]) == 0
+    f = json.loads(capsys.readouterr().out)
     assert p["skipped"] == 0 and p["cache"] == "none" and p["fp8"] == "off"
     assert f["cache"] == "teacache:0.3" and f["skipped"] > 0 and f["nfe"] + f["skipped"] == 16
     assert f["param_mem_mb"] <= 0.6 * p["param_mem_mb"]
-    settings = json.loads(Store(data_dir).generations(1)[0]["settings"])
+    settings = Store(data_dir).generations(1)[0]["settings"]
     assert settings == {"cache": "teacache:0.3", "fp8": "weights"}
 
 
@@ -115,17 +118,19 @@ def test_generate_cli_reports_skipped_passes_and_parameter_memory(tiny_model_dir
     (["--cache", "teacache:fast"], "cache threshold must be a number"),
     (["--cache", "deepcache"], "cache must be METHOD[:THRESHOLD]"),
 ])
-def test_generate_cli_refuses_unsupported_combinations(flags, says, tmp_path, tiny_model_dir, data_dir):
-    r = run_cli("generate", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "2",
-                "--out", str(tmp_path / "x.png"), *flags, data_dir=data_dir)
-    assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_generate_cli_refuses_unsupported_combinations(flags, says, tmp_path, tiny_model_dir, data_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "2",
+                 "--out", str(tmp_path / "x.png"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_bench_cli_checks_its_flags_before_any_work(data_dir):
-    r = run_cli("bench", "--student", "fast=embedded", data_dir=data_dir)
-    assert r.returncode == 2 and "--student must be ROLE=NAME with ROLE one of guidance, step8, step4, both" in r.stderr
-    r = run_cli("bench", "--thresholds", "-1", data_dir=data_dir)
-    assert r.returncode == 2 and "--thresholds" in r.stderr
+def test_bench_cli_checks_its_flags_before_any_work(data_dir, capsys):
+    assert main(["bench", "--student", "fast=embedded"]) == 2
+    assert "student must be ROLE=NAME with ROLE one of guidance, step8, step4, both" in capsys.readouterr().err
+    assert main(["bench", "--thresholds", "-1"]) == 2
+    assert "thresholds must be a number in 0..100" in capsys.readouterr().err
+    assert not (data_dir / "lab.db").exists()  # refused before the store was opened
 
 
 def test_bench_finds_students_through_the_lineage_their_jobs_recorded(memory_store):
@@ -134,7 +139,7 @@ def test_bench_finds_students_through_the_lineage_their_jobs_recorded(memory_sto
 
     def register(name, parent, technique, rnd, **kw):
         recipe = Recipe(technique=technique, teacher=parent, name=name, **kw)
-        memory_store.register_model(name, f"/m/{name}", "embedded", parent=parent, recipe=json.loads(recipe.to_json()),
+        memory_store.register_model(name, f"/m/{name}", "embedded", parent=parent, recipe=recipe.to_json(),
                                     round=rnd)
 
     register("fast-guidance", "embedded", "guidance+progressive", 0, from_steps=16, to_steps=4)
@@ -145,15 +150,14 @@ def test_bench_finds_students_through_the_lineage_their_jobs_recorded(memory_sto
     assert discover(memory_store, "embedded") == {"guidance": "fast-guidance", "both": "fast", "step4": "plain"}
 
 
-def test_sweep_cli_prints_the_cells_and_writes_their_images(tiny_model_dir, tmp_path, data_dir):
-    r = run_cli("sweep", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "3", "2",
-                "--guidance", "4", "--out-dir", str(tmp_path), data_dir=data_dir)
-    assert r.returncode == 0, r.stderr
-    cells = json.loads(r.stdout)["cells"]
+def test_sweep_cli_prints_the_cells_and_writes_their_images(tiny_model_dir, tmp_path, data_dir, capsys):
+    assert main(["sweep", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "3", "2",
+                 "--guidance", "4", "--out-dir", str(tmp_path)]) == 0
+    cells = json.loads(capsys.readouterr().out)["cells"]
     assert [(c["steps"], c["nfe"]) for c in cells] == [(3, 6), (2, 4)] and cells[0]["psnr_ref"] == 100.0
     assert all((tmp_path / f"cell{i:02d}.png").exists() for i in range(2))
-    bad = run_cli("sweep", "--prompt", "a star", "--thresholds", "0.1", data_dir=data_dir)
-    assert bad.returncode == 2 and "thresholds need a cache method" in bad.stderr
+    assert main(["sweep", "--prompt", "a star", "--thresholds", "0.1"]) == 2
+    assert "thresholds need a cache method" in capsys.readouterr().err
 
 
 def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
@@ -166,7 +170,7 @@ def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
     store = Store(tmp_path / "fresh")
     assert discover(store, "embedded") == {"guidance": "embedded-guidance", "both": "embedded-4step"}
     # ... and only there: its conventional name does not make it a steps-only student as well
-    from engine.decide.bench import BenchConfig, plan
+    from engine.decide.bench import plan
     from engine.families.embedded import EmbeddedFamily
 
     rows = {r.key: r for r in plan(BenchConfig(), EmbeddedFamily.load(registry.BUILTIN["embedded"]), store,

@@ -6,7 +6,8 @@ from engine.evaluate.adherence import evaluate, summarize
 from engine.families.embedded import EmbeddedFamily
 from engine.world.judge import Judge
 from engine.paths import EMBEDDED_TEACHER, JUDGE_WEIGHTS
-from engine.world import Prompt, sample_prompts
+from engine.prompts import Prompt
+from engine.world import sample_prompts
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def judge():
 
 
 def test_summarize_counts_per_category():
-    ps = [Prompt("a", {}, "basic", 0), Prompt("b", {}, "basic", 1), Prompt("c", {}, "text", 2)]
+    ps = [Prompt("a", 0, "basic"), Prompt("b", 1, "basic"), Prompt("c", 2, "text")]
     out = summarize(ps, [[], ["shape"], []])
     assert out["adherence"] == pytest.approx(2 / 3, abs=1e-4)
     assert out["by_category"] == {"basic": 0.5, "text": 1.0}

@@ -47,7 +47,8 @@ def wait_done(store, job_id, timeout=300):
 def test_round_table_gives_each_adherence_its_interval(tmp_path):
     """120 prompts at 0.8 adherence: Wilson's 95% interval is about 0.72-0.86, shown beside it."""
     lab = Lab(Store(tmp_path / "d"))
-    job = lab.store.create_job(technique="guidance", name="g", teacher="embedded", recipe="{}", rounds=1)
+    job = lab.store.create_job("distill", name="g", label="guidance: embedded -> g", payload={}, parts=1,
+                               part_unit="round", step_unit="step")
     lab.store.add_job_eval(job, round=0, model="g", steps=50, guidance=5.0, adherence=0.8, n=120,
                            by_category={"basic": 0.9})
     _, evals, _, _ = job_detail(lab, str(job))
@@ -66,7 +67,7 @@ def test_launch_through_the_api_and_use_the_student(served):
     # a second job continues that student on its own trajectories, from the form's "more settings"
     client.predict(*form("tiny", "api-g2", init="api-g", on_policy=1.0, ema=0), api_name="/launch")
     job = wait_done(store, max(j["id"] for j in store.jobs()))
-    recipe = json.loads(job["recipe"])
+    recipe = job["payload"]
     assert job["status"] == "succeeded" and recipe["init"] == "api-g" and recipe["on_policy"] == 1.0
     assert recipe["ema"] is None
     # the new student runs in Compare at once, one pass per step

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
 from engine.arena import battles, leaderboard, votes
 from engine.arena import settings as S
 from engine.errors import UsageError
 from engine.families.embedded import EmbeddedFamily
 from engine.generate import run
+from engine.prompts import Prompt
 from engine.request import Request
 from engine.store import Store
 
@@ -119,18 +120,24 @@ def test_next_battle_prefers_the_comparison_and_battle_with_fewest_votes(tmp_pat
 def test_golden_and_typed_prompts(tmp_path):
     f = tmp_path / "g.jsonl"
     f.write_text('{"prompt": "a red star", "seed": 7, "category": "basic"}\n\n{"text": "two faces", "seed": 2}\n')
-    assert battles.golden_prompts(f) == [battles.BattlePrompt("a red star", 7, "basic"),
-                                         battles.BattlePrompt("two faces", 2, None)]
+    assert battles.prompt_source("golden", golden_file=f) == ([Prompt("a red star", 7, "basic"), Prompt("two faces", 2)],
+                                                              f.stem)
     f.write_text('{"prompt": "ok", "seed": 1}\n{"seed": 3}\n')
     with pytest.raises(UsageError, match="line 2 of g.jsonl: 'prompt' must be non-empty text"):
         battles.golden_prompts(f)
     f.write_text("a blue circle\na green cross\n")
-    assert [(p.text, p.seed) for p in battles.golden_prompts(f)] == [("a blue circle", 0), ("a green cross", 1)]
+    assert [(p.text, p.seed) for p in battles.golden_prompts(f)[0]] == [("a blue circle", 0), ("a green cross", 1)]
     with pytest.raises(UsageError, match="no file"):
         battles.golden_prompts(tmp_path / "missing.jsonl")
     with pytest.raises(UsageError, match="at least one prompt"):
         battles.typed_prompts(["", "  "])
     assert [p.seed for p in battles.typed_prompts(["a", "b"], seed=5)] == [5, 6]
+    typed, source = battles.prompt_source("typed", typed=["a star"], seed=2)
+    assert (typed, source) == ([Prompt("a star", 2, "typed")], "admin")
+    world, source = battles.prompt_source("world", n=6, category="faces")
+    assert source == "world" and len(world) == 6 and {p.category for p in world} == {"faces"}
+    with pytest.raises(UsageError, match="source must be one of world, typed, golden"):
+        battles.prompt_source("twitter")
 
 
 def test_settings_parse_normalise_label_and_teacher():
@@ -188,11 +195,11 @@ def cli(capsys, monkeypatch, data_dir, *args):
     return code, out.out, out.err
 
 
-def test_cli_leaderboard_of_an_empty_database_and_bad_input(tmp_path):
-    empty = run_cli("arena", "leaderboard", data_dir=tmp_path)  # as a user runs it: a real process
-    assert empty.returncode == 0 and "| rank | setting | rating |" in empty.stdout and "0 votes" in empty.stdout
-    bad = run_cli("arena", "export", "--format", "xml", "--out", str(tmp_path / "v.xml"), data_dir=tmp_path)
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: format must be csv or json, got 'xml'"
+def test_cli_leaderboard_of_an_empty_database_and_bad_input(tmp_path, capsys, monkeypatch):
+    code, out, _ = cli(capsys, monkeypatch, tmp_path, "arena", "leaderboard")
+    assert code == 0 and "| rank | setting | rating |" in out and "0 votes" in out
+    code, _, err = cli(capsys, monkeypatch, tmp_path, "arena", "export", "--format", "xml", "--out", str(tmp_path / "v"))
+    assert code == 2 and err.strip() == "error: argument --format: invalid choice: 'xml' (choose from 'csv', 'json')"
 
 
 def test_cli_prepare_leaderboard_export(tmp_path, capsys, monkeypatch):

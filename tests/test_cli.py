@@ -1,9 +1,12 @@
 import json
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
+from engine.cli import main
 
 FIELDS = {"nfe", "seconds", "peak_mem_mb", "steps", "guidance", "seed", "model", "skipped"}
 
@@ -20,11 +23,25 @@ def test_generate_writes_image_and_json(tmp_path, data_dir):
     assert (data_dir / "lab.db").exists()
 
 
-def test_generate_without_guidance_is_one_pass_a_step(tmp_path, tiny_model_dir, data_dir):
-    r = run_cli("generate", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "4", "--guidance", "1",
-                "--out", str(tmp_path / "x.png"), data_dir=data_dir)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["nfe"] == 4
+def test_generate_without_guidance_is_one_pass_a_step(tmp_path, tiny_model_dir, data_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "a star", "--steps", "4", "--guidance", "1",
+                 "--out", str(tmp_path / "x.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["nfe"] == 4
+
+
+def test_a_bad_flag_is_refused_before_torch_is_imported():
+    """Flags are checked by configs that import nothing heavy: a refusal takes well under a second."""
+    bad = [["generate", "--prompt", "x", "--guidance", "nan"], ["distill", "guidance", "--name", "x", "--lr", "0"],
+           ["eval", "--ref-guidance", "99"], ["bench", "--student", "fast=x"], ["sweep", "--prompt", "x", "--fp8", "on"],
+           ["train-teacher", "--caption-noise", "2"], ["arena", "prepare", "--setting", "embedded"],
+           ["adherence", "--guidance", "-1"]]
+    code = ("import sys; from engine.cli import main; "
+            f"codes = [main(a) for a in {bad!r}]; "
+            "print(codes, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split("]")[0] == "[" + ", ".join(["2"] * len(bad)), r.stdout + r.stderr
+    assert r.stdout.strip().endswith("False"), r.stdout  # torch was never imported
+    assert len(r.stderr.strip().splitlines()) == len(bad)  # one line each
 
 
 @pytest.mark.parametrize("args,field", [
@@ -38,42 +55,40 @@ def test_generate_without_guidance_is_one_pass_a_step(tmp_path, tiny_model_dir, 
     (["--model", "tests"], "--model"),
     (["--height", "64"], "height"),
 ])
-def test_bad_input_is_one_line_exit_2(args, field, tmp_path, data_dir):
+def test_bad_input_is_one_line_exit_2(args, field, tmp_path, data_dir, capsys):
     base = {"--prompt": "a red circle", "--steps": "2", "--out": str(tmp_path / "x.png")}
     for k, v in zip(args[::2], args[1::2]):
         base[k] = v
-    r = run_cli("generate", *[x for kv in base.items() for x in kv], data_dir=data_dir)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and field in lines[0], r.stderr
-    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert main(["generate", *[x for kv in base.items() for x in kv]]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], err
+    assert "Traceback" not in err and out == ""
 
 
-def test_adherence_prints_overall_and_per_category(tiny_model_dir, data_dir):
-    r = run_cli("adherence", "--model", str(tiny_model_dir), "--steps", "2", "--guidance", "3", "--n", "12",
-                data_dir=data_dir)
-    assert r.returncode == 0, r.stderr
-    rec = json.loads(r.stdout)
+def test_adherence_prints_overall_and_per_category(tiny_model_dir, data_dir, capsys):
+    assert main(["adherence", "--model", str(tiny_model_dir), "--steps", "2", "--guidance", "3", "--n", "12"]) == 0
+    rec = json.loads(capsys.readouterr().out)
     assert 0 <= rec["adherence"] <= 1 and rec["n"] == 12
     assert set(rec["by_category"]) == {"basic", "fine_detail", "text", "faces", "long", "rare"}
 
 
-def test_adherence_rejects_unknown_category(data_dir):
-    r = run_cli("adherence", "--category", "portraits", data_dir=data_dir)
-    assert r.returncode == 2 and "--category" in r.stderr and "basic" in r.stderr
+def test_adherence_rejects_unknown_category(data_dir, capsys):
+    assert main(["adherence", "--category", "portraits"]) == 2
+    err = capsys.readouterr().err
+    assert "--category" in err and "basic" in err
 
 
 @pytest.mark.parametrize("value", ["1", "-0.1", "nan"])
-def test_train_teacher_refuses_a_caption_noise_outside_0_1(value, tmp_path, data_dir):
-    r = run_cli("train-teacher", "--caption-noise", value, "--steps", "1", "--out", str(tmp_path / "t"),
-                data_dir=data_dir)
-    assert r.returncode == 2 and "--caption-noise" in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
+def test_train_teacher_refuses_a_caption_noise_outside_0_1(value, tmp_path, data_dir, capsys):
+    assert main(["train-teacher", "--caption-noise", value, "--steps", "1", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "caption_noise" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
 
 
 def test_train_teacher_passes_the_flags_given_and_keeps_the_config_defaults(monkeypatch, tmp_path):
     import engine.train_teacher as tt
-    from engine.cli import main
 
     seen = []
     monkeypatch.setattr(tt, "train", lambda cfg, log: seen.append(cfg) or {})

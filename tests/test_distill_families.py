@@ -7,7 +7,7 @@ import torch
 
 from engine import registry
 from engine.distill.recipes import Recipe
-from engine.distill.run import Hooks, run_recipe
+from engine.distill.run import Callbacks, run_recipe
 from engine.sampling import sample
 from engine.store import Store
 
@@ -27,10 +27,10 @@ def test_guidance_then_steps_on_every_family(kind, tiny_pipeline, tmp_path):
                     checkpoint_every=1000, ema=None, prompts=str(prompts))
     recipe.check()
     names = run_recipe(recipe, store, tmp_path / "work",
-                       Hooks(report=lambda r: losses.append(r.get("loss")), log=lambda m: None))
+                       Callbacks(report=lambda r: losses.append(r.get("loss")), log=lambda m: None))
     assert names == ([f"{kind}-both-guidance"] if both else []) + [f"{kind}-both"]
     assert losses and all(loss is None or torch.isfinite(torch.tensor(loss)) for loss in losses)
-    assert [m["name"] for m in store.lineage(f"{kind}-both")] == names
+    assert registry.lineage(store, f"{kind}-both") == [str(tiny_pipeline(kind)), *names]
     first = registry.load(names[0], store=store, device="cpu")
     student = registry.load(names[-1], store=store, device="cpu")
     assert first.guidance_embedded == student.guidance_embedded == both
@@ -42,10 +42,10 @@ def test_guidance_then_steps_on_every_family(kind, tiny_pipeline, tmp_path):
 
 
 def test_guidance_distillation_of_sd3_is_refused_before_any_job(tiny_pipeline, tmp_path):
-    from engine import jobs
+    from engine.distill import job as distill_job
     from engine.errors import UsageError
 
     store = Store(tmp_path / "lab")
     with pytest.raises(UsageError, match="technique: guidance distillation needs"):
-        jobs.submit(store, Recipe(technique="guidance", teacher=str(tiny_pipeline("sd3")), name="g"))
+        distill_job.submit(store, Recipe(technique="guidance", teacher=str(tiny_pipeline("sd3")), name="g"))
     assert store.jobs() == []

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.distill.recipes import LoraSpec, Recipe, order_warning
+from engine.distill.recipes import LoraSpec, Recipe, from_inputs, order_warning
 from engine.distill.run import plan
 from engine.errors import UsageError
 
@@ -42,7 +42,23 @@ def test_bad_recipes_are_refused_naming_the_field(kw, field):
 
 def test_unknown_recipe_field_is_refused():
     with pytest.raises(UsageError, match="unknown field"):
-        Recipe.from_dict({"technique": "guidance", "teacher": "embedded", "name": "x", "steps": 3})
+        Recipe.from_json({"technique": "guidance", "teacher": "embedded", "name": "x", "steps": 3})
+    # a field older recipes carry, which nothing reads, is let through
+    assert Recipe.from_json({"technique": "guidance", "teacher": "embedded", "name": "x", "guidance": 5.0}).name == "x"
+
+
+def test_the_form_and_the_command_line_build_recipes_through_one_mapping():
+    r = from_inputs({"technique": "both", "teacher": "embedded", "name": " s ", "train_steps": 300.0, "lr": "1e-4",
+                     "ema": 0, "init": "", "on_policy": None, "lora": True, "lora_rank": 4.0, "lora_save": "adapter"})
+    assert r == Recipe(technique="guidance+progressive", teacher="embedded", name="s", train_steps=300, lr=1e-4,
+                       ema=None, lora=LoraSpec(rank=4, save="adapter"))
+    assert from_inputs({"technique": "guidance", "teacher": "embedded", "name": "s", "lora": False,
+                        "lora_rank": 8}).lora is None  # the form's rank slider, with the LoRA box unticked
+    assert from_inputs({"technique": "guidance", "teacher": "t", "name": "s", "lora_rank": 2}).lora.rank == 2  # CLI
+    with pytest.raises(UsageError, match="train_steps must be a whole number"):
+        from_inputs({"technique": "guidance", "teacher": "t", "name": "s", "train_steps": 2.5})
+    with pytest.raises(UsageError, match="lr must be a number"):
+        from_inputs({"technique": "guidance", "teacher": "t", "name": "s", "lr": "fast"})
 
 
 def test_order_warning_only_for_steps_before_guidance():

@@ -13,6 +13,7 @@ from app.main import build_app
 from app.state import Lab
 from engine import jobs
 from engine.evaluate import runs
+from engine.evaluate.config import EvalConfig
 from engine.store import Store
 
 CATEGORIES = {"basic", "fine_detail", "text", "faces", "long", "rare"}
@@ -25,7 +26,7 @@ def evaluated(tmp_path_factory, tiny_model_dir):
     store = Store(root / "d")
     _lineage(store, tiny_model_dir, root)
     for model, steps in (("tiny-teacher", 4), ("tiny-student", 2)):
-        runs.run(runs.EvalConfig(model=model, steps=steps, limit=12, ref_steps=4, device="cpu"), store)
+        runs.run(EvalConfig(model=model, steps=steps, limit=12, ref_steps=4, device="cpu"), store)
     return store
 
 

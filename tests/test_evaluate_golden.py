@@ -7,6 +7,7 @@ import pytest
 
 from engine.errors import UsageError
 from engine.evaluate import golden
+from engine.prompts import Prompt
 from engine.world import CATEGORIES, HEADS
 
 
@@ -17,8 +18,8 @@ def test_jsonl_and_plain_lines(tmp_path):
                  '{"text": "a blue circle"}\n')
     gs = golden.load(f)
     assert gs.name == "g" and len(gs.sha) == 16
-    assert gs.prompts == (golden.GoldenPrompt("a red star", 7, "basic", {"shape": "star"}),
-                          golden.GoldenPrompt("a blue circle", 1, "all"))
+    assert gs.prompts == (Prompt("a red star", 7, "basic", {"shape": "star"}),
+                          Prompt("a blue circle", 1, "all"))
     assert gs.prompts[0].stated == {"shape": "star"}
     plain = tmp_path / "p.txt"
     plain.write_text("a fox\n\na cat on a mat\n")

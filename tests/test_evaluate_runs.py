@@ -9,10 +9,13 @@ import pytest
 import torch
 from evaluate_fixtures import TinyFeatures, save_tiny_clip
 
-from engine import jobs
+from engine import jobs, registry
 from engine.cli import main
 from engine.evaluate import golden, report, runs
+from engine.evaluate import job as eval_job
+from engine.evaluate.config import EvalConfig
 from engine.families.embedded import EmbeddedFamily
+from engine.prompts import Prompt
 from engine.store import Store
 
 
@@ -68,10 +71,10 @@ def test_a_real_family_with_tiny_clip_and_feature_networks(tmp_path, tiny_pipeli
     store = Store(tmp_path / "d")
     store.register_model("tiny-sd", tiny_pipeline("sd"), "sd")
     g = tmp_path / "g.jsonl"
-    golden.write(g, [golden.GoldenPrompt("a red fox", 1, "animals"), golden.GoldenPrompt("a blue car", 2, "things"),
-                     golden.GoldenPrompt("a green fox", 3, "animals"), golden.GoldenPrompt("a red car", 4, "things")])
+    golden.write(g, [Prompt("a red fox", 1, "animals"), Prompt("a blue car", 2, "things"),
+                     Prompt("a green fox", 3, "animals"), Prompt("a red car", 4, "things")])
     clip_dir = save_tiny_clip(tmp_path / "clip")
-    cfg = runs.EvalConfig(model="tiny-sd", golden=str(g), steps=2, guidance=3.0, ref_steps=3, ref_guidance=3.0,
+    cfg = EvalConfig(model="tiny-sd", golden=str(g), steps=2, guidance=3.0, ref_steps=3, ref_guidance=3.0,
                           clip_model=str(clip_dir), device="cpu", batch_size=4)
     r = runs.run(cfg, store, feature_space=TinyFeatures())
     assert r["settings"]["height"] == 64 and r["n"] == 4 and r["nfe"] == 4
@@ -80,7 +83,7 @@ def test_a_real_family_with_tiny_clip_and_feature_networks(tmp_path, tiny_pipeli
     assert r["psnr"] < 100 and r["feature_distance"] > 0  # CLIP image embeddings
     assert r["adherence"] is None and "embedded domain" in r["unavailable"]["adherence"]
     # no feature network and no Inception weights: FID is unavailable, with the reason
-    plain = runs.run(runs.EvalConfig(**{**cfg.__dict__, "clip_model": None}), store)
+    plain = runs.run(EvalConfig(**{**cfg.__dict__, "clip_model": None}), store)
     assert plain["fid"] is None and "Inception" in plain["unavailable"]["fid"]
     assert plain["clip_score"] is None and plain["feature_distance"] is None
     assert plain["psnr"] == pytest.approx(r["psnr"])  # the same cached images
@@ -101,18 +104,19 @@ def _lineage(store, tiny_model_dir, tmp_path):
 def test_lineage_runs_in_a_background_job(tmp_path, tiny_model_dir):
     store = Store(tmp_path / "d")
     _lineage(store, tiny_model_dir, tmp_path)
-    assert runs.lineage(store, "tiny-student") == ["tiny-teacher", "tiny-student"]
+    assert registry.lineage(store, "tiny-student") == ["tiny-teacher", "tiny-student"]
     assert runs.recommended(store, "tiny-student") == (2, 5.0)
-    plan = runs.lineage_configs(store, runs.EvalConfig(model="tiny-student", fp8="weights", limit=3))
+    plan = runs.lineage_configs(store, EvalConfig(model="tiny-student", fp8="weights", limit=3))
     assert [(c.model, c.steps, c.guidance, c.fp8, c.limit) for c in plan] == [
         ("tiny-teacher", 50, 5.0, "off", 3), ("tiny-student", 2, 5.0, "off", 3), ("tiny-student", 2, 5.0, "weights", 3)]
     base = {"limit": 12, "ref_steps": 4, "device": "cpu"}
-    configs = [runs.EvalConfig(model="tiny-teacher", steps=4, **base),
-               runs.EvalConfig(model="tiny-student", steps=2, **base)]
-    job_id = runs.submit(store, configs)
+    configs = [EvalConfig(model="tiny-teacher", steps=4, **base),
+               EvalConfig(model="tiny-student", steps=2, **base)]
+    job_id = eval_job.submit(store, configs)
     job = jobs.follow(store, job_id, out=open(os.devnull, "w"), poll=0.2)
     assert job["status"] == "succeeded", jobs.log_path(store, job_id).read_text()
-    assert job["kind"] == "eval" and json.loads(job["models"]) == ["tiny-teacher", "tiny-student"]
+    assert job["kind"] == "eval" and job["models"] == ["tiny-teacher", "tiny-student"]
+    assert jobs.progress(job)[1] == "setting 2/2, image 24/24"
     done = store.eval_runs(job_id=job_id)
     assert sorted(r["model"] for r in done) == ["tiny-student", "tiny-teacher"]
     rows = report.lineage_rows(store, "tiny-student", "embedded")
@@ -126,7 +130,7 @@ def test_lineage_runs_in_a_background_job(tmp_path, tiny_model_dir):
 
 def test_an_evaluation_job_can_be_canceled(tmp_path, tiny_model_dir):
     store = Store(tmp_path / "d")
-    job_id = runs.submit(store, [runs.EvalConfig(model=str(tiny_model_dir), steps=2, ref_steps=200, batch_size=1,
+    job_id = eval_job.submit(store, [EvalConfig(model=str(tiny_model_dir), steps=2, ref_steps=200, batch_size=1,
                                                  device="cpu")])
     end = time.time() + 240
     while not (store.job(job_id)["step"] or 0) > 0 and time.time() < end:

@@ -50,7 +50,8 @@ def images_for(store: Store, family: Family, model: str, prompts: list[Prompt], 
                progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False
                ) -> tuple[torch.Tensor, list[dict]]:
     """uint8 images (N, H, W, 3) for the prompts at their seeds, from the cache or generated (and
-    cached), with each image's row (file, nfe, skipped, seconds)."""
+    cached), with each image's row (file, nfe, skipped, seconds). `progress(done, total)` counts
+    this process's distinct images, those found in the cache as done from the start."""
     key, settings = model_key(store, model), _settings_key(steps, guidance, cache, fp8, height, width)
     found = store.eval_images(key, settings, [(p.text, p.seed) for p in prompts])
     todo = list({(p.text, p.seed): p for p in prompts if (p.text, p.seed) not in found}.values())
@@ -58,6 +59,9 @@ def images_for(store: Store, family: Family, model: str, prompts: list[Prompt], 
     if state is not None:  # each process generates its own share; the cache gathers them
         with state.split_between_processes(todo) as share:
             todo = list(share)
+    cached = len({(p.text, p.seed) for p in prompts}) - len(todo) if state is None else 0
+    if progress:
+        progress(cached, cached + len(todo))
     if todo:  # the cache and FP8 mode are switched on once; each sampling call starts a fresh cache state
         with accelerated(family, cache, fp8, steps=steps, store=store):
             for i in range(0, len(todo), batch_size):
@@ -75,7 +79,7 @@ def images_for(store: Store, family: Family, model: str, prompts: list[Prompt], 
                 store.add_eval_images(key, settings, rows)
                 found.update({(r["prompt"], r["seed"]): r for r in rows})
                 if progress:
-                    progress(i + len(batch), len(todo))
+                    progress(cached + i + len(batch), cached + len(todo))
     if state is not None:
         state.wait_for_everyone()
         found = store.eval_images(key, settings, [(p.text, p.seed) for p in prompts])

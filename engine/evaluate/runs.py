@@ -72,11 +72,11 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
     if (h, w) != (cfg.height or teacher.default_size, cfg.width or teacher.default_size):
         raise UsageError(f"teacher {teacher_name!r} makes {teacher.default_size}px images and {cfg.model!r} "
                          f"{family.default_size}px; give --height and --width to compare them at one size")
-    phases = [0, 0]  # images generated for the reference, then for the candidate
+    phases = [0, 0]  # the reference's images done, then the candidate's (in prompts)
 
     def phase(k: int) -> Progress:
         def report(i: int, n: int) -> None:
-            phases[k] = i
+            phases[k] = round(len(prompts) * i / n) if n else len(prompts)
             if progress:
                 progress(sum(phases), 2 * len(prompts))
         return report
