@@ -12,20 +12,16 @@ import torch
 
 from .errors import UsageError
 from .families.pipeline import PipelineFamily
+from .measure import Measurement
 from .sampling import sample
 
 
-def lab_latent(family: PipelineFamily, prompt: str, *, steps: int, guidance: float, seed: int,
-               height: int, width: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The lab's final z (before decoding) and image (H, W, 3) uint8."""
-    seen = {}
-    decode = family.decode
-    family.decode = lambda z: (seen.setdefault("z", z.detach().clone()), decode(z))[1]
-    try:
-        images, _ = sample(family, [prompt], steps=steps, guidance=guidance, seeds=[seed], height=height, width=width)
-    finally:
-        del family.decode
-    return seen["z"], images[0].numpy()
+def lab_latent(family, prompt: str, *, steps: int, guidance: float, seed: int, height: int,
+               width: int) -> tuple[torch.Tensor, np.ndarray, Measurement]:
+    """The lab's final z (before decoding), its image (H, W, 3) uint8, and the measurement."""
+    z, m = sample(family, [prompt], steps=steps, guidance=guidance, seeds=[seed], height=height, width=width,
+                  output_type="latent")
+    return z, family.decode(z)[0].numpy(), m
 
 
 def pipeline_latent(family: PipelineFamily, prompt: str, *, steps: int, guidance: float, seed: int,
@@ -51,7 +47,7 @@ def compare(family, prompt: str, *, steps: int, guidance: float, seed: int, heig
     if not isinstance(family, PipelineFamily):
         raise UsageError(f"parity: the {family.name} family is not a diffusers pipeline; pass a diffusers model")
     family.check_size(height, width)
-    z_lab, img_lab = lab_latent(family, prompt, steps=steps, guidance=guidance, seed=seed, height=height, width=width)
+    z_lab, img_lab, _ = lab_latent(family, prompt, steps=steps, guidance=guidance, seed=seed, height=height, width=width)
     z_ref, img_ref = pipeline_latent(family, prompt, steps=steps, guidance=guidance, seed=seed, height=height, width=width)
     dz = (z_lab.float() - z_ref.float()).abs()
     di = np.abs(img_lab.astype(int) - img_ref.astype(int))

@@ -69,13 +69,16 @@ def initial_noise(family: Family, batch: int, height: int, width: int, seeds: li
 
 @torch.no_grad()
 def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, seeds: list[int],
-           height: int, width: int, callback: Callable[[int, int], None] | None = None
-           ) -> tuple[torch.Tensor, Measurement]:
-    """Generate one image per prompt. Returns images (B, H, W, 3) uint8 and the measurement."""
+           height: int, width: int, callback: Callable[[int, int], None] | None = None,
+           output_type: str = "images") -> tuple[torch.Tensor, Measurement]:
+    """Generate one image per prompt. Returns images (B, H, W, 3) uint8 (output_type "latent", as in
+    diffusers: the final z, undecoded) and the measurement."""
     if len(seeds) != len(prompts):
         raise ValueError(f"one seed per prompt: got {len(seeds)} seeds for {len(prompts)} prompts")
+    if output_type not in ("images", "latent"):
+        raise ValueError(f"output_type must be 'images' or 'latent', got {output_type!r}")
     record = Measurement()
-    with measuring(family.device, record), trajectory(steps, len(prompts)) as traj:
+    with family.lock, measuring(family.device, record), trajectory(steps, len(prompts)) as traj:
         grid = family.schedule.grid(steps, size=(height, width))
         model = Guided.build(family, prompts, guidance)
         z = initial_noise(family, len(prompts), height, width, seeds)
@@ -87,7 +90,7 @@ def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, s
             record.nfe += model.passes
             if callback:
                 callback(i + 1, steps)
-        images = family.decode(z)
+        images = family.decode(z) if output_type == "images" else z
         # A cache (engine/accel) replaced some passes: NFE counts the passes that ran.
         record.skipped = round(traj.skipped_rows / len(prompts))
         record.nfe -= record.skipped

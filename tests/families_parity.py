@@ -6,21 +6,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.sampling import sample
+from engine.parity import lab_latent
 
 PROMPT = "a red cube on a blue table"
 
 
 def lab_run(family, *, steps: int, guidance: float, seed: int, size: int = 64, prompt: str = PROMPT):
     """The lab's final latent z (before decoding), its image (H, W, 3) uint8 and the measurement."""
-    seen = {}
-    decode = family.decode
-    family.decode = lambda z: (seen.setdefault("z", z.detach().clone()), decode(z))[1]
-    try:
-        images, m = sample(family, [prompt], steps=steps, guidance=guidance, seeds=[seed], height=size, width=size)
-    finally:
-        del family.decode
-    return seen["z"], images[0].numpy(), m
+    return lab_latent(family, prompt, steps=steps, guidance=guidance, seed=seed, height=size, width=size)
 
 
 def pipeline_run(pipe, *, steps: int, seed: int, size: int = 64, prompt: str = PROMPT, to_lab=lambda z: z, **kw):

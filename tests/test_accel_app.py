@@ -8,8 +8,8 @@ from gradio_client import Client
 from app.main import build_app
 from app.state import Lab
 from engine import registry
-from engine.accel.runtime import model_key
 from engine.accel.calibrate import VERSION
+from engine.accel.runtime import model_key
 from engine.store import Store
 
 

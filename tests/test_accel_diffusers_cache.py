@@ -7,11 +7,15 @@ import pytest
 import torch
 from diffusers import Flux2Transformer2DModel, FluxTransformer2DModel
 
-from engine.accel.runtime import accelerated, supported_caches
 from engine.accel.calibrate import CalibrationConfig, calibrate_magcache
-from engine.accel.diffusers_cache import (DiffusersCacheConfig, _state_managers, apply_diffusers_cache,
-                                          remove_diffusers_cache)
+from engine.accel.diffusers_cache import (
+    DiffusersCacheConfig,
+    _state_managers,
+    apply_diffusers_cache,
+    remove_diffusers_cache,
+)
 from engine.accel.hooks import is_clean
+from engine.accel.runtime import accelerated, supported_caches
 from engine.accel.teacache import TeaCacheConfig, apply_teacache, remove_teacache
 from engine.errors import UsageError
 from engine.families.base import Conditioning, Family, FlowSchedule

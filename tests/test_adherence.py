@@ -4,10 +4,10 @@ import pytest
 
 from engine.evaluate.adherence import evaluate, summarize
 from engine.families.embedded import EmbeddedFamily
-from engine.world.judge import Judge
 from engine.paths import EMBEDDED_TEACHER, JUDGE_WEIGHTS
 from engine.prompts import Prompt
 from engine.world import sample_prompts
+from engine.world.judge import Judge
 
 
 @pytest.fixture(scope="module")

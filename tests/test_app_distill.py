@@ -1,18 +1,17 @@
 """The Distill tab: launching a job through the app's API and in the browser, watching it finish,
 and finding its student in the Compare tab's pickers without a restart."""
 
-import json
 import time
 
 import pytest
 from gradio_client import Client
+from test_app_api import free_port
+from test_browser import CHROMIUM, FLAGS, _browser_or_skip
 
 from app.distill import job_detail
 from app.main import build_app
 from app.state import Lab
 from engine.store import Store
-from test_app_api import free_port
-from test_browser import CHROMIUM, FLAGS, _browser_or_skip
 
 TECH = "Guidance distillation (one pass instead of two)"
 

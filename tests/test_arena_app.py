@@ -6,6 +6,7 @@ import urllib.request
 
 import pytest
 from gradio_client import Client
+from test_app_api import free_port
 
 from app.main import build_app, build_arena_app
 from app.state import Lab
@@ -13,7 +14,6 @@ from engine.arena import battles
 from engine.arena import settings as S
 from engine.families.embedded import EmbeddedFamily
 from engine.store import Store
-from test_app_api import free_port
 
 TEACHER = {"model": "zebra-teacher-qx", "steps": 2, "guidance": 3.5}
 STUDENT = {"model": "zebra-student-qx", "steps": 1, "guidance": 1.0}

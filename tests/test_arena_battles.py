@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from engine.arena import battles, leaderboard, votes
 from engine.arena import settings as S
 from engine.errors import UsageError

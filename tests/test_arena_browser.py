@@ -4,10 +4,10 @@ received before a vote (page, image URLs, every fetched response) names a model 
 
 
 import pytest
-
-from engine.arena import settings as S
 from test_arena_app import assert_blind, forbidden, make_store
 from test_browser import CHROMIUM, FLAGS, _browser_or_skip, app_process
+
+from engine.arena import settings as S
 
 # Every response the page fetches, streams included, is copied into window.__seen chunk by chunk.
 CAPTURE = """

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from engine.arena.ratings import (ELO_BASE, ELO_SCALE, BTConfig, agreement, bradley_terry, position_bias, wilson,
-                                  win_rate)
+from engine.arena.ratings import (
+    ELO_BASE,
+    ELO_SCALE,
+    BTConfig,
+    agreement,
+    bradley_terry,
+    position_bias,
+    wilson,
+    win_rate,
+)
 
 
 def synthetic(theta: dict[str, float], n: int, seed: int) -> list[tuple[str, str, float]]:

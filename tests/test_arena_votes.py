@@ -9,8 +9,8 @@ import sys
 import threading
 
 import pytest
-
 from conftest import ROOT
+
 from engine.arena import settings as S
 from engine.arena import votes
 from engine.errors import UsageError

@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, run_cli
 from PIL import Image
 
-from conftest import ROOT, run_cli
 from engine.cli import main
 
 FIELDS = {"nfe", "seconds", "peak_mem_mb", "steps", "guidance", "seed", "model", "skipped"}

@@ -5,8 +5,13 @@ import math
 import pytest
 import torch
 
-from engine.distill.targets import (guided_x0_target, teacher_two_steps, truncated_snr_weight,
-                                    two_step_x0_target, weighted_x0_loss)
+from engine.distill.targets import (
+    guided_x0_target,
+    teacher_two_steps,
+    truncated_snr_weight,
+    two_step_x0_target,
+    weighted_x0_loss,
+)
 from engine.sampling import ddim_step
 
 

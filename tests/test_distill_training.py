@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from engine.distill.lora import apply_lora, save_adapter_student
-from engine.families.adapter import merge_lora
 from engine.distill.recipes import LoraSpec
 from engine.distill.run import round_step
 from engine.distill.techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_next
 from engine.distill.trainer import LoopConfig, make_accelerator, train_loop
 from engine.distill.walkers import Walkers
+from engine.families.adapter import merge_lora
 from engine.families.embedded import EmbeddedFamily
 
 

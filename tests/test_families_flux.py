@@ -5,17 +5,17 @@ import json
 
 import pytest
 import torch
+from conftest import run_cli
 from diffusers import Flux2KleinPipeline, FluxPipeline, StableDiffusion3Pipeline
+from families_parity import assert_same, lab_run, pipeline_run
 from PIL import Image
 
-from conftest import run_cli
 from engine import registry
 from engine.cli import main
 from engine.errors import UsageError
 from engine.families.flux import FluxFamily
 from engine.families.flux2 import Flux2Family
 from engine.families.sd3 import SD3Family
-from families_parity import assert_same, lab_run, pipeline_run
 
 
 def _load(tiny_pipeline, kind):

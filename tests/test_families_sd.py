@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+from families_parity import assert_same, lab_run, pipeline_run
 from PIL import Image
 
 from engine import registry
@@ -13,7 +14,6 @@ from engine.cli import main
 from engine.errors import UsageError
 from engine.families.schedules import VPSchedule, output_from_x0, x0_from_output
 from engine.families.sd import SDFamily, SDXLFamily
-from families_parity import assert_same, lab_run, pipeline_run
 
 SD15_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
 

@@ -1,9 +1,9 @@
 import pytest
 
-from engine.world import judge as J
 from engine.paths import JUDGE_WEIGHTS
-from engine.world.train_judge import accuracy
+from engine.world import judge as J
 from engine.world.dataset import render_dataset
+from engine.world.train_judge import accuracy
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import shutil
 
 import huggingface_hub.constants
 import pytest
-
 from conftest import run_cli
+
 from engine import registry
 from engine.cli import main
 from engine.errors import UsageError

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from engine import registry
 from engine.cli import main
 from engine.families import catalog, synthetic

@@ -1,8 +1,8 @@
 import random
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from engine.world import CATEGORIES, HEADS, make_example, mislabel, sample_prompts, tokenize, vocabulary
 from engine.world.captions import REQUIRED, describe

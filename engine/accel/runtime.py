@@ -3,8 +3,6 @@ the calibrations the caches need, stored per model; which caches a model's denoi
 
 from __future__ import annotations
 
-import threading
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,15 +37,6 @@ class Applied:
     fp8: str = "off"
     param_mem_mb: float = 0.0  # denoiser parameter memory while switched on
     calibration: dict | None = field(default=None, repr=False)
-
-
-_LOCKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock(family: Family) -> threading.RLock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(family.denoiser, threading.RLock())
 
 
 def calibration(family: Family, method: str, *, store=None, log=None) -> dict:
@@ -100,7 +89,7 @@ def accelerated(family: Family, cache: str | CacheSpec | None = None, fp8: str |
     denoiser is restored exactly on the way out. Yields an `Applied`."""
     spec = cache if isinstance(cache, CacheSpec) else parse_cache(cache)
     mode = check_fp8(fp8)
-    with _lock(family):
+    with family.lock:  # nobody else samples the model while it is changed
         _check_cache(family, spec)
         applied = Applied(fp8=mode)
         if spec.method in CALIBRATED:  # calibrated on the model as stored, before any FP8 rounding

@@ -7,6 +7,8 @@ ask which family they hold.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,10 @@ def _pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([x, pad], 1)
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # denoiser -> its lock
+_LOCKS_GUARD = threading.Lock()
+
+
 class Family:
     """Base of every family adapter. Subclasses set the attributes and implement the methods."""
 
@@ -79,6 +85,14 @@ class Family:
     guidance_embedded: bool = False  # True: takes the guidance scale as an input, one pass per step
     default_size: int = 512  # image side used when none is asked for
     path: Path | None = None
+
+    @property
+    def lock(self) -> threading.RLock:
+        """One use of this model at a time: loaded models are shared by every request of a process
+        (engine/registry.py), and a cache or FP8 mode changes the denoiser in place while it is on,
+        so the sampler and `accelerated` hold this lock for as long as they use the model."""
+        with _LOCKS_GUARD:
+            return _LOCKS.setdefault(self.denoiser, threading.RLock())
 
     @property
     def device(self) -> torch.device:
