@@ -1,5 +1,5 @@
 # Two commands do all set-up: `make run` (install, then serve the app on the embedded default)
-# and `make test` (install, then run the whole test suite).
+# and `make test` (install, then lint and run the whole test suite, printing its 15 slowest tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,7 +19,8 @@ run: $(STAMP)
 	$(PY) -m app
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m ruff check .
+	$(PY) -m pytest --durations=15
 
 clean:
 	rm -rf $(VENV) lab-data

@@ -115,7 +115,8 @@ def lines(x_labels: list[str], series: dict[str, list[float | None]], y_title: s
         return top + (y1 - v) / (y1 - y0) * (h - top - bottom)
 
     out = [_open(w, h, title or y_title, "lab-lineage-chart"),
-           f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="none" stroke="#ccc"/>']
+           f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="none" '
+           f'stroke="#ccc"/>']
     for k in range(5):
         v = y0 + (y1 - y0) * k / 4
         out.append(f'<text x="{left - 6}" y="{py(v) + 4:.1f}" text-anchor="end" fill="#555">{v:.3g}</text>')

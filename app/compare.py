@@ -60,8 +60,9 @@ def generate_pair(lab: Lab, prompt, seed, model_a, steps_a, guidance_a, model_b,
             req.check()
             family = lab.load(model)
             image, record = run(family, req, model_name=model, store=lab.store,
-                                callback=lambda k, n, i=i: progress((i + k / n) / 2, desc=f"{side}: step {k}/{n}"),
-                                log=lambda m, i=i: progress(i / 2, desc=f"{side}: {m}"))
+                                callback=lambda k, n, i=i, side=side: progress((i + k / n) / 2,
+                                                                               desc=f"{side}: step {k}/{n}"),
+                                log=lambda m, i=i, side=side: progress(i / 2, desc=f"{side}: {m}"))
         except UsageError as e:
             raise gr.Error(f"{side} side: {e}") from None
         images.append(enlarge(image))
@@ -83,7 +84,8 @@ def build(lab: Lab) -> dict:
                 # names too (the engine refuses unknown ones with a clear message).
                 model = gr.Dropdown(lab.model_names(), value=default_model, label="Model", allow_custom_value=True)
                 st = gr.Slider(1, 100, value=steps, step=1, label="Steps")
-                gd = gr.Slider(*GUIDANCE_RANGE, value=guidance, step=0.5, label="Guidance scale (1 = no CFG: one pass a step)")
+                gd = gr.Slider(*GUIDANCE_RANGE, value=guidance, step=0.5,
+                               label="Guidance scale (1 = no CFG: one pass a step)")
                 pickers += [model, st, gd]
                 with gr.Row():
                     cache = gr.Dropdown(list(CACHES), value="none", label="Cache", scale=2,

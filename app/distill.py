@@ -101,7 +101,8 @@ def job_detail(lab: Lab, job_id):
     evals = pd.DataFrame([{"round": e["round"] + 1, "model": e["model"], "steps": e["steps"],
                            "guidance": e["guidance"], "adherence": round(e["adherence"], 3), "n": e["n"],
                            "95% interval": interval(e["adherence"], e["n"]),
-                           **{k: round(v, 2) for k, v in e["by_category"].items()}} for e in lab.store.job_evals(job["id"])])
+                           **{k: round(v, 2) for k, v in e["by_category"].items()}}
+                          for e in lab.store.job_evals(job["id"])])
     log = jobs.log_path(lab.store, job["id"])
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
     status = f"**Job {job['id']}: {job['status']}**" + (f" — {job['error']}" if job["error"] else "") + \

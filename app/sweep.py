@@ -39,7 +39,8 @@ def sweep(lab: Lab, model, prompt, seed, steps, guidance, cache, thresholds, fp8
                           cache=cache or "none", thresholds=_numbers(thresholds, float, "thresholds"),
                           fp8=fp8 or "off", n=int(n or 0))
         cfg.check()
-        result = run_sweep(lab.load(model), cfg, model_name=model, store=lab.store, progress=lambda i, k, cell: progress(i / k, desc=f"cell {i + 1}/{k}"))
+        result = run_sweep(lab.load(model), cfg, model_name=model, store=lab.store,
+                           progress=lambda i, k, cell: progress(i / k, desc=f"cell {i + 1}/{k}"))
     except UsageError as e:
         raise gr.Error(str(e)) from None
     cells = result["cells"]

@@ -149,7 +149,8 @@ def reconcile(store: Store) -> list[int]:
             continue
         if job["pid"] and not _alive(job["pid"]):
             error = "the job's process ended without finishing (killed or crashed)"
-        elif not job["pid"] and job["started"] and time.time() - dt.datetime.fromisoformat(job["started"]).timestamp() > 120:
+        elif not job["pid"] and job["started"] and \
+                time.time() - dt.datetime.fromisoformat(job["started"]).timestamp() > 120:
             error = "the job never started"
         else:
             continue
@@ -246,7 +247,7 @@ def run(store: Store, job_id: int, body: Body) -> int:
         store.update_job(job_id, pid=os.getpid() if state.num_processes == 1 else os.getppid())
     try:
         names = body(ctx)
-    except Exception as e:  # noqa: BLE001 - any failure is recorded on the job, with its traceback in the log
+    except Exception as e:
         if isinstance(e, Stopped) or ctx.stopping():
             status, code, fields = "canceled", 0, {}
             print("canceled", flush=True)

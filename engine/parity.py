@@ -47,8 +47,9 @@ def compare(family, prompt: str, *, steps: int, guidance: float, seed: int, heig
     if not isinstance(family, PipelineFamily):
         raise UsageError(f"parity: the {family.name} family is not a diffusers pipeline; pass a diffusers model")
     family.check_size(height, width)
-    z_lab, img_lab, _ = lab_latent(family, prompt, steps=steps, guidance=guidance, seed=seed, height=height, width=width)
-    z_ref, img_ref = pipeline_latent(family, prompt, steps=steps, guidance=guidance, seed=seed, height=height, width=width)
+    run = dict(steps=steps, guidance=guidance, seed=seed, height=height, width=width)
+    z_lab, img_lab, _ = lab_latent(family, prompt, **run)
+    z_ref, img_ref = pipeline_latent(family, prompt, **run)
     dz = (z_lab.float() - z_ref.float()).abs()
     di = np.abs(img_lab.astype(int) - img_ref.astype(int))
     return {"family": family.name, "scheduler": type(family.equivalent_scheduler()).__name__,

@@ -7,8 +7,8 @@ the Euler step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -43,7 +43,7 @@ class Guided:
         return 1 if self.uncond is None else 2
 
     @classmethod
-    def build(cls, family: Family, prompts: list[str], s: float) -> "Guided":
+    def build(cls, family: Family, prompts: list[str], s: float) -> Guided:
         cond = family.encode(prompts)
         two_pass = s != 1.0 and not family.guidance_embedded
         return cls(family, cond, family.encode([""] * len(prompts)) if two_pass else None, s)

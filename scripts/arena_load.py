@@ -83,12 +83,12 @@ def run_load(url: str, clients: int, votes_per_client: int, dup_every: int = 10,
                     dup_sent[i] += 1
                     try:
                         client.predict(token, name, "left", api_name="/arena_vote")
-                    except Exception as e:  # noqa: BLE001 - the refusal is what we count
+                    except Exception as e:
                         if "already voted" in str(e):
                             dup_refused[i] += 1
                         else:
                             errors.append(f"{name}: {e}")
-        except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal
+        except Exception as e:
             errors.append(f"{name}: {type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=rater, args=(i,)) for i in range(clients)]

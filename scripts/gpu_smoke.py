@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.families import catalog, synthetic  # noqa: E402
-from engine.sampling import sample  # noqa: E402
+from engine.families import catalog, synthetic
+from engine.sampling import sample
 
 GUIDANCE = {"sdxl": 5.0, "flux-dev": 3.5, "flux2-klein": 4.0}  # each model's usual scale (klein base: CFG)
 
@@ -41,7 +41,7 @@ def run(kind: str, *, real: bool, size: int, steps_list: list[int], device: str,
     for steps in steps_list:
         stamps = []
 
-        def tick(i, n):
+        def tick(i, n, stamps=stamps):
             if cuda:
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
@@ -53,7 +53,8 @@ def run(kind: str, *, real: bool, size: int, steps_list: list[int], device: str,
                      "size": size, "steps": steps, "guidance": GUIDANCE[kind], "nfe": m.nfe,
                      "median_step_s": round(statistics.median(per_step[1:] or per_step), 4),
                      "total_s": round(m.seconds, 3), "peak_mem_gb": round(m.peak_mem_mb / 1024, 2),
-                     "device": torch.cuda.get_device_name() if cuda else "cpu", "dtype": str(dtype).replace("torch.", "")})
+                     "device": torch.cuda.get_device_name() if cuda else "cpu",
+                     "dtype": str(dtype).replace("torch.", "")})
         print(json.dumps(rows[-1]), flush=True)
     del family, pipe
     if cuda:

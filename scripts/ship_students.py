@@ -1,7 +1,8 @@
 """Copy the students of the full recipe from a lab data directory into assets/, as shipped models.
 
     python -m engine distill guidance --teacher embedded --name embedded-guidance ...
-    python -m engine distill progressive --teacher embedded-guidance --from-steps 64 --to-steps 4 --name embedded-4step ...
+    python -m engine distill progressive --teacher embedded-guidance --from-steps 64 --to-steps 4 \
+        --name embedded-4step ...
     python scripts/ship_students.py --data-dir lab-data [--guidance SRC] [--step4 SRC]
 
 --guidance / --step4 name the models in that data directory to ship as `embedded-guidance` and

@@ -18,7 +18,8 @@ def save_tiny_clip(path: Path) -> Path:
                           num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                               image_size=32, patch_size=8)
-    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)).save_pretrained(path)
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    CLIPModel(config).save_pretrained(path)
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
                   tokenizer=clip_tokenizer()).save_pretrained(path)
     return path

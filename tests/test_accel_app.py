@@ -1,9 +1,8 @@
 """The acceleration controls and views of the running app, through its API (gradio_client)."""
 
-import socket
-
 import pytest
 from gradio_client import Client
+from helpers import serve
 
 from app.main import build_app
 from app.state import Lab
@@ -13,12 +12,6 @@ from engine.accel.runtime import model_key
 from engine.store import Store
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("lab-data"))
@@ -26,9 +19,7 @@ def app(tmp_path_factory):
     store.save_calibration(model_key(registry.load("embedded", device="cpu")), "teacache",
                            {"method": "teacache", "version": VERSION, "coefficients": [1.0, 0.0], "threshold": 0.3})
     demo = build_app(Lab(store, device="cpu"))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield Client(f"http://127.0.0.1:{port}/", verbose=False), store
+    yield Client(serve(demo), verbose=False), store
     demo.close()
 
 

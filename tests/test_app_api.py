@@ -1,9 +1,8 @@
 """The running app, through its API as any client would use it (gradio_client)."""
 
-import socket
-
 import pytest
 from gradio_client import Client
+from helpers import serve
 from PIL import Image
 
 from app.main import build_app
@@ -11,19 +10,11 @@ from app.state import Lab
 from engine.store import Store
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("lab-data"))
     demo = build_app(Lab(store))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", store
+    yield serve(demo), store
     demo.close()
 
 

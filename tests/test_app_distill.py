@@ -5,8 +5,7 @@ import time
 
 import pytest
 from gradio_client import Client
-from test_app_api import free_port
-from test_browser import CHROMIUM, FLAGS, _browser_or_skip
+from helpers import CHROMIUM, FLAGS, browser_or_skip, serve
 
 from app.distill import job_detail
 from app.main import build_app
@@ -27,9 +26,7 @@ def served(tmp_path_factory, tiny_model_dir):
     store = Store(tmp_path_factory.mktemp("lab-data"))
     store.register_model("tiny", tiny_model_dir, "embedded")
     demo = build_app(Lab(store))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", store
+    yield serve(demo), store
     demo.close()
 
 
@@ -99,7 +96,7 @@ def test_bad_form_is_refused_with_the_field_named(served):
 
 def test_browser_launch_watch_and_pick_the_student(served, tmp_path):
     url, store = served
-    api = _browser_or_skip()
+    api = browser_or_skip()
     with api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})

@@ -6,44 +6,10 @@ import urllib.request
 
 import pytest
 from gradio_client import Client
-from test_app_api import free_port
+from helpers import arena_store, assert_blind, forbidden, serve
 
 from app.main import build_app, build_arena_app
 from app.state import Lab
-from engine.arena import battles
-from engine.arena import settings as S
-from engine.families.embedded import EmbeddedFamily
-from engine.store import Store
-
-TEACHER = {"model": "zebra-teacher-qx", "steps": 2, "guidance": 3.5}
-STUDENT = {"model": "zebra-student-qx", "steps": 1, "guidance": 1.0}
-
-
-def make_store(root, model_dir, n=4) -> Store:
-    store = Store(root)
-    store.register_model("zebra-teacher-qx", model_dir, "embedded")
-    store.register_model("zebra-student-qx", model_dir, "embedded", parent="zebra-teacher-qx")
-    family = EmbeddedFamily.load(model_dir)
-    battles.prepare(store, [TEACHER, STUDENT], battles.world_prompts(n, seed=2), battles.PrepareConfig(n=n),
-                    load=lambda name: family)
-    return store
-
-
-def forbidden(store: Store, model_dir) -> list[str]:
-    """Every string that would tell a rater which model or setting is on a side."""
-    words = ["zebra", "teacher-qx", "student-qx", str(model_dir), "steps", "guidance", "embedded"]
-    for s in (TEACHER, STUDENT):
-        n = S.normalize(s)
-        words += [S.key(n), S.label(n), json.dumps(n)]
-    for b in store.battles():
-        words += [b["a_image"], b["b_image"], b["a_setting"], b["b_setting"]]
-    return words
-
-
-def assert_blind(text: str, words: list[str], where: str) -> None:
-    low = text.lower()
-    leaked = [w for w in words if w.lower() in low]
-    assert not leaked, f"{where} reveals {leaked}"
 
 
 def get(url: str) -> bytes:
@@ -51,17 +17,11 @@ def get(url: str) -> bytes:
         return r.read()
 
 
-def launch(demo, **kw):
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
-    return f"http://127.0.0.1:{port}/"
-
-
 @pytest.fixture(scope="module")
 def arena_only(tmp_path_factory, tiny_model_dir):
-    store = make_store(tmp_path_factory.mktemp("arena"), tiny_model_dir)
+    store = arena_store(tmp_path_factory.mktemp("arena"), tiny_model_dir)
     demo = build_arena_app(Lab(store))
-    yield launch(demo), store
+    yield serve(demo), store
     demo.close()
 
 
@@ -88,9 +48,9 @@ def test_nothing_identifying_reaches_the_browser_before_the_vote(arena_only, tin
 
 
 def test_the_arena_tab_of_the_full_app_is_blind_too(tmp_path, tiny_model_dir):
-    store = make_store(tmp_path, tiny_model_dir, n=2)
+    store = arena_store(tmp_path, tiny_model_dir, n=2)
     demo = build_app(Lab(store))
-    url = launch(demo)
+    url = serve(demo)
     try:
         client = Client(url, verbose=False, download_files=False)
         shown = client.predict("erin", api_name="/arena_next")
@@ -131,9 +91,9 @@ def test_vote_reveal_refusals_and_undo(arena_only):
 
 
 def test_a_signed_in_rater_is_the_authenticated_user(tmp_path, tiny_model_dir):
-    store = make_store(tmp_path, tiny_model_dir, n=1)
+    store = arena_store(tmp_path, tiny_model_dir, n=1)
     demo = build_arena_app(Lab(store))
-    url = launch(demo, auth=[("ann", "secret")])
+    url = serve(demo, auth=[("ann", "secret")])
     try:
         client = Client(url, verbose=False, download_files=False, auth=("ann", "secret"))
         token = client.predict("", api_name="/arena_next")[0]  # no name typed: the login is the rater

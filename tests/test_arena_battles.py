@@ -3,11 +3,10 @@ comparisons, prompt sources, settings, the leaderboard's teacher/student rows, a
 
 import json
 import random
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from arena_load import seed_battles
 from PIL import Image
 
 from engine.arena import battles, leaderboard, votes
@@ -18,9 +17,6 @@ from engine.generate import run
 from engine.prompts import Prompt
 from engine.request import Request
 from engine.store import Store
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from arena_load import seed_battles  # noqa: E402
 
 TEACHER = {"model": "zebra-teacher", "steps": 2, "guidance": 4.0}
 STUDENT = {"model": "zebra-student", "steps": 1, "guidance": 1.0}
@@ -120,8 +116,8 @@ def test_next_battle_prefers_the_comparison_and_battle_with_fewest_votes(tmp_pat
 def test_golden_and_typed_prompts(tmp_path):
     f = tmp_path / "g.jsonl"
     f.write_text('{"prompt": "a red star", "seed": 7, "category": "basic"}\n\n{"text": "two faces", "seed": 2}\n')
-    assert battles.prompt_source("golden", golden_file=f) == ([Prompt("a red star", 7, "basic"), Prompt("two faces", 2)],
-                                                              f.stem)
+    prompts = [Prompt("a red star", 7, "basic"), Prompt("two faces", 2)]
+    assert battles.prompt_source("golden", golden_file=f) == (prompts, f.stem)
     f.write_text('{"prompt": "ok", "seed": 1}\n{"seed": 3}\n')
     with pytest.raises(UsageError, match="line 2 of g.jsonl: 'prompt' must be non-empty text"):
         battles.golden_prompts(f)
@@ -198,7 +194,8 @@ def cli(capsys, monkeypatch, data_dir, *args):
 def test_cli_leaderboard_of_an_empty_database_and_bad_input(tmp_path, capsys, monkeypatch):
     code, out, _ = cli(capsys, monkeypatch, tmp_path, "arena", "leaderboard")
     assert code == 0 and "| rank | setting | rating |" in out and "0 votes" in out
-    code, _, err = cli(capsys, monkeypatch, tmp_path, "arena", "export", "--format", "xml", "--out", str(tmp_path / "v"))
+    code, _, err = cli(capsys, monkeypatch, tmp_path, "arena", "export", "--format", "xml",
+                       "--out", str(tmp_path / "v"))
     assert code == 2 and err.strip() == "error: argument --format: invalid choice: 'xml' (choose from 'csv', 'json')"
 
 

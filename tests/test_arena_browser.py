@@ -4,8 +4,7 @@ received before a vote (page, image URLs, every fetched response) names a model 
 
 
 import pytest
-from test_arena_app import assert_blind, forbidden, make_store
-from test_browser import CHROMIUM, FLAGS, _browser_or_skip, app_process
+from helpers import CHROMIUM, FLAGS, app_process, arena_store, assert_blind, browser_or_skip, forbidden
 
 from engine.arena import settings as S
 
@@ -34,9 +33,9 @@ window.fetch = async (...args) => {
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
-    api = _browser_or_skip()
+    api = browser_or_skip()
     data = tmp_path_factory.mktemp("arena-browser")
-    store = make_store(data, tiny_model_dir, n=3)
+    store = arena_store(data, tiny_model_dir, n=3)
     with app_process("--arena-only", "--data-dir", str(data)) as url:
         yield api, url, store
 

@@ -5,19 +5,15 @@ import csv
 import io
 import json
 import sqlite3
-import sys
 import threading
 
 import pytest
-from conftest import ROOT
+from arena_load import seed_battles
 
 from engine.arena import settings as S
 from engine.arena import votes
 from engine.errors import UsageError
 from engine.store import Store
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from arena_load import seed_battles  # noqa: E402
 
 
 @pytest.fixture
@@ -126,7 +122,7 @@ def test_many_threads_no_lost_or_doubled_votes(tmp_path):
                     votes.cast(store, b["token"], f"r{i}", "left")
                 except UsageError as e:
                     refused.append(str(e))
-                except Exception as e:  # noqa: BLE001 - any other failure fails the test
+                except Exception as e:
                     errors.append(e)
 
     threads = [threading.Thread(target=rater, args=(i,)) for i in range(8)]

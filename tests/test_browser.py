@@ -1,51 +1,9 @@
 """The app in headless Chromium, started the way a user starts it (`python -m app`)."""
 
-import contextlib
 import os
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-from conftest import ROOT
-from test_app_api import free_port
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-
-def _browser_or_skip():
-    if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
-        if os.environ.get("LAB_REQUIRE_BROWSER"):
-            pytest.fail("LAB_REQUIRE_BROWSER is set but /usr/bin/chromium is missing (apt-get install chromium)")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    return pytest.importorskip("playwright.sync_api")
-
-
-@contextlib.contextmanager
-def app_process(*args: str, env: dict | None = None):
-    """`python -m app ARGS` on a free port, as a user starts it; yields its URL once the page
-    answers (its output is the error if it dies first), and stops it afterwards."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app", *args, "--port", str(port)], cwd=ROOT,
-                            env=env or dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(proc.stdout.read().decode())
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
+from helpers import CHROMIUM, FLAGS, app_process, browser_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +14,7 @@ def served_app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(served_app):
-    api = _browser_or_skip()
+    api = browser_or_skip()
     with api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1200})

@@ -32,7 +32,8 @@ def test_generate_without_guidance_is_one_pass_a_step(tmp_path, tiny_model_dir, 
 def test_a_bad_flag_is_refused_before_torch_is_imported():
     """Flags are checked by configs that import nothing heavy: a refusal takes well under a second."""
     bad = [["generate", "--prompt", "x", "--guidance", "nan"], ["distill", "guidance", "--name", "x", "--lr", "0"],
-           ["eval", "--ref-guidance", "99"], ["bench", "--student", "fast=x"], ["sweep", "--prompt", "x", "--fp8", "on"],
+           ["eval", "--ref-guidance", "99"], ["bench", "--student", "fast=x"],
+           ["sweep", "--prompt", "x", "--fp8", "on"],
            ["train-teacher", "--caption-noise", "2"], ["arena", "prepare", "--setting", "embedded"],
            ["adherence", "--guidance", "-1"]]
     code = ("import sys; from engine.cli import main; "

@@ -5,9 +5,7 @@ import os
 
 import pytest
 from gradio_client import Client
-from test_accel_app import free_port
-from test_browser import CHROMIUM, FLAGS, _browser_or_skip, app_process
-from test_evaluate_runs import _lineage
+from helpers import CHROMIUM, FLAGS, browser_or_skip, register_lineage, serve
 
 from app.main import build_app
 from app.state import Lab
@@ -24,19 +22,22 @@ def evaluated(tmp_path_factory, tiny_model_dir):
     """A data directory with tiny-teacher -> tiny-student, both evaluated on 12 golden prompts."""
     root = tmp_path_factory.mktemp("eval-app")
     store = Store(root / "d")
-    _lineage(store, tiny_model_dir, root)
+    register_lineage(store, tiny_model_dir, root)
     for model, steps in (("tiny-teacher", 4), ("tiny-student", 2)):
         runs.run(EvalConfig(model=model, steps=steps, limit=12, ref_steps=4, device="cpu"), store)
     return store
 
 
 @pytest.fixture(scope="module")
-def client(evaluated):
+def url(evaluated):
     demo = build_app(Lab(evaluated, device="cpu"))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield serve(demo)
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return Client(url, verbose=False)
 
 
 def test_lineage_chart_table_and_worst_prompts(client, evaluated):
@@ -78,26 +79,25 @@ def test_bad_golden_upload_names_the_line(client, tmp_path):
                        None, None, "", api_name="/evaluate")
 
 
-def test_the_lineage_chart_in_a_browser(evaluated, tmp_path):
-    api = _browser_or_skip()
-    with app_process("--data-dir", str(evaluated.root), "--device", "cpu") as url:
-        with api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(url)
-            page.get_by_role("tab", name="Evaluate").click()
-            page.get_by_label("Model to evaluate").fill("tiny-student")
-            page.keyboard.press("Enter")
-            chart = page.locator("svg.lab-lineage-chart")
-            chart.wait_for(timeout=120_000)
-            labels = chart.locator("text.x-label > tspan:first-child").all_text_contents()
-            assert labels == ["tiny-teacher", "tiny-student"], labels
-            lines = chart.locator("polyline.series")
-            assert lines.count() >= 1 + len(CATEGORIES) - 1  # overall, and categories with two points
-            series = {lines.nth(i).get_attribute("data-series") for i in range(lines.count())}
-            assert "all prompts" in series
-            points = lines.first.get_attribute("points").split()
-            assert len(points) == 2
-            page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # worst prompts beside the teacher's
-            page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
-            browser.close()
+def test_the_lineage_chart_in_a_browser(url, tmp_path):
+    api = browser_or_skip()
+    with api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(url)
+        page.get_by_role("tab", name="Evaluate").click()
+        page.get_by_label("Model to evaluate").fill("tiny-student")
+        page.keyboard.press("Enter")
+        chart = page.locator("svg.lab-lineage-chart")
+        chart.wait_for(timeout=120_000)
+        labels = chart.locator("text.x-label > tspan:first-child").all_text_contents()
+        assert labels == ["tiny-teacher", "tiny-student"], labels
+        lines = chart.locator("polyline.series")
+        assert lines.count() >= 1 + len(CATEGORIES) - 1  # overall, and categories with two points
+        series = {lines.nth(i).get_attribute("data-series") for i in range(lines.count())}
+        assert "all prompts" in series
+        points = lines.first.get_attribute("points").split()
+        assert len(points) == 2
+        page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # worst prompts beside the teacher's
+        page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
+        browser.close()

@@ -60,7 +60,8 @@ def test_clip_score_from_a_clip_directory(tmp_path):
         pix = processor(images=list(M.to_nchw(imgs)), return_tensors="pt")["pixel_values"]
         tok = processor(text=texts, return_tensors="pt", padding=True)
         ie = model.model.get_image_features(pixel_values=pix).pooler_output
-        te = model.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).pooler_output
+        te = model.model.get_text_features(input_ids=tok["input_ids"],
+                                           attention_mask=tok["attention_mask"]).pooler_output
     expected = (100 * torch.nn.functional.cosine_similarity(ie, te)).clamp(min=0)
     assert scores == pytest.approx(expected.tolist(), abs=1e-3)
     assert M.clip_image_features(imgs, clip).shape == (3, 16)

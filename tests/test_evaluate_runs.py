@@ -6,15 +6,14 @@ import os
 import time
 
 import pytest
-import torch
 from evaluate_fixtures import TinyFeatures, save_tiny_clip
+from helpers import register_lineage
 
 from engine import jobs, registry
 from engine.cli import main
 from engine.evaluate import golden, report, runs
 from engine.evaluate import job as eval_job
 from engine.evaluate.config import EvalConfig
-from engine.families.embedded import EmbeddedFamily
 from engine.prompts import Prompt
 from engine.store import Store
 
@@ -61,7 +60,8 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
 
 def test_vlm_cost_is_shown_before_anything_runs_and_capped(tmp_path, capsys):
     code = main(["eval", "--data-dir", str(tmp_path / "d"), "--limit", "10", "--vlm-url", "http://127.0.0.1:9/v1",
-                 "--vlm-model", "m", "--vlm-price-input", "1000", "--vlm-price-output", "1000", "--vlm-max-cost", "0.01"])
+                 "--vlm-model", "m", "--vlm-price-input", "1000", "--vlm-price-output", "1000",
+                 "--vlm-max-cost", "0.01"])
     err = capsys.readouterr().err
     assert code == 2 and "VLM judge: 10 calls for 10 images" in err and "above $0.01" in err
     assert Store(tmp_path / "d").db["eval_images"].count == 0  # refused before generating anything
@@ -90,20 +90,9 @@ def test_a_real_family_with_tiny_clip_and_feature_networks(tmp_path, tiny_pipeli
     assert store.db["eval_images"].count == 8  # 4 reference + 4 candidate, generated once for both runs
 
 
-def _lineage(store, tiny_model_dir, tmp_path):
-    """teacher -> student (2 steps recommended), registered as distillation registers them."""
-    store.register_model("tiny-teacher", tiny_model_dir, "embedded")
-    student = EmbeddedFamily.load(tiny_model_dir)
-    with torch.no_grad():
-        for p in student.denoiser.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    student.save(tmp_path / "student", dtype=torch.float32, extra={"recommended": {"steps": 2, "guidance": 5.0}})
-    store.register_model("tiny-student", tmp_path / "student", "embedded", parent="tiny-teacher", round=0)
-
-
 def test_lineage_runs_in_a_background_job(tmp_path, tiny_model_dir):
     store = Store(tmp_path / "d")
-    _lineage(store, tiny_model_dir, tmp_path)
+    register_lineage(store, tiny_model_dir, tmp_path)
     assert registry.lineage(store, "tiny-student") == ["tiny-teacher", "tiny-student"]
     assert runs.recommended(store, "tiny-student") == (2, 5.0)
     plan = runs.lineage_configs(store, EvalConfig(model="tiny-student", fp8="weights", limit=3))
@@ -144,7 +133,7 @@ def test_an_evaluation_job_can_be_canceled(tmp_path, tiny_model_dir):
 
 def test_cli_evaluates_a_lineage_and_prints_its_table(tmp_path, tiny_model_dir, capsys):
     data = tmp_path / "d"
-    _lineage(Store(data), tiny_model_dir, tmp_path)
+    register_lineage(Store(data), tiny_model_dir, tmp_path)
     assert main(["eval", "--model", "tiny-student", "--lineage", "--limit", "6", "--ref-steps", "4",
                  "--data-dir", str(data), "--device", "cpu", "--report", str(tmp_path / "r.md")]) == 0
     out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]

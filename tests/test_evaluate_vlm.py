@@ -6,8 +6,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import free_port
 from PIL import Image
-from test_app_api import free_port
 
 from engine.errors import UsageError
 from engine.evaluate import vlm as V
@@ -68,7 +68,8 @@ def test_request_shape_parsing_and_cache(endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_VLM_API_KEY", "sk-test")
     store = Store(tmp_path / "d")
     items = [item(), item((0, 0, 255), "a blue square")]
-    endpoint.replies = [(200, "```json\n{\"quality\": 6, \"adherence\": 3, \"artifacts\": 10, \"reason\": \"blue\"}\n```")]
+    answer = '{"quality": 6, "adherence": 3, "artifacts": 10, "reason": "blue"}'
+    endpoint.replies = [(200, f"```json\n{answer}\n```")]
     out = V.judge(cfg(endpoint.url), items, store)
     assert [o["adherence"] for o in out] == [3.0, 8.0] and out[0]["reason"] == "blue"
     assert not any(o["cached"] for o in out)

@@ -47,9 +47,9 @@ def test_unsupported_pipeline_lists_the_supported_ones(tmp_path):
     # FLUX.2 dev (Mistral text encoder) is a different pipeline from klein
     d2 = tmp_path / "x"
     d2.mkdir()
-    (d2 / "model_index.json").write_text(json.dumps({"_class_name": "Flux2Pipeline",
-                                                     "transformer": ["diffusers", "Flux2Transformer2DModel"],
-                                                     "text_encoder": ["transformers", "Mistral3ForConditionalGeneration"]}))
+    index = {"_class_name": "Flux2Pipeline", "transformer": ["diffusers", "Flux2Transformer2DModel"],
+             "text_encoder": ["transformers", "Mistral3ForConditionalGeneration"]}
+    (d2 / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(UsageError, match="Flux2Pipeline"):
         registry.family_of(d2)
 

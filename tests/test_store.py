@@ -34,7 +34,7 @@ def test_a_database_of_the_lab_before_sqlite_utils_migrations_is_brought_up_to_d
                                                                                            "step")
 
 
-def test_models_and_lineage(memory_store):
+def test_models_andregister_lineage(memory_store):
     s = memory_store
     s.register_model("g1", "/x/g1", "embedded", parent="teacher", recipe={"technique": "guidance"})
     s.register_model("p1", "/x/p1", "embedded", parent="g1", round=1)
@@ -67,7 +67,7 @@ def test_each_thread_gets_its_own_connection(tmp_path):
     def work(i):
         try:
             s.register_model(f"m{i}", f"/x/{i}", "embedded")
-        except Exception as e:  # noqa: BLE001 - the test reports any failure
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]

@@ -38,8 +38,8 @@ def test_real_shapes_have_published_sizes_and_run_at_1024(kind):
 
 
 def test_gpu_smoke_script_runs_tiny_on_the_cpu():
-    r = subprocess.run([sys.executable, "scripts/gpu_smoke.py", "--tiny", "--models", "flux2-klein", "--steps", "2", "3"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "scripts/gpu_smoke.py", "--tiny", "--models", "flux2-klein",
+                        "--steps", "2", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [(x["steps"], x["nfe"]) for x in rows] == [(2, 4), (3, 6)]  # klein base: CFG, two passes a step

@@ -88,7 +88,7 @@ def _state_managers(model: torch.nn.Module):
 
 def _was_skipped(model: torch.nn.Module, method: str) -> bool:
     """Whether the call just made (inside its context) reused the cache instead of the full model."""
-    for hook, sm in _state_managers(model):
+    for _, sm in _state_managers(model):
         state = sm.get_state()
         if method in ("fbcache", "magcache"):
             return not state.should_compute

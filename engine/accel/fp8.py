@@ -42,7 +42,7 @@ class FP8Config:
     skip: tuple[str, ...] = SKIP  # regexes of module names kept in the model's dtype
 
 
-_SAVED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_SAVED: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def param_mem_mb(model: nn.Module) -> float:

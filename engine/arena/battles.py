@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 

@@ -127,7 +127,8 @@ class Recipe:
             raise UsageError(f"student_prediction must be one of {', '.join(STUDENT_PREDICTION)}, "
                              f"got {self.student_prediction!r}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise UsageError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+            raise UsageError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}")
         if not (isinstance(self.on_policy, (int, float)) and 0 <= self.on_policy <= 1):
             raise UsageError(f"on_policy must be a number in 0..1, got {self.on_policy}")
         if not isinstance(self.eval_n, int) or self.eval_n < 0:

@@ -4,9 +4,9 @@ register it. Called inside a job's own process (engine/distill/job.py); reports 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -101,7 +101,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
                           height=size, width=size, guidance_range=guidance_range,
                           seed=recipe.seed * 1000 + p.index + 7919 * acc.process_index, jitter=technique.jitter,
                           drop_prompt=0.0 if (p.kind == "guidance" or teacher.guidance_embedded) else DROP_PROMPT)
-        walkers.warm_up(lambda b: technique.target(b)[1])
+        walkers.warm_up(lambda b, technique=technique: technique.target(b)[1])
         loss_fn = round_step(technique, student, walkers, recipe.on_policy,
                              seed=recipe.seed + 104729 * acc.process_index)
 

@@ -35,7 +35,8 @@ def truncated_snr_weight(alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tens
     return torch.clamp(alpha**2 / sigma**2, min=1.0)
 
 
-def weighted_x0_loss(x0_hat: torch.Tensor, x0_target: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def weighted_x0_loss(x0_hat: torch.Tensor, x0_target: torch.Tensor, alpha: torch.Tensor,
+                     sigma: torch.Tensor) -> torch.Tensor:
     """mean over the batch of max(SNR_t, 1) * ||x0_hat - x0_target||^2 (mean over pixels)."""
     per_sample = ((x0_hat.float() - x0_target.float()) ** 2).flatten(1).mean(1)
     return (truncated_snr_weight(alpha.float(), sigma.float()) * per_sample).mean()

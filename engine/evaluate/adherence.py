@@ -4,7 +4,7 @@ confirms every attribute its prompt states; adherence is the fraction of adheren
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from ..families.base import Family
 from ..prompts import Prompt

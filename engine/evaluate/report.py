@@ -49,7 +49,8 @@ def markdown(result: dict, store: Store | None = None, per_category: int = 3) ->
         lines += [f"- **{m}**: {why}" for m, why in result["unavailable"].items()]
     if store is not None and result.get("run"):
         lines += ["", "## Worst prompts per category", "",
-                  "| category | prompt | seed | missed | PSNR | image | teacher's image |", "|---|---|---|---|---|---|---|"]
+                  "| category | prompt | seed | missed | PSNR | image | teacher's image |",
+                  "|---|---|---|---|---|---|---|"]
         for c, items in worst(store, result["run"], per_category).items():
             for it in items:
                 lines.append(f"| {c} | {it['prompt']} | {it['seed']} | {', '.join(it['missed'] or []) or '—'} | "

@@ -32,7 +32,8 @@ def _value(v):
 @dataclass
 class Scorers:
     """What the run scores with; each is a working object or the reason it is unavailable."""
-    judge: object | metrics.Unavailable = field(default_factory=lambda: metrics.Unavailable("the model's domain has no judge"))
+    judge: object | metrics.Unavailable = field(
+        default_factory=lambda: metrics.Unavailable("the model's domain has no judge"))
     space: object = None  # FID feature space: an nn.Module or torchmetrics Inception kwargs, or Unavailable
     space_name: str = ""
     clip: object = None  # (model, processor) or Unavailable
@@ -84,7 +85,8 @@ def score(prompts: list[Prompt], images: torch.Tensor, ref: torch.Tensor, s: Sco
     if feats is not None and not isinstance(s.judge, metrics.Unavailable):
         dist = metrics.cosine_distance(feats, _features(s.space, ref))
     elif not isinstance(s.clip, metrics.Unavailable):
-        dist = metrics.cosine_distance(metrics.clip_image_features(images, s.clip), metrics.clip_image_features(ref, s.clip))
+        dist = metrics.cosine_distance(metrics.clip_image_features(images, s.clip),
+                                       metrics.clip_image_features(ref, s.clip))
     else:
         dist = None
         unavailable["feature_distance"] = f"needs the embedded judge or a CLIP model ({s.clip.reason})"

@@ -119,7 +119,8 @@ def estimate_for(cfg: VLMConfig, prompts: list[str]) -> dict:
 
 
 def describe_estimate(e: dict) -> str:
-    cost = f"about ${e['cost_usd']:.4f}" if e["cost_usd"] is not None else "cost unknown (give the prices per million tokens)"
+    cost = (f"about ${e['cost_usd']:.4f}" if e["cost_usd"] is not None
+            else "cost unknown (give the prices per million tokens)")
     return (f"VLM judge: {e['calls']} calls for {e['images']} images ({e['cached']} already judged), "
             f"~{e['input_tokens']} input + ~{e['output_tokens']} output tokens, {cost}")
 

@@ -50,7 +50,7 @@ class Conditioning:
     def __len__(self) -> int:
         return next(iter(self.tensors.values())).shape[0]
 
-    def cat(self, other: "Conditioning") -> "Conditioning":
+    def cat(self, other: Conditioning) -> Conditioning:
         out = {}
         for k, a in self.tensors.items():
             b = other.tensors[k]
@@ -60,10 +60,10 @@ class Conditioning:
             out[k] = torch.cat([a, b])
         return Conditioning(out)
 
-    def repeat(self, n: int) -> "Conditioning":
+    def repeat(self, n: int) -> Conditioning:
         return Conditioning({k: v.repeat_interleave(n, 0) for k, v in self.tensors.items()})
 
-    def index(self, idx) -> "Conditioning":
+    def index(self, idx) -> Conditioning:
         return Conditioning({k: v[idx] for k, v in self.tensors.items()})
 
 
@@ -124,11 +124,11 @@ class Family:
     # -- what distillation needs (engine/distill); families that cannot do one raise UsageError --
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # default LoRA target modules
 
-    def clone(self) -> "Family":
+    def clone(self) -> Family:
         """An independent copy (a student starts as its teacher)."""
         raise NotImplementedError
 
-    def with_guidance_input(self) -> "Family":
+    def with_guidance_input(self) -> Family:
         """A copy whose denoiser also takes the guidance scale (Meng et al. 2023), with the new
         weights zero-initialised so that it starts as this model's conditional branch."""
         raise NotImplementedError

@@ -78,12 +78,12 @@ class EmbeddedFamily(Family):
         return self.cfg.image_size
 
     @classmethod
-    def new(cls, cfg: EmbeddedConfig = EmbeddedConfig()) -> "EmbeddedFamily":
+    def new(cls, cfg: EmbeddedConfig = EmbeddedConfig()) -> EmbeddedFamily:
         text = TextEncoder(TextEncoderConfig(vocab=vocabulary(), width=cfg.text_width, layers=cfg.text_layers))
         return cls(build_unet(cfg), text, cfg)
 
     @classmethod
-    def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "EmbeddedFamily":
+    def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> EmbeddedFamily:
         meta = json.loads((path / "lab.json").read_text())
         if "base" in meta:  # a LoRA student stored as an adapter over its base model
             return load_adapter_student(cls.load((path / meta["base"]).resolve(), "cpu", torch.float32),
@@ -93,7 +93,7 @@ class EmbeddedFamily(Family):
         text = TextEncoder.load(path / "text_encoder")
         return cls(unet.eval(), text.eval(), cfg, path).to(device, dtype)
 
-    def to(self, device, dtype: torch.dtype | None = None) -> "EmbeddedFamily":
+    def to(self, device, dtype: torch.dtype | None = None) -> EmbeddedFamily:
         self.denoiser.to(device)
         self.text_encoder.to(device)
         if dtype is not None and dtype != self.dtype:
@@ -116,10 +116,10 @@ class EmbeddedFamily(Family):
         cfg["channels"] = list(cfg["channels"])
         return cfg
 
-    def clone(self) -> "EmbeddedFamily":
+    def clone(self) -> EmbeddedFamily:
         return EmbeddedFamily(copy.deepcopy(self.denoiser), copy.deepcopy(self.text_encoder), self.cfg, self.path)
 
-    def with_guidance_input(self) -> "EmbeddedFamily":
+    def with_guidance_input(self) -> EmbeddedFamily:
         if self.guidance_embedded:
             return self.clone()
         unet = build_unet(self.cfg, time_cond_proj_dim=GUIDANCE_DIM)

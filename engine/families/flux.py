@@ -29,7 +29,8 @@ def add_guidance_embedder(net: torch.nn.Module) -> torch.nn.Module:
     new = type(net).from_config({**net.config, "guidance_embeds": True})
     missing, unexpected = new.load_state_dict(net.state_dict(), strict=False)
     if unexpected or not missing or not all("guidance_embedder" in k for k in missing):
-        raise UsageError(f"cannot add a guidance input to this transformer (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UsageError(f"cannot add a guidance input to this transformer (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
     for name, p in new.named_parameters():
         if "guidance_embedder.linear_2" in name:
             torch.nn.init.zeros_(p)
@@ -113,7 +114,7 @@ class FluxFamily(PipelineFamily):
     def from_pipeline_latents(self, latents, height, width):
         return self.pipe._unpack_latents(latents, height, width, self.vae_factor)
 
-    def with_guidance_input(self) -> "FluxFamily":
+    def with_guidance_input(self) -> FluxFamily:
         if self.guidance_embedded:
             return self.clone()
         return self._with_denoiser(add_guidance_embedder(self.denoiser))

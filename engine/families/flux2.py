@@ -50,7 +50,8 @@ class Flux2Family(PipelineFamily):
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, _ = self.pipe.encode_prompt(prompt=prompts, device=self.device, num_images_per_prompt=1,
-                                            max_sequence_length=MAX_SEQUENCE_LENGTH, text_encoder_out_layers=TEXT_LAYERS)
+                                            max_sequence_length=MAX_SEQUENCE_LENGTH,
+                                            text_encoder_out_layers=TEXT_LAYERS)
         return Conditioning({"hidden": hidden.to(self.dtype)})
 
     def noise_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
@@ -95,7 +96,7 @@ class Flux2Family(PipelineFamily):
         m = self.size_multiple
         return latents.permute(0, 2, 1).reshape(latents.shape[0], -1, height // m, width // m)
 
-    def with_guidance_input(self) -> "Flux2Family":
+    def with_guidance_input(self) -> Flux2Family:
         if self.denoiser.config.guidance_embeds:
             return self.clone()
         return self._with_denoiser(add_guidance_embedder(self.denoiser))

@@ -54,7 +54,7 @@ class PipelineFamily(Family):
     # -- loading and saving --
 
     @classmethod
-    def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "PipelineFamily":
+    def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> PipelineFamily:
         meta = json.loads((path / "lab.json").read_text()) if (path / "lab.json").exists() else {}
         if "base" in meta:  # a LoRA student stored as an adapter over its base model
             base = cls.load((path / meta["base"]).resolve(), device, dtype)
@@ -62,7 +62,7 @@ class PipelineFamily(Family):
         pipe = cls.pipeline_class.from_pretrained(path, dtype=dtype, local_files_only=True, **cls.load_kwargs)
         return cls(pipe.to(device), path, meta.get("default_size"))
 
-    def to(self, device, dtype: torch.dtype | None = None) -> "PipelineFamily":
+    def to(self, device, dtype: torch.dtype | None = None) -> PipelineFamily:
         self.pipe.to(device, dtype) if dtype is not None else self.pipe.to(device)
         self.denoiser.to(device)
         if dtype is not None:
@@ -108,12 +108,12 @@ class PipelineFamily(Family):
         meta = {"family": self.name, "default_size": self.default_size, **(extra or {})}
         (path / "lab.json").write_text(json.dumps(meta, indent=1))
 
-    def clone(self) -> "PipelineFamily":
+    def clone(self) -> PipelineFamily:
         fam = copy.copy(self)
         fam.denoiser = copy.deepcopy(self.denoiser)
         return fam
 
-    def _with_denoiser(self, denoiser: torch.nn.Module) -> "PipelineFamily":
+    def _with_denoiser(self, denoiser: torch.nn.Module) -> PipelineFamily:
         fam = copy.copy(self)
         fam.denoiser = denoiser.to(self.device, self.dtype).eval()
         return fam

@@ -15,7 +15,7 @@ timestep t * (num_train_timesteps - 1); flow families use t = sigma.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,7 +71,8 @@ class VPSchedule:
         if cfg.timestep_type != "discrete":
             raise UsageError(f"scheduler timestep_type must be 'discrete' for the SD family, got {cfg.timestep_type!r}")
         if cfg.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise UsageError(f"scheduler prediction_type must be epsilon, v_prediction or sample, got {cfg.prediction_type!r}")
+            raise UsageError(f"scheduler prediction_type must be epsilon, v_prediction or sample, "
+                             f"got {cfg.prediction_type!r}")
         if cfg.rescale_betas_zero_snr and cfg.prediction_type == "epsilon":
             raise UsageError("a zero-terminal-SNR schedule needs prediction_type v_prediction (epsilon cannot "
                              "give x0 where alpha = 0)")
@@ -110,7 +111,7 @@ class VPSchedule:
         alpha = 1 / (1 + ve**2).sqrt()
         return Grid(t, alpha.float(), (ve * alpha).float())
 
-    def with_parameterization(self, prediction_type: str | None = None, zero_snr: bool | None = None) -> "VPSchedule":
+    def with_parameterization(self, prediction_type: str | None = None, zero_snr: bool | None = None) -> VPSchedule:
         """This schedule for a student: zero-terminal-SNR betas (Lin et al. 2024, Alg. 1, with trailing
         timesteps) and/or another prediction type."""
         cfg = dict(self.config)
@@ -150,7 +151,8 @@ class FlowMatchSchedule:
             if self.mu is None:
                 raise UsageError("this scheduler config asks for a dynamic shift the family does not define")
             kwargs["mu"] = self.mu(tuple(size or self.default_size), steps)
-        sch = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)  # fresh: grids may be built concurrently
+        # a fresh scheduler: grids may be built concurrently
+        sch = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
         if self.linspace_sigmas:
             sch.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), **kwargs)
         else:

@@ -55,7 +55,8 @@ class SDFamily(PipelineFamily):
 
     def pipeline_kwargs(self, guidance: float) -> dict:
         if self.guidance_embedded:  # diffusers feeds time_cond_proj_dim LCM's w-embedding, not the lab's
-            raise UsageError("parity: a guidance-input SD student has no diffusers pipeline that runs it as the lab does")
+            raise UsageError("parity: a guidance-input SD student has no diffusers pipeline that runs it as the "
+                             "lab does")
         return {"guidance_scale": guidance}
 
     def encode(self, prompts: list[str]) -> Conditioning:
@@ -97,14 +98,14 @@ class SDFamily(PipelineFamily):
 
     # -- students --
 
-    def with_parameterization(self, prediction_type: str | None = None, zero_snr: bool | None = None) -> "SDFamily":
+    def with_parameterization(self, prediction_type: str | None = None, zero_snr: bool | None = None) -> SDFamily:
         """The same network read under another prediction type and/or zero-terminal-SNR schedule
         (what step-distillation students switch to: v_prediction with rescaled zero-SNR betas)."""
         fam = self.clone()
         fam.schedule = self.schedule.with_parameterization(prediction_type, zero_snr)
         return fam
 
-    def with_guidance_input(self) -> "SDFamily":
+    def with_guidance_input(self) -> SDFamily:
         if self.guidance_embedded:
             return self.clone()
         unet = UNet2DConditionModel.from_config({**self.denoiser.config, "time_cond_proj_dim": GUIDANCE_DIM})

@@ -93,7 +93,8 @@ def _vae(latent: int, real: bool, **extra):
         dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)
     blocks = len(shape["block_out_channels"])
     return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent, sample_size=TINY_SIZE,
-                         down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+                         down_block_types=("DownEncoderBlock2D",) * blocks,
+                         up_block_types=("UpDecoderBlock2D",) * blocks,
                          **shape, **extra).eval()
 
 
@@ -121,25 +122,29 @@ def _scheduler(kind: str):
 def _sd(kind: str, real: bool, sched):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
     if kind == "sdxl":
-        te1, te2 = (_clip(768, 2, False, 12), _clip(1280, 2, True, 20)) if real else (_clip(16, 2, False), _clip(16, 2, True))
+        if real:
+            te1, te2 = _clip(768, 2, False, 12), _clip(1280, 2, True, 20)
+        else:
+            te1, te2 = _clip(16, 2, False), _clip(16, 2, True)
         width = te1.config.hidden_size + te2.config.hidden_size
         if real:  # SDXL base's UNet (stabilityai/stable-diffusion-xl-base-1.0, unet/config.json)
             shape = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
                          transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-                         addition_time_embed_dim=256, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                         addition_time_embed_dim=256,
+                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                          up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
         else:
             shape = dict(sample_size=TINY_SIZE // 8, block_out_channels=(16, 32), layers_per_block=1,
                          transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4), addition_time_embed_dim=4,
                          norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                          up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
-        unet = UNet2DConditionModel(in_channels=4, out_channels=4, cross_attention_dim=width, use_linear_projection=True,
-                                    addition_embed_type="text_time",
-                                    projection_class_embeddings_input_dim=te2.config.projection_dim + 6 * shape["addition_time_embed_dim"],
-                                    **shape)
-        return StableDiffusionXLPipeline(vae=_vae(4, real, scaling_factor=0.13025), text_encoder=te1, text_encoder_2=te2,
-                                         tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet.eval(),
-                                         scheduler=sched, add_watermarker=False)
+        pooled = te2.config.projection_dim + 6 * shape["addition_time_embed_dim"]  # pooled text + six size ids
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, cross_attention_dim=width,
+                                    use_linear_projection=True, addition_embed_type="text_time",
+                                    projection_class_embeddings_input_dim=pooled, **shape)
+        return StableDiffusionXLPipeline(vae=_vae(4, real, scaling_factor=0.13025), text_encoder=te1,
+                                         text_encoder_2=te2, tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(),
+                                         unet=unet.eval(), scheduler=sched, add_watermarker=False)
     te = _clip(16, 2, False)
     v = kind == "sd-v"
     unet = UNet2DConditionModel(sample_size=TINY_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -147,16 +152,17 @@ def _sd(kind: str, real: bool, sched):
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                                 attention_head_dim=(2, 4) if v else 4, use_linear_projection=v)
-    return StableDiffusionPipeline(vae=_vae(4, real, scaling_factor=0.18215), text_encoder=te, tokenizer=clip_tokenizer(),
-                                   unet=unet.eval(), scheduler=sched, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    return StableDiffusionPipeline(vae=_vae(4, real, scaling_factor=0.18215), text_encoder=te,
+                                   tokenizer=clip_tokenizer(), unet=unet.eval(), scheduler=sched, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
 
 
 def _flux(kind: str, real: bool, sched):
     from diffusers import FluxPipeline, FluxTransformer2DModel
     if real:  # black-forest-labs/FLUX.1-dev transformer/config.json
-        shape = dict(in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
-                     joint_attention_dim=4096, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56))
+        shape = dict(in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                     num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                     axes_dims_rope=(16, 56, 56))
         te, t5 = _clip(768, 2, False, 12), _t5(4096, 1)
     else:
         shape = dict(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
@@ -172,13 +178,14 @@ def _flux(kind: str, real: bool, sched):
 def _flux2(real: bool, sched):
     from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
     if real:  # FLUX.2-klein-4B: 5 double + 20 single blocks, 24 heads x 128, Qwen3-4B width (3 x 2560)
-        shape = dict(in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128, num_attention_heads=24,
-                     joint_attention_dim=3 * 2560, axes_dims_rope=(32, 32, 32, 32))
+        shape = dict(in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
+                     num_attention_heads=24, joint_attention_dim=3 * 2560, axes_dims_rope=(32, 32, 32, 32))
         vae = AutoencoderKLFlux2()
         text = _qwen3(2560, mlp=256)  # the right width and depth for the prompt stack; a small MLP
     else:
         shape = dict(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-                     joint_attention_dim=3 * 16, timestep_guidance_channels=32, mlp_ratio=2.0, axes_dims_rope=(4, 4, 4, 4))
+                     joint_attention_dim=3 * 16, timestep_guidance_channels=32, mlp_ratio=2.0,
+                     axes_dims_rope=(4, 4, 4, 4))
         vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4,
                                  norm_num_groups=4, sample_size=TINY_SIZE)
         text = _qwen3(16)

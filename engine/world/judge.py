@@ -65,7 +65,7 @@ class Judge(nn.Module):
                   directory / "model.safetensors")
 
     @classmethod
-    def load(cls, directory: Path) -> "Judge":
+    def load(cls, directory: Path) -> Judge:
         if not (directory / "model.safetensors").exists():
             raise FileNotFoundError(f"no judge weights in {directory}: run `python -m engine train-judge`")
         model = cls(JudgeConfig(**json.loads((directory / "config.json").read_text())))

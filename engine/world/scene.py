@@ -81,7 +81,7 @@ class Scene:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "Scene":
+    def from_json(cls, d: dict) -> Scene:
         d = dict(d)
         d["jitter"] = tuple(d.get("jitter", (0.0, 0.0)))
         return cls(**d)

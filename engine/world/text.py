@@ -77,7 +77,7 @@ class TextEncoder(nn.Module):
                   directory / "model.safetensors")
 
     @classmethod
-    def load(cls, directory: Path) -> "TextEncoder":
+    def load(cls, directory: Path) -> TextEncoder:
         model = cls(TextEncoderConfig(**json.loads((directory / "config.json").read_text())))
         state = load_file(directory / "model.safetensors")
         model.load_state_dict({k: v.float() for k, v in state.items()})
