@@ -26,7 +26,7 @@ from ..world.scene import sample_scene
 from ..world.text import TextEncoder, TextEncoderConfig
 from .adapter import load_adapter_student
 from .base import Conditioning, Family, FlowSchedule
-from .guidance import GUIDANCE_DIM, guidance_features
+from .guidance import GUIDANCE_DIM, timestep_cond
 
 PACK = 2  # pixel_unshuffle factor
 TIME_SCALE = 1000.0  # the UNet's sinusoidal timestep embedding expects timesteps in [0, 1000]
@@ -150,12 +150,7 @@ class EmbeddedFamily(Family):
                  guidance: torch.Tensor | None = None) -> torch.Tensor:
         """The raw network output u = eps - x0, in pixel space (B, 3, H, W)."""
         t = t.to(z.device, torch.float32).expand(z.shape[0])
-        extra = {}
-        if self.guidance_embedded:
-            if guidance is None:
-                raise ValueError("this model is guidance-distilled: pass the guidance scale")
-            extra["timestep_cond"] = guidance_features(guidance.to(z.device).expand(z.shape[0]),
-                                                       self.denoiser.config.time_cond_proj_dim).to(z.dtype)
+        extra = timestep_cond(self, z, guidance)
         out = self.denoiser(F.pixel_unshuffle(z, PACK), t * TIME_SCALE,
                             encoder_hidden_states=cond.tensors["hidden"],
                             encoder_attention_mask=cond.tensors["mask"], **extra).sample

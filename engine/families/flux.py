@@ -58,17 +58,8 @@ class FluxFamily(PipelineFamily):
             linspace_sigmas=True, default_size=(self.default_size, self.default_size))
 
     @property
-    def native_size(self) -> int:
-        return self.pipe.default_sample_size * self.vae_factor
-
-    @property
     def guidance_embedded(self) -> bool:
         return bool(self.denoiser.config.guidance_embeds)
-
-    def tokens(self, size: tuple[int, int]) -> int:
-        """Image tokens of a (height, width) image: what the dynamic shift grows with."""
-        m = self.size_multiple
-        return (size[0] // m) * (size[1] // m)
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, pooled, _ = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,

@@ -36,17 +36,9 @@ class Flux2Family(PipelineFamily):
             linspace_sigmas=True, default_size=(self.default_size, self.default_size))
 
     @property
-    def native_size(self) -> int:
-        return self.pipe.default_sample_size * self.vae_factor
-
-    @property
     def guidance_embedded(self) -> bool:
         # One pass per step: the model takes the scale as an input, or (distilled klein) needs none.
         return bool(self.denoiser.config.guidance_embeds or self.pipe.config.get("is_distilled", False))
-
-    def tokens(self, size: tuple[int, int]) -> int:
-        m = self.size_multiple
-        return (size[0] // m) * (size[1] // m)
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, _ = self.pipe.encode_prompt(prompt=prompts, device=self.device, num_images_per_prompt=1,

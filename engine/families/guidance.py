@@ -17,3 +17,14 @@ GUIDANCE_SCALE = 100.0  # s in [1, 15] spread over the sinusoid's frequencies li
 def guidance_features(s: torch.Tensor, dim: int) -> torch.Tensor:
     """(B,) guidance scales -> (B, dim) sinusoidal features."""
     return get_timestep_embedding(s.float() * GUIDANCE_SCALE, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+
+
+def timestep_cond(family, z: torch.Tensor, guidance: torch.Tensor | None) -> dict:
+    """The UNet's extra input for a guidance-distilled student, {"timestep_cond": (B, dim) features
+    of the scale}; {} for a model that takes no scale."""
+    if not family.guidance_embedded:
+        return {}
+    if guidance is None:
+        raise ValueError("this model is guidance-distilled: pass the guidance scale")
+    features = guidance_features(guidance.to(z.device).expand(z.shape[0]), family.denoiser.config.time_cond_proj_dim)
+    return {"timestep_cond": features.to(z.dtype)}

@@ -25,7 +25,6 @@ class PipelineFamily(Family):
     pipeline_class: type[DiffusionPipeline]  # the diffusers pipeline this adapter serves
     denoiser_name: str = "transformer"  # the pipeline component that runs once per pass
     patch: int = 1  # latent pixels per token side (2 where latents are packed 2x2 into tokens)
-    native_size: int = 1024  # image side the model was trained at, when the directory does not say
     load_kwargs: dict = {}  # extra from_pretrained arguments
 
     def __init__(self, pipe: DiffusionPipeline, path: Path | None = None, default_size: int | None = None):
@@ -37,8 +36,18 @@ class PipelineFamily(Family):
         self._default_size = default_size
 
     @property
+    def native_size(self) -> int:
+        """The image side the model was made for: its pipeline's default sample size in pixels."""
+        return self.pipe.default_sample_size * self.vae_factor
+
+    @property
     def default_size(self) -> int:
         return self._default_size or self.native_size
+
+    def tokens(self, size: tuple[int, int]) -> int:
+        """Image tokens of a (height, width) image: what a transformer's dynamic shift grows with."""
+        m = self.size_multiple
+        return (size[0] // m) * (size[1] // m)
 
     @property
     def size_multiple(self) -> int:

@@ -14,7 +14,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDif
 
 from ..errors import UsageError
 from .base import Conditioning
-from .guidance import GUIDANCE_DIM, guidance_features
+from .guidance import GUIDANCE_DIM, timestep_cond
 from .pipeline import PipelineFamily
 from .schedules import VPSchedule, x0_from_output
 
@@ -32,7 +32,7 @@ class SDFamily(PipelineFamily):
         self.schedule = schedule or VPSchedule(pipe.scheduler.config)
 
     @property
-    def native_size(self) -> int:
+    def native_size(self) -> int:  # StableDiffusionPipeline keeps no default_sample_size of its own
         return self.pipe.unet.config.sample_size * self.vae_factor
 
     @property
@@ -73,12 +73,7 @@ class SDFamily(PipelineFamily):
 
     def x0(self, z, t, cond, guidance=None):
         t = t.to(z.device).expand(z.shape[0])
-        extra = {}
-        if self.guidance_embedded:
-            if guidance is None:
-                raise ValueError("this model is guidance-distilled: pass the guidance scale")
-            extra["timestep_cond"] = guidance_features(guidance.to(z.device).expand(z.shape[0]),
-                                                       self.denoiser.config.time_cond_proj_dim).to(z.dtype)
+        extra = timestep_cond(self, z, guidance)
         added = self.added_cond(z, cond)
         if added:
             extra["added_cond_kwargs"] = added

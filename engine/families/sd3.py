@@ -31,14 +31,10 @@ class SD3Family(PipelineFamily):
         cfg = pipe.scheduler.config
         self.schedule = FlowMatchSchedule(
             cfg, mu=lambda size, steps: calculate_shift(
-                (size[0] // self.size_multiple) * (size[1] // self.size_multiple),
+                self.tokens(size),
                 cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
                 cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.16)),
             default_size=(self.default_size, self.default_size))
-
-    @property
-    def native_size(self) -> int:
-        return self.pipe.transformer.config.sample_size * self.vae_factor
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, _, pooled, _ = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=self.device,
