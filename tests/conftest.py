@@ -72,3 +72,15 @@ def tiny_pipeline(tmp_path_factory):
             made[kind] = path
         return made[kind]
     return make
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium (Debian's, driven by Playwright) for every browser test; each opens its own page."""
+    from helpers import CHROMIUM, FLAGS, browser_or_skip
+
+    api = browser_or_skip()
+    with api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()

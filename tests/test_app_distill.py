@@ -5,7 +5,7 @@ import time
 
 import pytest
 from gradio_client import Client
-from helpers import CHROMIUM, FLAGS, browser_or_skip, serve
+from helpers import serve
 
 from app.distill import job_detail
 from app.main import build_app
@@ -94,34 +94,31 @@ def test_bad_form_is_refused_with_the_field_named(served):
     assert len(store.jobs()) == before
 
 
-def test_browser_launch_watch_and_pick_the_student(served, tmp_path):
+def test_browser_launch_watch_and_pick_the_student(served, chromium, tmp_path):
     url, store = served
-    api = browser_or_skip()
-    with api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.goto(url)
-        page.get_by_role("tab", name="Distill").click()
-        page.get_by_label("Teacher").fill("tiny")
-        page.keyboard.press("Enter")
-        page.get_by_label("Student name").fill("web-g")
-        page.get_by_label("Training steps per round").fill("3")
-        page.get_by_label("Batch size").fill("2")
-        page.get_by_label("Adherence prompts scored after every round (embedded domain; 0: none)").fill("0")
-        page.get_by_role("button", name="Launch").click()
-        page.get_by_text("Job").first.wait_for()
-        # the API test's job already succeeded in this table: wait for this job's own row
-        row = page.locator("table.lab-jobs tr", has_text="web-g")
-        row.get_by_text("succeeded").first.wait_for(timeout=300_000)
-        assert page.locator("table.lab-jobs progress").count() >= 1
-        page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
-        page.get_by_role("tab", name="Compare").click()
-        for _ in range(20):  # the pickers refresh when the tab opens
-            page.get_by_label("Model").first.click()
-            if page.get_by_role("option", name="web-g").count():
-                break
-            page.keyboard.press("Escape")
-            page.wait_for_timeout(500)
-        page.get_by_role("option", name="web-g").wait_for(timeout=5_000)
-        browser.close()
+    page = chromium.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url)
+    page.get_by_role("tab", name="Distill").click()
+    page.get_by_label("Teacher").fill("tiny")
+    page.keyboard.press("Enter")
+    page.get_by_label("Student name").fill("web-g")
+    page.get_by_label("Training steps per round").fill("3")
+    page.get_by_label("Batch size").fill("2")
+    page.get_by_label("Adherence prompts scored after every round (embedded domain; 0: none)").fill("0")
+    page.get_by_role("button", name="Launch").click()
+    page.get_by_text("Job").first.wait_for()
+    # the API test's job already succeeded in this table: wait for this job's own row
+    row = page.locator("table.lab-jobs tr", has_text="web-g")
+    row.get_by_text("succeeded").first.wait_for(timeout=300_000)
+    assert page.locator("table.lab-jobs progress").count() >= 1
+    page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
+    page.get_by_role("tab", name="Compare").click()
+    for _ in range(20):  # the pickers refresh when the tab opens
+        page.get_by_label("Model").first.click()
+        if page.get_by_role("option", name="web-g").count():
+            break
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+    page.get_by_role("option", name="web-g").wait_for(timeout=5_000)
+    page.close()
     assert store.model("web-g") is not None

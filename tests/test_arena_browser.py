@@ -4,8 +4,10 @@ received before a vote (page, image URLs, every fetched response) names a model 
 
 
 import pytest
-from helpers import CHROMIUM, FLAGS, app_process, arena_store, assert_blind, browser_or_skip, forbidden
+from helpers import arena_store, assert_blind, forbidden, serve
 
+from app.main import build_arena_app
+from app.state import Lab
 from engine.arena import settings as S
 
 # Every response the page fetches, streams included, is copied into window.__seen chunk by chunk.
@@ -33,11 +35,11 @@ window.fetch = async (...args) => {
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
-    api = browser_or_skip()
-    data = tmp_path_factory.mktemp("arena-browser")
-    store = arena_store(data, tiny_model_dir, n=3)
-    with app_process("--arena-only", "--data-dir", str(data)) as url:
-        yield api, url, store
+    """The arena alone, as `python -m app --arena-only` serves it to raters."""
+    store = arena_store(tmp_path_factory.mktemp("arena-browser"), tiny_model_dir, n=3)
+    demo = build_arena_app(Lab(store))
+    yield serve(demo), store
+    demo.close()
 
 
 def blind_now(page, words, where):
@@ -50,46 +52,44 @@ def blind_now(page, words, where):
     return seen
 
 
-def test_vote_through_every_battle_and_check_each_reveal(served, tiny_model_dir, tmp_path):
-    api, url, store = served
+def test_vote_through_every_battle_and_check_each_reveal(served, chromium, tiny_model_dir, tmp_path):
+    url, store = served
     words = forbidden(store, tiny_model_dir)
-    with api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 1100})
-        page.add_init_script(CAPTURE)
-        page.goto(url)
-        page.get_by_label("Your name").fill("hana")
-        page.get_by_role("button", name="Start voting").click()
-        choices = ["⬅ Left is better", "Right is better ➡", "Tie"]
-        for i, choice in enumerate(choices):
-            page.get_by_text("Prompt:").wait_for(timeout=60_000)
-            page.locator("img[src*='/file=']").nth(1).wait_for(timeout=60_000)
-            page.wait_for_timeout(500)  # let the battle's responses finish arriving
-            seen = blind_now(page, words, f"battle {i + 1} before the vote")
-            assert any("/file=" in body for _, body in seen), "the capture saw the battle's response"
-            if i == 0:
-                page.screenshot(path=str(tmp_path / "arena-before.png"), full_page=True)
-            page.get_by_role("button", name=choice).click()
+    page = chromium.new_page(viewport={"width": 1300, "height": 1100})
+    page.add_init_script(CAPTURE)
+    page.goto(url)
+    page.get_by_label("Your name").fill("hana")
+    page.get_by_role("button", name="Start voting").click()
+    choices = ["⬅ Left is better", "Right is better ➡", "Tie"]
+    for i, choice in enumerate(choices):
+        page.get_by_text("Prompt:").wait_for(timeout=60_000)
+        page.locator("img[src*='/file=']").nth(1).wait_for(timeout=60_000)
+        page.wait_for_timeout(500)  # let the battle's responses finish arriving
+        seen = blind_now(page, words, f"battle {i + 1} before the vote")
+        assert any("/file=" in body for _, body in seen), "the capture saw the battle's response"
+        if i == 0:
+            page.screenshot(path=str(tmp_path / "arena-before.png"), full_page=True)
+        page.get_by_role("button", name=choice).click()
+        page.get_by_text("You chose").wait_for(timeout=60_000)
+        vote = [v for v in store.votes() if v["rater"] == "hana"][-1]
+        left, right = S.label(vote["left_setting"]), S.label(vote["right_setting"])
+        assert f"Left · {left}" in page.content() and f"Right · {right}" in page.content()
+        assert vote["outcome"] == ["left", "right", "tie"][i]
+        if i == 0:
+            page.screenshot(path=str(tmp_path / "arena-reveal.png"), full_page=True)
+        page.evaluate("window.__seen = []")  # what came with the reveal names the models
+        if i == len(choices) - 1:
+            # undo brings this battle back, unrevealed, and the new vote replaces the old one
+            page.get_by_role("button", name="Undo my vote").click()
+            page.get_by_text("withdrawn").wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
+            blind_now(page, words, "the battle brought back by undo")
+            page.get_by_role("button", name="⬅ Left is better").click()
             page.get_by_text("You chose").wait_for(timeout=60_000)
-            vote = [v for v in store.votes() if v["rater"] == "hana"][-1]
-            left, right = S.label(vote["left_setting"]), S.label(vote["right_setting"])
-            assert f"Left · {left}" in page.content() and f"Right · {right}" in page.content()
-            assert vote["outcome"] == ["left", "right", "tie"][i]
-            if i == 0:
-                page.screenshot(path=str(tmp_path / "arena-reveal.png"), full_page=True)
-            page.evaluate("window.__seen = []")  # what came with the reveal names the models
-            if i == len(choices) - 1:
-                # undo brings this battle back, unrevealed, and the new vote replaces the old one
-                page.get_by_role("button", name="Undo my vote").click()
-                page.get_by_text("withdrawn").wait_for(timeout=60_000)
-                page.wait_for_timeout(500)
-                blind_now(page, words, "the battle brought back by undo")
-                page.get_by_role("button", name="⬅ Left is better").click()
-                page.get_by_text("You chose").wait_for(timeout=60_000)
-            page.get_by_role("button", name="Next battle ▶").click()
-        page.get_by_text("No battles left").wait_for(timeout=60_000)
-        browser.close()
+        page.get_by_role("button", name="Next battle ▶").click()
+    page.get_by_text("No battles left").wait_for(timeout=60_000)
     mine = [v for v in store.votes() if v["rater"] == "hana"]
     assert [v["outcome"] for v in mine] == ["left", "right", "left"]
     assert [v["after_undo"] for v in mine] == [0, 0, 1]
     assert len({v["battle_id"] for v in mine}) == 3 and store.undo_count() == 1
+    page.close()

@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from helpers import CHROMIUM, FLAGS, app_process, browser_or_skip
+from helpers import app_process
 
 
 @pytest.fixture(scope="module")
@@ -13,14 +13,11 @@ def served_app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(served_app):
-    api = browser_or_skip()
-    with api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1200})
-        pg.goto(served_app)
-        yield pg
-        browser.close()
+def page(served_app, chromium):
+    pg = chromium.new_page(viewport={"width": 1400, "height": 1200})
+    pg.goto(served_app)
+    yield pg
+    pg.close()
 
 
 def test_generate_shows_two_images(page, tmp_path):

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT
 from PIL import Image
 
 from engine.cli import main
@@ -11,12 +11,11 @@ from engine.cli import main
 FIELDS = {"nfe", "seconds", "peak_mem_mb", "steps", "guidance", "seed", "model", "skipped"}
 
 
-def test_generate_writes_image_and_json(tmp_path, data_dir):
+def test_generate_writes_image_and_json(tmp_path, data_dir, capsys):
     out = tmp_path / "img.png"
-    r = run_cli("generate", "--model", "embedded", "--prompt", "a red circle", "--steps", "3", "--guidance", "5",
-                "--seed", "0", "--out", str(out), data_dir=data_dir)
-    assert r.returncode == 0, r.stderr
-    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert main(["generate", "--model", "embedded", "--prompt", "a red circle", "--steps", "3", "--guidance", "5",
+                 "--seed", "0", "--out", str(out)]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert FIELDS <= set(rec)
     assert rec["nfe"] == 6 and rec["steps"] == 3 and rec["guidance"] == 5 and rec["model"] == "embedded"
     assert Image.open(out).size == (32, 32)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 from gradio_client import Client
-from helpers import CHROMIUM, FLAGS, browser_or_skip, register_lineage, serve
+from helpers import register_lineage, serve
 
 from app.main import build_app
 from app.state import Lab
@@ -79,25 +79,22 @@ def test_bad_golden_upload_names_the_line(client, tmp_path):
                        None, None, "", api_name="/evaluate")
 
 
-def test_the_lineage_chart_in_a_browser(url, tmp_path):
-    api = browser_or_skip()
-    with api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(url)
-        page.get_by_role("tab", name="Evaluate").click()
-        page.get_by_label("Model to evaluate").fill("tiny-student")
-        page.keyboard.press("Enter")
-        chart = page.locator("svg.lab-lineage-chart")
-        chart.wait_for(timeout=120_000)
-        labels = chart.locator("text.x-label > tspan:first-child").all_text_contents()
-        assert labels == ["tiny-teacher", "tiny-student"], labels
-        lines = chart.locator("polyline.series")
-        assert lines.count() >= 1 + len(CATEGORIES) - 1  # overall, and categories with two points
-        series = {lines.nth(i).get_attribute("data-series") for i in range(lines.count())}
-        assert "all prompts" in series
-        points = lines.first.get_attribute("points").split()
-        assert len(points) == 2
-        page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # worst prompts beside the teacher's
-        page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
-        browser.close()
+def test_the_lineage_chart_in_a_browser(url, chromium, tmp_path):
+    page = chromium.new_page(viewport={"width": 1400, "height": 1200})
+    page.goto(url)
+    page.get_by_role("tab", name="Evaluate").click()
+    page.get_by_label("Model to evaluate").fill("tiny-student")
+    page.keyboard.press("Enter")
+    chart = page.locator("svg.lab-lineage-chart")
+    chart.wait_for(timeout=120_000)
+    labels = chart.locator("text.x-label > tspan:first-child").all_text_contents()
+    assert labels == ["tiny-teacher", "tiny-student"], labels
+    lines = chart.locator("polyline.series")
+    assert lines.count() >= 1 + len(CATEGORIES) - 1  # overall, and categories with two points
+    series = {lines.nth(i).get_attribute("data-series") for i in range(lines.count())}
+    assert "all prompts" in series
+    points = lines.first.get_attribute("points").split()
+    assert len(points) == 2
+    page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # worst prompts beside the teacher's
+    page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
+    page.close()

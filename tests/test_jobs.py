@@ -35,27 +35,28 @@ def store(tmp_path):
     return Store(tmp_path / "lab-data")
 
 
-def test_job_runs_in_its_own_process_and_registers_the_student(store, tiny_model_dir):
-    job_id, warnings = distill_job.submit(store, recipe(tiny_model_dir, "g1"))
-    assert warnings == []
-    job = jobs.follow(store, job_id, out=open(os.devnull, "w"), poll=0.2)
-    assert job["status"] == "succeeded", jobs.log_path(store, job_id).read_text()
-    assert job["models"] == ["g1"] and jobs.progress(job) == (1.0, "round 1/1, step 4/4")
+def test_jobs_run_one_at_a_time_each_in_a_process_of_its_own(store, tiny_model_dir, capsys):
+    """A guidance job runs in its own process and registers its student. A step-distillation job
+    started from the command line meanwhile waits for it, warns that guidance should come first,
+    and the command follows it to its end and prints the student's name."""
+    a, warnings = distill_job.submit(store, recipe(tiny_model_dir, "g1", train_steps=12))
+    assert warnings == [] and store.job(a)["status"] == "running"
+    assert cli.main(["distill", "progressive", "--teacher", str(tiny_model_dir), "--name", "p0", "--from-steps", "4",
+                     "--to-steps", "2", "--train-steps", "2", "--batch-size", "2", "--eval-n", "0",
+                     "--data-dir", str(store.root)]) == 0
+    out, err = capsys.readouterr()
+    assert "distill guidance first" in err
+    out = json.loads(out)
+    assert out["status"] == "succeeded" and out["models"] == ["p0"]
+    first, second = store.job(a), store.job(out["job"])
+    assert first["status"] == "succeeded", jobs.log_path(store, a).read_text()
+    assert first["finished"] <= second["started"]  # the second waited for the first
+    assert first["models"] == ["g1"] and jobs.progress(first) == (1.0, "round 1/1, step 12/12")
     row = store.model("g1")
     assert row["parent"] == str(tiny_model_dir) and row["recipe"]["technique"] == "guidance"
-    assert store.job_metrics(job_id)[-1]["step"] == 4
-    assert "g1" in registry.names(store)
-    student = EmbeddedFamily.load(registry.resolve("g1", store))
-    assert student.guidance_embedded
-
-
-def test_one_job_at_a_time_the_next_starts_when_it_ends(store, tiny_model_dir):
-    a, _ = distill_job.submit(store, recipe(tiny_model_dir, "qa", train_steps=12))
-    b, _ = distill_job.submit(store, recipe(tiny_model_dir, "qb"))
-    assert store.job(a)["status"] == "running" and store.job(b)["status"] == "queued"
-    assert jobs.follow(store, b, out=open(os.devnull, "w"), poll=0.2)["status"] == "succeeded"
-    assert store.job(a)["status"] == "succeeded"
-    assert store.job(a)["finished"] <= store.job(b)["started"]
+    assert store.job_metrics(a)[-1]["step"] == 12
+    assert {"g1", "p0"} <= set(registry.names(store))
+    assert EmbeddedFamily.load(registry.resolve("g1", store)).guidance_embedded
 
 
 def test_sigkill_marks_interrupted_and_resume_continues_from_the_checkpoint(store, tiny_model_dir):
@@ -103,16 +104,6 @@ def test_cli_refuses_bad_recipes_with_one_line(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert Store(tmp_path / "d").jobs() == []
-
-
-def test_cli_warns_when_steps_come_before_guidance(tmp_path, tiny_model_dir, capsys):
-    assert cli.main(["distill", "progressive", "--teacher", str(tiny_model_dir), "--name", "p0", "--from-steps", "4",
-                     "--to-steps", "2", "--train-steps", "2", "--batch-size", "2", "--eval-n", "0",
-                     "--data-dir", str(tmp_path / "d")]) == 0
-    out, err = capsys.readouterr()
-    assert "distill guidance first" in err
-    out = json.loads(out)
-    assert out["status"] == "succeeded" and out["models"] == ["p0"]
 
 
 # -- the runner knows no kind ----------------------------------------------------------------------
