@@ -29,13 +29,13 @@ def test_summarize_counts_per_category():
 
 
 def test_teacher_follows_basic_prompts_with_guidance(teacher, judge):
-    prompts = sample_prompts(40, seed=11, category="basic")
-    res = evaluate(teacher, judge, prompts, steps=10, guidance=5.0, batch_size=40)
+    prompts = sample_prompts(24, seed=11, category="basic")
+    res = evaluate(teacher, judge, prompts, steps=10, guidance=5.0, batch_size=24)
     assert res["adherence"] >= 0.7, res
 
 
 def test_guidance_improves_adherence(teacher, judge):
-    prompts = sample_prompts(60, seed=12, category="fine_detail")
-    with_cfg = evaluate(teacher, judge, prompts, steps=10, guidance=5.0, batch_size=60)["adherence"]
-    without = evaluate(teacher, judge, prompts, steps=10, guidance=1.0, batch_size=60)["adherence"]
+    prompts = sample_prompts(40, seed=12, category="fine_detail")
+    with_cfg = evaluate(teacher, judge, prompts, steps=10, guidance=5.0, batch_size=40)["adherence"]
+    without = evaluate(teacher, judge, prompts, steps=10, guidance=1.0, batch_size=40)["adherence"]
     assert with_cfg > without, (with_cfg, without)

@@ -8,20 +8,24 @@ import torch
 from engine import registry
 from engine.distill.recipes import Recipe
 from engine.distill.run import Callbacks, run_recipe
+from engine.families import catalog, synthetic
 from engine.sampling import sample
 from engine.store import Store
 
 
 @pytest.mark.parametrize("kind", ["sd", "sdxl", "flux", "flux2-klein", "sd3"])
-def test_guidance_then_steps_on_every_family(kind, tiny_pipeline, tmp_path):
-    """SD3's transformer has no guidance input, so its recipe is steps only (on two-pass CFG)."""
+def test_guidance_then_steps_on_every_family(kind, tmp_path):
+    """SD3's transformer has no guidance input, so its recipe is steps only (on two-pass CFG). The
+    teachers are what `random-model` saves: tiny random pipelines that work at 64 pixels."""
+    with catalog.quiet():
+        teacher = str(synthetic.save(kind, tmp_path / kind))
     both = kind != "sd3"
     torch.manual_seed(0)
     store = Store(tmp_path / "lab")
     losses = []
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox in the snow\na lighthouse at dusk\na bowl of ramen, top view\n")
-    recipe = Recipe(technique="guidance+progressive" if both else "progressive", teacher=str(tiny_pipeline(kind)),
+    recipe = Recipe(technique="guidance+progressive" if both else "progressive", teacher=teacher,
                     name=f"{kind}-both",
                     train_steps=2, warmup=0, batch_size=2, from_steps=4, to_steps=2, teacher_steps=4, eval_n=0,
                     checkpoint_every=1000, ema=None, prompts=str(prompts))
@@ -30,7 +34,7 @@ def test_guidance_then_steps_on_every_family(kind, tiny_pipeline, tmp_path):
                        Callbacks(report=lambda r: losses.append(r.get("loss")), log=lambda m: None))
     assert names == ([f"{kind}-both-guidance"] if both else []) + [f"{kind}-both"]
     assert losses and all(loss is None or torch.isfinite(torch.tensor(loss)) for loss in losses)
-    assert registry.lineage(store, f"{kind}-both") == [str(tiny_pipeline(kind)), *names]
+    assert registry.lineage(store, f"{kind}-both") == [teacher, *names]
     first = registry.load(names[0], store=store, device="cpu")
     student = registry.load(names[-1], store=store, device="cpu")
     assert first.guidance_embedded == student.guidance_embedded == both

@@ -2,12 +2,9 @@
 (on the meta device: shapes only, no memory); the GPU smoke script and `random-model` run on the CPU."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT
 
 from engine import registry
 from engine.cli import main
@@ -37,11 +34,11 @@ def test_real_shapes_have_published_sizes_and_run_at_1024(kind):
     assert out.shape == z.shape
 
 
-def test_gpu_smoke_script_runs_tiny_on_the_cpu():
-    r = subprocess.run([sys.executable, "scripts/gpu_smoke.py", "--tiny", "--models", "flux2-klein",
-                        "--steps", "2", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+def test_gpu_smoke_script_runs_tiny_on_the_cpu(capsys):
+    from gpu_smoke import main as smoke
+
+    assert smoke(["--tiny", "--models", "flux2-klein", "--steps", "2", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(x["steps"], x["nfe"]) for x in rows] == [(2, 4), (3, 6)]  # klein base: CFG, two passes a step
     assert all(x["median_step_s"] > 0 and x["peak_mem_gb"] > 0 and x["device"] == "cpu" for x in rows)
 
