@@ -8,7 +8,6 @@ from app.main import build_app
 from app.state import Lab
 from engine import registry
 from engine.accel.calibrate import VERSION
-from engine.accel.runtime import model_key
 from engine.store import Store
 
 
@@ -16,7 +15,7 @@ from engine.store import Store
 def app(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("lab-data"))
     # A stored calibration of the shipped teacher, so the test pays for no calibration run.
-    store.save_calibration(model_key(registry.load("embedded", device="cpu")), "teacache",
+    store.save_calibration(registry.load("embedded", device="cpu").identity(), "teacache",
                            {"method": "teacache", "version": VERSION, "coefficients": [1.0, 0.0], "threshold": 0.3})
     demo = build_app(Lab(store, device="cpu"))
     yield Client(serve(demo), verbose=False), store

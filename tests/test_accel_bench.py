@@ -6,7 +6,6 @@ import json
 import pytest
 
 from engine.accel.calibrate import VERSION
-from engine.accel.runtime import model_key
 from engine.cli import main
 from engine.decide.bench import markdown, run
 from engine.decide.config import BenchConfig
@@ -21,7 +20,7 @@ CALIBRATION = {"method": "teacache", "version": VERSION, "coefficients": [1.0, 0
 
 def calibrated_store(root, model_dir) -> Store:
     store = Store(root)
-    store.save_calibration(model_key(EmbeddedFamily.load(model_dir)), "teacache", CALIBRATION)
+    store.save_calibration(EmbeddedFamily.load(model_dir).identity(), "teacache", CALIBRATION)
     return store
 
 

@@ -25,11 +25,6 @@ def supported_caches(family: Family) -> list[str]:
     return out + [m for m in DIFFUSERS_METHODS if unsupported(family.denoiser, m) is None]
 
 
-def model_key(family: Family) -> str:
-    """What a calibration is stored under: the model directory, else the family name."""
-    return str(family.path.resolve()) if family.path is not None else f"<{family.name}>"
-
-
 @dataclass
 class Applied:
     """What `accelerated` switched on, for the generation's record."""
@@ -43,7 +38,7 @@ def calibration(family: Family, method: str, *, store=None, log=None) -> dict:
     """The stored calibration of `method` for this model, or a fresh one (then stored)."""
     from .calibrate import CALIBRATORS, VERSION
 
-    key = model_key(family)
+    key = family.identity()
     found = store.calibration(key, method) if store is not None else None
     if found is None or found.get("version") != VERSION:
         if log:

@@ -91,7 +91,7 @@ def calibrate(args) -> dict:
     check_guidance(args.guidance, "--guidance")
     from .. import registry
     from ..accel.calibrate import CALIBRATORS, CalibrationConfig
-    from ..accel.runtime import model_key, supported_caches
+    from ..accel.runtime import supported_caches
 
     store = open_store(args)
     family = registry.load(args.model, store=store, device=args.device, dtype=args.dtype)
@@ -101,5 +101,5 @@ def calibrate(args) -> dict:
     cfg = CalibrationConfig(prompts=args.prompts, steps=args.steps, guidance=args.guidance,
                             target_psnr=args.target_psnr)
     result = CALIBRATORS[args.method](family, cfg, progress=lambda i, n: say(f"calibration run {i}/~{n}"))
-    store.save_calibration(model_key(family), args.method, result)
+    store.save_calibration(family.identity(), args.method, result)
     return {"model": args.model, **result}

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import registry
 from ..accel.runtime import accelerated
 from ..families.base import Family
 from ..jobs import Stopped
@@ -33,26 +32,19 @@ def processes():
     return PartialState()
 
 
-def model_key(store: Store, model: str) -> str:
-    """A model's identity for the image cache: its directory and when its files last changed."""
-    path = registry.resolve(model, store).resolve()
-    newest = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0) if path.is_dir() else 0.0
-    return f"{path}@{newest:.0f}"
-
-
 def _settings_key(steps: int, guidance: float, cache: str, fp8: str, height: int, width: int) -> str:
     return json.dumps({"steps": steps, "guidance": float(guidance), "cache": cache, "fp8": fp8,
                        "height": height, "width": width}, sort_keys=True)
 
 
-def images_for(store: Store, family: Family, model: str, prompts: list[Prompt], *, steps: int,
+def images_for(store: Store, family: Family, prompts: list[Prompt], *, steps: int,
                guidance: float, cache: str, fp8: str, height: int, width: int, batch_size: int,
                progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False
                ) -> tuple[torch.Tensor, list[dict]]:
     """uint8 images (N, H, W, 3) for the prompts at their seeds, from the cache or generated (and
     cached), with each image's row (file, nfe, skipped, seconds). `progress(done, total)` counts
     this process's distinct images, those found in the cache as done from the start."""
-    key, settings = model_key(store, model), _settings_key(steps, guidance, cache, fp8, height, width)
+    key, settings = family.identity(), _settings_key(steps, guidance, cache, fp8, height, width)
     found = store.eval_images(key, settings, [(p.text, p.seed) for p in prompts])
     todo = list({(p.text, p.seed): p for p in prompts if (p.text, p.seed) not in found}.values())
     state = processes()

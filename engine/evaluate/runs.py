@@ -81,10 +81,10 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
                 progress(sum(phases), 2 * len(prompts))
         return report
 
-    ref, ref_rows = images_for(store, teacher, teacher_name, prompts, steps=cfg.ref_steps,
+    ref, ref_rows = images_for(store, teacher, prompts, steps=cfg.ref_steps,
                                guidance=cfg.ref_guidance, cache="none", fp8="off", height=h, width=w,
                                batch_size=cfg.batch_size, progress=phase(0), should_stop=should_stop)
-    images, rows = images_for(store, family, cfg.model, prompts, steps=cfg.steps, guidance=cfg.guidance,
+    images, rows = images_for(store, family, prompts, steps=cfg.steps, guidance=cfg.guidance,
                               cache=cfg.cache, fp8=cfg.fp8, height=h, width=w, batch_size=cfg.batch_size,
                               progress=phase(1), should_stop=should_stop)
     if should_stop():

@@ -148,6 +148,16 @@ class Family:
         domain has none (real models: CLIP and Inception, which the user supplies)."""
         return None
 
+    def identity(self) -> str:
+        """What the lab stores things about this model under (cached images, cache calibrations):
+        its directory and when its files last changed, so that a model retrained in place is not
+        taken for its old self; the family's name for a model with no directory."""
+        if self.path is None:
+            return f"<{self.name}>"
+        path = Path(self.path).resolve()
+        newest = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
+        return f"{path}@{newest:.0f}"
+
     def describe(self) -> dict:
         return {"family": self.name, "guidance_embedded": self.guidance_embedded,
                 "parameters": sum(p.numel() for p in self.denoiser.parameters())}
