@@ -119,14 +119,9 @@ def test_walkers_follow_the_teacher_and_restart():
 def test_checkpoint_resume_continues_the_same_run(tiny_family, tmp_path):
     """Training 10 steps, or 6 then (after a 'crash') the remaining 4 from the checkpoint, ends
     at the same weights."""
-    def run(ckpt, steps, seed=0):
-        torch.manual_seed(seed)
-        rng = random.Random(seed)
-        data = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(rng.randrange(1000)))
-                for _ in range(10)]
-        return data
-
-    data = run(None, 10)
+    rng = random.Random(0)
+    data = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(rng.randrange(1000)))
+            for _ in range(10)]
     def make():
         torch.manual_seed(1)
         return torch.nn.Linear(8, 1)
