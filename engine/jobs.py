@@ -242,7 +242,7 @@ def run(store: Store, job_id: int, body: Body) -> int:
 
     state = PartialState()
     ctx = Context(store, _job(store, job_id), is_main=state.is_main_process)
-    signal.signal(signal.SIGTERM, lambda *_: ctx.stop_flag.update(stop=True))
+    previous = signal.signal(signal.SIGTERM, lambda *_: ctx.stop_flag.update(stop=True))  # `cancel` sends it
     if ctx.is_main:
         store.update_job(job_id, pid=os.getpid() if state.num_processes == 1 else os.getppid())
     try:
@@ -257,6 +257,8 @@ def run(store: Store, job_id: int, body: Body) -> int:
     else:
         status, code, fields = "succeeded", 0, {"models": names, "part": ctx.job["parts"]}
         print("done: " + ", ".join(names), flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if ctx.is_main:
         store.set_job_status(job_id, status, **fields)
         if status == "succeeded":

@@ -4,7 +4,7 @@ import pytest
 from gradio_client import Client
 from helpers import serve
 
-from app.main import build_app
+from app.blocks import build_app
 from app.state import Lab
 from engine import registry
 from engine.accel.calibrate import VERSION

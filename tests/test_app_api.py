@@ -5,7 +5,7 @@ from gradio_client import Client
 from helpers import serve
 from PIL import Image
 
-from app.main import build_app
+from app.blocks import build_app
 from app.state import Lab
 from engine.store import Store
 

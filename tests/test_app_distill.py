@@ -7,8 +7,8 @@ import pytest
 from gradio_client import Client
 from helpers import serve
 
+from app.blocks import build_app
 from app.distill import job_detail
-from app.main import build_app
 from app.state import Lab
 from engine.store import Store
 

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 from helpers import arena_store, assert_blind, forbidden, serve
 
-from app.main import build_app, build_arena_app
+from app.blocks import build_app, build_arena_app
 from app.state import Lab
 
 

@@ -6,7 +6,7 @@ received before a vote (page, image URLs, every fetched response) names a model 
 import pytest
 from helpers import arena_store, assert_blind, forbidden, serve
 
-from app.main import build_arena_app
+from app.blocks import build_arena_app
 from app.state import Lab
 from engine.arena import settings as S
 

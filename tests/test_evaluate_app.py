@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client
 from helpers import register_lineage, serve
 
-from app.main import build_app
+from app.blocks import build_app
 from app.state import Lab
 from engine import jobs
 from engine.evaluate import runs

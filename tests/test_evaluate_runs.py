@@ -3,6 +3,8 @@ family scored with tiny random networks, the image cache, the lineage, and backg
 
 import json
 import os
+import signal
+import threading
 import time
 
 import pytest
@@ -118,18 +120,24 @@ def test_lineage_runs_in_a_background_job(tmp_path, tiny_model_dir):
     assert table.count("\n") == 3 and "tiny-student · 2 steps" in table
 
 
-def test_an_evaluation_job_can_be_canceled(tmp_path, tiny_model_dir):
+def test_an_evaluation_job_stops_on_a_cancel(tmp_path, tiny_model_dir):
+    """The evaluation body under the job runner, in this process: the SIGTERM that `cancel` sends
+    arrives after the first images, and the job ends canceled with no run stored. (A job's own
+    process receiving it is tested with distillation, tests/test_jobs.py.)"""
     store = Store(tmp_path / "d")
-    job_id = eval_job.submit(store, [EvalConfig(model=str(tiny_model_dir), steps=2, ref_steps=200, batch_size=1,
-                                                 device="cpu")])
-    end = time.time() + 240
-    while not (store.job(job_id)["step"] or 0) > 0 and time.time() < end:
-        time.sleep(0.2)
-    assert store.job(job_id)["status"] == "running"
-    jobs.cancel(store, job_id)
-    while store.job(job_id)["status"] == "running" and time.time() < end:
-        time.sleep(0.2)
-    assert store.job(job_id)["status"] == "canceled" and store.eval_runs(job_id=job_id) == []
+    job_id = eval_job.submit(store, [EvalConfig(model=str(tiny_model_dir), steps=2, ref_steps=20, batch_size=1,
+                                                 device="cpu")], start=False)  # 360 prompts: far from done
+
+    def cancel_once_under_way():
+        end = time.time() + 240
+        while not (store.job(job_id)["step"] or 0) > 0 and time.time() < end:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=cancel_once_under_way).start()
+    assert jobs.run(store, job_id, eval_job.run) == 0
+    job = store.job(job_id)
+    assert job["status"] == "canceled" and 0 < job["step"] < job["total"] and store.eval_runs(job_id=job_id) == []
 
 
 def test_cli_evaluates_a_lineage_and_prints_its_table(tmp_path, tiny_model_dir, capsys):

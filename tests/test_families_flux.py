@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
 from diffusers import Flux2KleinPipeline, FluxPipeline, StableDiffusion3Pipeline
 from families_parity import assert_same, lab_run, pipeline_run
 from PIL import Image
@@ -125,12 +124,13 @@ def test_cli_generates_from_a_flux_directory(tiny_pipeline, tmp_path, capsys, ki
     assert Image.open(out).size == (64, 64)
 
 
-def test_cli_generates_from_a_flux2_klein_directory_as_a_user_would(tiny_pipeline, tmp_path):
+def test_cli_generates_from_a_flux2_klein_directory_as_a_user_would(tiny_pipeline, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "img.png"
-    r = run_cli("generate", "--model", str(tiny_pipeline("flux2-klein")), "--prompt", "a red cube", "--steps", "3",
-                "--guidance", "4", "--height", "64", "--width", "64", "--out", str(out), data_dir=tmp_path / "data")
-    assert r.returncode == 0, r.stderr
-    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert main(["generate", "--model", str(tiny_pipeline("flux2-klein")), "--prompt", "a red cube", "--steps", "3",
+                 "--guidance", "4", "--height", "64", "--width", "64", "--out", str(out)]) == 0
+    stdout, stderr = capfd.readouterr()
+    rec = json.loads(stdout.strip().splitlines()[-1])
     assert rec["nfe"] == 6 and (rec["height"], rec["width"]) == (64, 64)
     assert Image.open(out).size == (64, 64)
-    assert "Loading" not in r.stderr  # no library progress bars
+    assert "Loading" not in stderr and "%|" not in stderr  # no library progress bars
