@@ -1,5 +1,6 @@
 # Two commands do all set-up: `make run` (install, then serve the app on the embedded default)
-# and `make test` (install, then lint and run the whole test suite, printing its 15 slowest tests).
+# and `make test` (install, then lint and run the whole test suite on every core, printing its 15
+# slowest tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,7 +21,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest -n auto --durations=15
 
 clean:
 	rm -rf $(VENV) lab-data

@@ -8,10 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# The suite runs as one pytest-xdist worker per core (`make test`), each starting job and app
+# processes: one thread per torch process (set before torch is imported, and inherited by every
+# process a test starts), or their threads spin against one another.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)
 
 TINY = dict(channels=(32, 32, 32), heads=2, text_width=32, text_layers=1)
 
