@@ -14,7 +14,7 @@ import pytest
 # process a test starts), or their threads spin against one another.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
