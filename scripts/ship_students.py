@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine import registry  # noqa: E402
 from engine.paths import ASSETS  # noqa: E402
 from engine.store import Store  # noqa: E402
 
@@ -44,13 +45,13 @@ def shipped_name(model: str, rename: dict[str, str]) -> str:
 
 def round_history(store: Store, name: str, rename: dict[str, str]) -> list[dict]:
     """Adherence after every round along the student's lineage, from the jobs' records."""
-    chain = [m["name"] for m in store.lineage(name)]
+    chain = registry.lineage(store, name)
     out = []
     for e in store.job_evals():
         if e["model"] in chain:
             out.append({"model": shipped_name(e["model"], rename), "round": e["round"], "steps": e["steps"],
                         "guidance": e["guidance"], "adherence": e["adherence"],
-                        "by_category": json.loads(e["by_category"]), "n": e["n"]})
+                        "by_category": e["by_category"], "n": e["n"]})
     return out
 
 
