@@ -49,6 +49,7 @@ def test_jobs_run_one_at_a_time_each_in_a_process_of_its_own(store, tiny_model_d
     out = json.loads(out)
     assert out["status"] == "succeeded" and out["models"] == ["p0"]
     first, second = store.job(a), store.job(out["job"])
+    assert f"job {second['id']} queued:" in err  # it waited in the queue while the first ran
     assert first["status"] == "succeeded", jobs.log_path(store, a).read_text()
     assert first["finished"] <= second["started"]  # the second waited for the first
     assert first["models"] == ["g1"] and jobs.progress(first) == (1.0, "round 1/1, step 12/12")
