@@ -40,13 +40,13 @@ def _show(lab: Lab, battle: dict | None, rater: str, note: str = "") -> tuple:
     """Outputs that put a battle (or the end) on screen, unrevealed."""
     status = _status(lab, rater) + (f"  \n{note}" if note else "")
     if battle is None:
-        return ("", gr.update(value=None, label="Left"), gr.update(value=None, label="Right"),
-                "**No battles left for you.** Thank you! Ask an admin to prepare more.", "", status,
+        return ("", gr.update(value=None, label="Left"), gr.update(value=None, label="Right"), "",
+                "**No battles left for you.** Thank you! Ask an admin to prepare more.", status,
                 gr.update(visible=False), gr.update(visible=False), gr.update(visible=False))
     left, right = battles.images(lab.store, battle)
     return (battle["token"], gr.update(value=enlarge(left), label="Left"),
             gr.update(value=enlarge(right), label="Right"),
-            f"**Prompt:** {battle['prompt']}", "", status,
+            battle["prompt"], "", status,
             gr.update(visible=True), gr.update(visible=False), gr.update(visible=False))
 
 
@@ -91,7 +91,7 @@ def build(lab: Lab) -> dict:
         rater = gr.Textbox(label="Your name (ignored when you are signed in)", max_lines=1, scale=3)
         start = gr.Button("Start voting", variant="primary", scale=1)
     token = gr.Textbox(visible=False)  # the battle on screen, as an opaque token
-    prompt = gr.Markdown()
+    prompt = gr.Textbox(label="Prompt", interactive=False, max_lines=4)  # plain text: never rendered
     with gr.Row(equal_height=True):
         left = gr.Image(label="Left", type="pil", format="png", interactive=False, height=420, buttons=["fullscreen"])
         right = gr.Image(label="Right", type="pil", format="png", interactive=False, height=420, buttons=["fullscreen"])

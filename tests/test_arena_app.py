@@ -70,7 +70,7 @@ def test_vote_reveal_refusals_and_undo(arena_only):
     client = Client(url, verbose=False, download_files=False)
     first = client.predict("frank", api_name="/arena_next")
     token = first[0]
-    assert "Prompt:" in first[3] and "frank" in first[5]
+    assert first[3] == store.battle_by_token(token)["prompt"] and "frank" in first[5]
     client.predict(token, "frank", "left", api_name="/arena_vote")
     n = store.vote_count()
     for args, message in [((token, "frank", "right"), "already voted"),
@@ -100,7 +100,7 @@ def test_a_signed_in_rater_is_the_authenticated_user(tmp_path, tiny_model_dir):
         client.predict(token, "mallory", "left", api_name="/arena_vote")
         assert [v["rater"] for v in store.votes()] == ["ann"]
         done = client.predict("", api_name="/arena_next")
-        assert done[0] == "" and "No battles left" in done[3]
+        assert done[0] == "" and done[3] == "" and "No battles left" in done[4]
     finally:
         demo.close()
 

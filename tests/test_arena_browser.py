@@ -62,7 +62,7 @@ def test_vote_through_every_battle_and_check_each_reveal(served, chromium, tiny_
     page.get_by_role("button", name="Start voting").click()
     choices = ["⬅ Left is better", "Right is better ➡", "Tie"]
     for i, choice in enumerate(choices):
-        page.get_by_text("Prompt:").wait_for(timeout=60_000)
+        page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)
         page.locator("img[src*='/file=']").nth(1).wait_for(timeout=60_000)
         page.wait_for_timeout(500)  # let the battle's responses finish arriving
         seen = blind_now(page, words, f"battle {i + 1} before the vote")
@@ -93,3 +93,38 @@ def test_vote_through_every_battle_and_check_each_reveal(served, chromium, tiny_
     assert [v["after_undo"] for v in mine] == [0, 0, 1]
     assert len({v["battle_id"] for v in mine}) == 3 and store.undo_count() == 1
     page.close()
+
+
+def test_a_prompt_with_markdown_and_html_shows_as_plain_text(chromium, tiny_model_dir, tmp_path):
+    """An admin's typed prompt reaches raters as the text it is: no image loaded, no link, no markup."""
+    from helpers import ARENA_STUDENT, ARENA_TEACHER
+
+    from engine.arena import battles
+    from engine.arena.settings import PrepareConfig
+    from engine.families.embedded import EmbeddedFamily
+    from engine.store import Store
+
+    hostile = ('**bold** <img src="http://127.0.0.1:9/x.png"> ![p](http://127.0.0.1:9/y.png) '
+               '[click](http://evil.example/) <script>window.__pwned = 1</script>')
+    store = Store(tmp_path / "d")
+    family = EmbeddedFamily.load(tiny_model_dir)
+    store.register_model("zebra-teacher-qx", tiny_model_dir, "embedded")
+    store.register_model("zebra-student-qx", tiny_model_dir, "embedded", parent="zebra-teacher-qx")
+    battles.prepare(store, [ARENA_TEACHER, ARENA_STUDENT], battles.typed_prompts([hostile]), PrepareConfig(n=1),
+                    load=lambda name: family)
+    demo = build_arena_app(Lab(store))
+    page = chromium.new_page(viewport={"width": 1300, "height": 1100})
+    try:
+        page.goto(serve(demo))
+        page.get_by_label("Your name").fill("ivo")
+        page.get_by_role("button", name="Start voting").click()
+        page.locator("img[src*='/file=']").nth(1).wait_for(timeout=60_000)
+        assert page.get_by_label("Prompt").input_value() == hostile
+        sources = page.locator("img").evaluate_all("els => els.map(e => e.src)")
+        assert not [s for s in sources if "127.0.0.1:9" in s]
+        assert page.locator("a[href*='evil.example']").count() == 0
+        assert page.locator("strong", has_text="bold").count() == 0
+        assert page.evaluate("window.__pwned") is None
+    finally:
+        page.close()
+        demo.close()

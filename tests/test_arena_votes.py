@@ -133,3 +133,46 @@ def test_many_threads_no_lost_or_doubled_votes(tmp_path):
     assert not errors
     assert store.vote_count() == 8 * 10 and len(refused) == 8 * 10
     assert all("already voted" in m for m in refused)
+
+
+def test_typed_names_are_one_rater_however_written_and_look_alikes_are_refused(store):
+    assert votes.check_rater("  V-Twice ") == votes.check_rater("v-twice") == votes.check_rater("Ｖ－ＴＷＩＣＥ")
+    assert votes.check_rater("Ana  Lima") == "ana lima" and votes.check_rater("Ольга") == "ольга"
+    with pytest.raises(UsageError, match="one alphabet, got letters of cyrillic, latin"):
+        votes.check_rater("v-tw\u0456ce")  # a Cyrillic i among Latin letters
+    b = store.battles()[0]
+    votes.cast(store, b["token"], "V-Twice", "left")
+    with pytest.raises(UsageError, match="already voted"):
+        votes.cast(store, b["token"], "v-twice", "right")  # the same rater, written otherwise
+    assert [v["rater"] for v in store.votes()] == ["v-twice"]
+
+
+def test_a_csv_export_holds_no_formula(store, tmp_path):
+    for i, rater in enumerate(["=HYPERLINK(\"http://x\")", "+1", "-2", "@sum", "plain"]):
+        votes.cast(store, store.battles()[i]["token"], rater, "left")
+    rows = list(csv.DictReader(io.StringIO(votes.export(store, "csv"))))
+    assert [r["rater"] for r in rows] == ["'=hyperlink(\"http://x\")", "'+1", "'-2", "'@sum", "plain"]
+    assert json.loads(votes.export(store, "json"))[1]["rater"] == "+1"  # JSON keeps the value as it is
+
+
+def test_concurrent_undos_write_exactly_the_audit_rows_of_the_votes_they_removed(store):
+    """The undo reads the last vote inside its write transaction: 12 undos at once for a rater with
+    3 votes remove the 3 and leave 3 audit rows, not 12."""
+    for b in store.battles()[:3]:
+        votes.cast(store, b["token"], "quinn", "left")
+    undone, errors = [], []
+
+    def undo():
+        try:
+            undone.append(votes.undo(store, "quinn"))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=undo) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(b["id"] for b in undone if b) == sorted(b["id"] for b in store.battles()[:3])
+    assert store.vote_count() == 0 and store.undo_count() == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from pathlib import Path
 
 from ..errors import UsageError
@@ -18,14 +19,20 @@ MAX_RATER = 64
 
 
 def check_rater(rater: str | None) -> str:
-    """The rater's name, trimmed; refuses an empty, overlong or non-printable one."""
-    name = (rater or "").strip() if isinstance(rater, str) or rater is None else None
-    if name is None:
+    """The rater's name as the arena keeps it: Unicode-normalised (NFKC), case-folded, spaces
+    collapsed, so that "Ana", "ANA" and "ａｎａ" are one rater. A name mixing alphabets (a Cyrillic
+    letter among Latin ones, the usual look-alike) is refused. Names typed by hand are weaker than a
+    sign-in (`--auth-file`): anyone can type anyone's name."""
+    if rater is not None and not isinstance(rater, str):
         raise UsageError(f"rater must be a name (text), got {rater!r}")
+    name = " ".join(unicodedata.normalize("NFKC", rater or "").casefold().split())
     if not name:
         raise UsageError("rater: enter your name (or sign in) before voting")
     if len(name) > MAX_RATER or not name.isprintable():
         raise UsageError(f"rater: a name of 1..{MAX_RATER} printable characters, got {len(name)} characters")
+    scripts = {unicodedata.name(c, "?").split()[0] for c in name if c.isalpha()}
+    if len(scripts) > 1:
+        raise UsageError(f"rater: a name in one alphabet, got letters of {', '.join(sorted(scripts)).lower()}")
     return name
 
 
@@ -81,6 +88,12 @@ def rows(store: Store) -> list[dict]:
     return out
 
 
+def _inert(value):
+    """A CSV cell a spreadsheet shows as text: one starting with =, +, -, @, a tab or a carriage
+    return (a formula to Excel, LibreOffice and Sheets) gets a leading apostrophe."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def export(store: Store, fmt: str, out: str | Path | None = None) -> str:
     """The votes as CSV or JSON text (written to `out` when given)."""
     if fmt not in ("csv", "json"):
@@ -92,7 +105,7 @@ def export(store: Store, fmt: str, out: str | Path | None = None) -> str:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
         w.writeheader()
-        w.writerows(data)
+        w.writerows({k: _inert(v) for k, v in row.items()} for row in data)
         text = buf.getvalue()
     if out is not None:
         Path(out).write_text(text)
