@@ -10,7 +10,7 @@ import json
 import sys
 
 from .commands import arena, decide, distill, evaluate, models, world  # noqa: F401 - each registers its commands
-from .commands.args import build_parser
+from .commands.args import Outcome, build_parser
 from .errors import UsageError
 
 
@@ -24,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    code = 0
+    if isinstance(result, Outcome):
+        result, code = result.result, result.code
     try:
         if result is not None:
             print(result if isinstance(result, str) else json.dumps(result))
     except BrokenPipeError:  # `... | head`: the reader has gone, which is not an error
         sys.stderr.close()
-    return 0
+    return code

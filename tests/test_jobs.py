@@ -159,3 +159,15 @@ def test_a_jobs_environment_reaches_its_process_alone(store, monkeypatch):
     assert seen["env"]["LAB_VLM_API_KEY"] == "sk-secret-1" and seen["cmd"][-3:-2] == [str(job_id)]
     assert "LAB_VLM_API_KEY" not in os.environ
     assert not any(b"sk-secret-1" in f.read_bytes() for f in store.root.glob("lab.db*"))
+
+
+def test_a_job_that_fails_makes_the_command_that_followed_it_exit_1(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:500])  # passes the checks at submit, fails when loaded
+    assert cli.main(["distill", "guidance", "--teacher", str(broken), "--name", "never", "--train-steps", "2",
+                     "--eval-n", "0", "--data-dir", str(tmp_path / "d")]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "failed" and out["models"] == [] and "could not load" in out["error"]

@@ -29,6 +29,13 @@ class Command:
 COMMANDS: list[Command] = []
 
 
+@dataclass
+class Outcome:
+    """What a command prints, with an exit code other than 0: a job it followed failed or was canceled."""
+    result: object
+    code: int
+
+
 def arg(*names: str, **kwargs) -> tuple:
     """One flag of a command, as argparse's add_argument takes it."""
     return names, kwargs

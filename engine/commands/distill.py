@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..distill.recipes import TECHNIQUES, from_inputs
-from .args import DATA_DIR, arg, command, int_in, number, open_store, say
+from .args import DATA_DIR, Outcome, arg, command, int_in, number, open_store, say
 
 # Flags left out stay out of the namespace, so the recipe's own defaults are the only ones.
 UNSET = {"argument_default": argparse.SUPPRESS}
@@ -58,15 +58,16 @@ def distill(args) -> dict:
     return job_result(store, job_id, args.detach)
 
 
-def job_result(store, job_id: int, detach: bool) -> dict:
-    """The job's row as the command prints it, once it has ended (at once with `detach`)."""
+def job_result(store, job_id: int, detach: bool) -> dict | Outcome:
+    """The job's row as the command prints it, once it has ended (at once with `detach`); a job
+    that ended otherwise than succeeded makes the command exit with 1."""
     from .. import jobs
 
     job = store.job(job_id) if detach else jobs.follow(store, job_id)
     out = {"job": job_id, "status": job["status"], "models": job["models"] or []}
     if job["error"]:
         out["error"] = job["error"]
-    return out
+    return out if detach or job["status"] == "succeeded" else Outcome(out, 1)
 
 
 @command("jobs", "list jobs (distillation and evaluation)", DATA_DIR)
