@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auth-file", default=os.environ.get("LAB_AUTH_FILE"),
                    help="sign-in: a file of USER:PASSWORD lines (Gradio auth); each rater votes as their user")
     args = p.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        p.error(f"--port must be in 1..65535, got {args.port}")
     try:
         auth = read_auth_file(args.auth_file) if args.auth_file else None
     except UsageError as e:

@@ -9,6 +9,7 @@ Hugging Face cache.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -87,12 +88,16 @@ def resolve(model: str, store: Store | None = None, field: str = "--model") -> P
     return path
 
 
-def register(store: Store, name: str, model: str) -> dict:
+def register(store: Store, name: str, model: str, *, replace: bool = False) -> dict:
     """Name a model directory or cached hub id so every picker (CLI, app, distillation) offers it.
-    Nothing is copied or loaded: the family is read from the directory's files."""
+    Nothing is copied or loaded: the family is read from the directory's files. A name already
+    registered is refused unless `replace`."""
     if not name or not name.strip() or "/" in name or name != name.strip() or name in BUILTIN:
         raise UsageError(f"--name must be a non-empty name without '/' or surrounding spaces, and not "
                          f"{', '.join(BUILTIN)}; got {name!r}")
+    if store.model(name) is not None and not replace:
+        raise UsageError(f"--name {name!r} is registered already (at {store.model(name)['path']}); choose another "
+                         f"name, or --replace it")
     path = resolve(model, store).resolve()
     return store.register_model(name, path, family_of(path))
 
@@ -130,6 +135,8 @@ def takes_guidance(path: Path) -> bool:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device or ""):
+        raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available on this machine; use cpu or auto")
     return torch.device(device)

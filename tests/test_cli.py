@@ -100,3 +100,45 @@ def test_train_teacher_passes_the_flags_given_and_keeps_the_config_defaults(monk
     assert seen[-1] == tt.TeacherTrainConfig(steps=7, caption_noise=0.0, batch_size=8, lr=5e-4, warmup=3, seed=1,
                                              dataset=50, minutes=2.0, device="cpu", init="assets/embedded-teacher",
                                              out=str(tmp_path / "t"))
+
+
+def test_bad_values_that_once_ended_in_tracebacks_are_one_line(tmp_path, data_dir, capsys):
+    """Each refused with exit 2 and one line naming what is wrong, before anything is written."""
+    nul, binary = tmp_path / "nul.txt", tmp_path / "binary.txt"
+    nul.write_bytes(b"\x00\x00\x00\n")
+    binary.write_bytes(bytes(range(128, 256)))
+    for argv, says in [
+        (["arena", "prepare", "--setting", "embedded,steps=inf", "--setting", "embedded"], "steps must be an integer"),
+        (["eval", "--golden", str(nul), "--limit", "1"], "line 1 of nul.txt: a prompt must be printable text"),
+        (["distill", "guidance", "--name", "b", "--prompts", str(binary)], "is not UTF-8 text"),
+        (["generate", "--prompt", "x", "--device", "tpu", "--out", str(tmp_path / "x.png")],
+         "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+        (["calibrate", "--target-psnr", "nan"], "--target-psnr must be a number of dB"),
+        (["train-teacher", "--minutes", "nan", "--out", str(tmp_path / "t")], "minutes must be positive"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (data_dir / "jobs").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_taken_name_is_refused_unless_told_to_replace(tmp_path, data_dir, tiny_pipeline, tiny_model_dir, capsys):
+    from engine.store import Store
+
+    assert main(["register", "--name", "mine", "--model", str(tiny_pipeline("sd"))]) == 0
+    assert main(["register", "--name", "mine", "--model", str(tiny_pipeline("sdxl"))]) == 2
+    assert "'mine' is registered already" in capsys.readouterr().err
+    assert Store().model("mine")["family"] == "sd"  # not replaced
+    assert main(["register", "--name", "mine", "--model", str(tiny_pipeline("sdxl")), "--replace"]) == 0
+    assert Store().model("mine")["family"] == "sdxl"
+    capsys.readouterr()
+    assert main(["distill", "guidance", "--teacher", str(tiny_model_dir), "--name", "mine", "--detach"]) == 2
+    assert "'mine' is registered already" in capsys.readouterr().err and Store().jobs() == []
+
+
+def test_the_app_refuses_a_port_out_of_range(capsys):
+    from app.main import main as app_main
+
+    with pytest.raises(SystemExit) as refused:
+        app_main(["--port", "99999"])
+    assert refused.value.code == 2 and "--port must be in 1..65535, got 99999" in capsys.readouterr().err

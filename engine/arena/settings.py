@@ -12,10 +12,8 @@ import math
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..request import Request
+from ..request import MAX_STEPS, Request, check_guidance
 
-MAX_STEPS = 1000
-MAX_GUIDANCE = 30.0
 DEFAULTS = {"steps": 50, "guidance": 5.0}
 
 
@@ -32,7 +30,7 @@ def normalize(setting: dict, models: list[str] | None = None) -> dict:
         raise UsageError(f"setting: model {model!r} is not known; use one of: {', '.join(models)}")
     try:
         steps = int(out["steps"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"setting: steps must be an integer in 1..{MAX_STEPS}, got {out['steps']!r}") from None
     if steps != out["steps"] or not 1 <= steps <= MAX_STEPS:
         raise UsageError(f"setting: steps must be an integer in 1..{MAX_STEPS}, got {out['steps']!r}")
@@ -40,8 +38,7 @@ def normalize(setting: dict, models: list[str] | None = None) -> dict:
         guidance = float(out["guidance"])
     except (TypeError, ValueError):
         guidance = math.nan
-    if not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
-        raise UsageError(f"setting: guidance must be a number in 0..{MAX_GUIDANCE:g}, got {out['guidance']!r}")
+    check_guidance(guidance, "setting: guidance")
     out.update(model=model.strip(), steps=steps, guidance=guidance)
     # A generation option left at its default is the same competitor as one not given at all.
     for k, default in _request_defaults().items():

@@ -3,6 +3,7 @@ sweep (one prompt over a grid of settings) and calibrate (what a cache needs for
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..accel.options import CALIBRATED
@@ -89,6 +90,8 @@ def sweep(args) -> dict:
          *COMMON)
 def calibrate(args) -> dict:
     check_guidance(args.guidance, "--guidance")
+    if not math.isfinite(args.target_psnr) or not 0 < args.target_psnr <= 100:  # a stored calibration stays
+        raise UsageError(f"--target-psnr must be a number of dB in (0, 100], got {args.target_psnr}")
     from .. import registry
     from ..accel.calibrate import CALIBRATORS, CalibrationConfig
     from ..accel.runtime import supported_caches

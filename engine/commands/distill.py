@@ -40,17 +40,19 @@ UNSET = {"argument_default": argparse.SUPPRESS}
              help="fraction 0..1 of training walkers that follow the student's own steps (default 0)"),
          arg("--seed", type=int_in(0, 2**31 - 1)),
          arg("--detach", action="store_true", default=False, help="start the job and return at once"),
+         arg("--replace", action="store_true", default=False,
+             help="let the job's students take names registered already (the old models are no longer named)"),
          arg("--data-dir", default=None),
          **UNSET)
 def distill(args) -> dict:
-    fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "detach", "data_dir")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "detach", "data_dir", "replace")}
     recipe = from_inputs(fields)
     recipe.check()
     from ..distill import job as distill_job
     from ..jobs import log_path
 
     store = open_store(args)
-    job_id, warnings = distill_job.submit(store, recipe)
+    job_id, warnings = distill_job.submit(store, recipe, replace=args.replace)
     for w in warnings:
         say(w)
     say(f"job {job_id} queued: {recipe.technique} of {recipe.teacher} -> {recipe.name} "

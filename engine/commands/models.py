@@ -66,11 +66,12 @@ def parity(args) -> dict:
 @command("register", "name a diffusers directory or cached hub id for every model picker",
          arg("--name", required=True),
          arg("--model", required=True, help="a diffusers directory (model_index.json) or a cached hub id"),
+         arg("--replace", action="store_true", help="give the name to this model even if it is taken"),
          DATA_DIR)
 def register(args) -> dict:
     from .. import registry
 
-    row = registry.register(open_store(args), args.name, args.model)
+    row = registry.register(open_store(args), args.name, args.model, replace=args.replace)
     return {"name": row["name"], "family": row["family"], "path": row["path"]}
 
 

@@ -7,13 +7,13 @@ from .. import jobs, registry
 from ..errors import UsageError
 from ..store import Store
 from .recipes import Recipe, order_warning, read_prompts
-from .run import Callbacks, run_recipe
+from .run import Callbacks, plan, run_recipe
 
 KIND = "distill"
 NO_GUIDANCE_INPUT = {"sd3": "an SD3 transformer"}  # families whose denoiser has no guidance-embedding input
 
 
-def validate(recipe: Recipe, store: Store) -> list[str]:
+def validate(recipe: Recipe, store: Store, replace: bool = False) -> list[str]:
     """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
     recipe.check()
     teacher = registry.resolve(recipe.teacher, store, field="teacher")
@@ -24,6 +24,10 @@ def validate(recipe: Recipe, store: Store) -> list[str]:
     for job in store.jobs(kind=KIND):
         if job["name"] == recipe.name and job["status"] in jobs.ACTIVE:
             raise UsageError(f"name {recipe.name!r} is being trained by job {job['id']}; choose another")
+    taken = [p.model_name for p in plan(recipe) if store.model(p.model_name) is not None]
+    if taken and not replace:
+        raise UsageError(f"name: {', '.join(map(repr, taken))} {'is' if len(taken) == 1 else 'are'} registered "
+                         f"already; choose another student name, or replace them (distill --replace)")
     if recipe.prompts:
         read_prompts(recipe.prompts)
     guided = registry.takes_guidance(teacher)
@@ -39,9 +43,10 @@ def validate(recipe: Recipe, store: Store) -> list[str]:
     return [warning] if warning else []
 
 
-def submit(store: Store, recipe: Recipe, *, start: bool = True) -> tuple[int, list[str]]:
-    """Queue a job for the recipe (validated first); start it if nothing else is running."""
-    warnings = validate(recipe, store)
+def submit(store: Store, recipe: Recipe, *, replace: bool = False, start: bool = True) -> tuple[int, list[str]]:
+    """Queue a job for the recipe (validated first); start it if nothing else is running. The
+    students' names must be free unless `replace`."""
+    warnings = validate(recipe, store, replace)
     job_id = jobs.submit(store, KIND, recipe.to_json(), name=recipe.name,
                          label=f"{recipe.technique}: {recipe.teacher} -> {recipe.name}", parts=len(recipe.rounds()),
                          units=("round", "step"), message=" ".join(warnings) or None, start=start)

@@ -183,9 +183,15 @@ def read_prompts(path: str) -> list[str]:
     """The training prompts of a prompt file, one a line."""
     if not Path(path).is_file():
         raise UsageError(f"prompts: no such file {path!r}")
-    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise UsageError(f"prompts: {path!r} is not UTF-8 text (one prompt a line)") from None
     if not lines:
         raise UsageError(f"prompts: {path!r} has no prompts (one per line)")
+    bad = next((i for i, ln in enumerate(lines, 1) if not ln.isprintable()), None)
+    if bad:
+        raise UsageError(f"prompts: prompt {bad} of {path!r} holds control characters; one prompt of text a line")
     return lines
 
 

@@ -85,6 +85,8 @@ def parse(text: str, name: str = "golden set") -> list[Prompt]:
             out.append(_parse_object(line, name, number, len(out)))
         elif len(line) > MAX_PROMPT:
             raise _fail(name, number, f"a prompt must be at most {MAX_PROMPT} characters, got {len(line)}")
+        elif not line.isprintable():
+            raise _fail(name, number, "a prompt must be printable text (this line holds control characters)")
         else:
             out.append(Prompt(line, len(out), DEFAULT_CATEGORY))
         if len(out) > MAX_PROMPTS:
