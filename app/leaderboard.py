@@ -38,7 +38,7 @@ def prepare(lab: Lab, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b
         prompts, name = battles.prompt_source(SOURCES.get(source, source), n=n, seed=seed,
                                               category=None if category in (None, "", ALL) else category,
                                               typed=(typed or "").splitlines(), golden_file=golden)
-        cfg = PrepareConfig(n=n, seed=seed, source=name, device=lab.device)
+        cfg = PrepareConfig(n=n, source=name, device=lab.device)
         settings = [{"model": model_a, "steps": steps_a, "guidance": guidance_a},
                     {"model": model_b, "steps": steps_b, "guidance": guidance_b}]
         rows = battles.prepare(lab.store, settings, prompts, cfg,

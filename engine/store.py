@@ -276,13 +276,6 @@ class Store:
     def battles(self) -> list[dict]:
         return list(self.db.query("SELECT * FROM battles ORDER BY id"))
 
-    def arena_image(self, setting: str, prompt: str, seed: int) -> str | None:
-        """An image file an earlier battle already made for this setting, prompt and seed."""
-        row = self._one("SELECT CASE WHEN a_setting = :s THEN a_image ELSE b_image END AS image FROM battles "
-                        "WHERE (a_setting = :s OR b_setting = :s) AND prompt = :p AND seed = :seed LIMIT 1",
-                        {"s": setting, "p": prompt, "seed": seed})
-        return row["image"] if row else None
-
     def battle_candidates(self, rater: str) -> list[dict]:
         """Battles this rater has not voted on, each with its number of votes so far."""
         return list(self.db.query(

@@ -16,6 +16,7 @@ from engine.families.embedded import EmbeddedFamily
 from engine.generate import run
 from engine.prompts import Prompt
 from engine.request import Request
+from engine.sampling import sample
 from engine.store import Store
 
 TEACHER = {"model": "zebra-teacher", "steps": 2, "guidance": 4.0}
@@ -30,7 +31,7 @@ def lab_store(tmp_path, tiny_model_dir):
     return s
 
 
-def test_prepare_makes_every_image_through_the_sampler_and_reuses_them(lab_store, tiny_model_dir):
+def test_prepare_makes_every_image_through_the_sampler_once_per_battle(lab_store, tiny_model_dir):
     family = EmbeddedFamily.load(tiny_model_dir)
     prompts = battles.world_prompts(3, seed=1)
     rows = battles.prepare(lab_store, [TEACHER, STUDENT], prompts, battles.PrepareConfig(n=3, batch_size=2),
@@ -46,11 +47,12 @@ def test_prepare_makes_every_image_through_the_sampler_and_reuses_them(lab_store
     assert np.abs(np.asarray(stored, int) - np.asarray(image, int)).max() <= 1
     # opaque file names: nothing of the model or settings
     assert all("zebra" not in r["a_image"] + r["b_image"] and len(r["a_image"]) == 28 for r in rows)
-    # a second batch on the same prompts draws nothing new
-    calls = []
+    # a second batch on the same prompts draws its own images, from seeds of its own: no file and no
+    # seed is shared between two battles, so one battle's reveal tells nothing of another's
     again = battles.prepare(lab_store, [TEACHER, STUDENT], prompts, battles.PrepareConfig(n=3),
-                            load=lambda name: calls.append(name) or family)
-    assert calls == [] and [r["a_image"] for r in again] == [r["a_image"] for r in rows]
+                            load=lambda name: family)
+    files = [f for r in rows + again for f in (r["a_image"], r["b_image"])]
+    assert len(set(files)) == len(files) == 12 and len({r["seed"] for r in rows + again}) == 6
 
 
 def test_prepare_refuses_bad_settings_before_generating(lab_store):
@@ -79,12 +81,21 @@ def test_a_setting_key_generation_does_not_know_is_refused_before_anything_runs(
     assert lab_store.battles() == []
 
 
-def test_plan_sends_new_battles_to_the_least_covered_comparisons():
+def test_plan_gives_every_comparison_every_category_and_the_least_covered_first():
     keys = ["T", "A", "B"]
-    prompts = battles.typed_prompts(["p1", "p2"])
+    prompts = battles.typed_prompts(["p1", "p2"])  # one category ("typed")
     out = battles.plan(keys, prompts, battles.PrepareConfig(n=4), counts={("T", "A"): 3})
-    assert [(a, b) for a, b, _ in out] == [("T", "B")] * 3 + [("T", "A")]
+    assert [(a, b) for a, b, _ in out] == [("T", "B"), ("T", "A"), ("T", "B"), ("T", "A")]  # B first: less covered
     assert [p.text for *_, p in out] == ["p1", "p2", "p1", "p2"]
+    # world prompts cycle through six categories: taking turns per battle would give each comparison
+    # only every other category (and the category would name the opponent); per category it gets all
+    world = battles.world_prompts(24, seed=3)
+    out = battles.plan(keys, world, battles.PrepareConfig(n=24), counts={})
+    for pair in (("T", "A"), ("T", "B")):
+        assert {p.category for a, b, p in out if (a, b) == pair} == {p.category for p in world}
+    later = battles.plan(keys, world[:6], battles.PrepareConfig(n=6), counts={},
+                         category_counts={("T", "A", c): 1 for c in {p.category for p in world}})
+    assert {(a, b) for a, b, _ in later} == {("T", "B")}  # the comparison short of every category catches up
     every = battles.plan(keys, prompts, battles.PrepareConfig(n=3, pairs="all"), counts={})
     assert sorted((a, b) for a, b, _ in every) == [("A", "B"), ("T", "A"), ("T", "B")]
 
@@ -217,3 +228,36 @@ def test_cli_prepare_leaderboard_export(tmp_path, capsys, monkeypatch):
                        str(tmp_path / "v.json"))
     assert code == 0 and json.loads(out)["votes"] == 2
     assert [v["rater"] for v in json.loads((tmp_path / "v.json").read_text())] == ["alice", "alice"]
+
+
+def test_a_rater_who_knows_the_code_the_prompt_and_the_weights_cannot_tell_the_sides(lab_store, tiny_model_dir,
+                                                                                      monkeypatch):
+    """The attacks that once named the sides: replaying the old public left-side draw, and
+    re-rendering the reference setting at the prompt's public seed to find the side it matches. Over
+    60 battles neither does better than chance (within the binomial 95% interval of 50%), and no
+    side is the reference's image pixel for pixel. The cryptographic source is replaced by a fixed
+    stand-in, unknown to the attacks, so that the test gives the same answer every run (a draw
+    from the true source lands outside a 95% interval one run in twenty, as a coin does)."""
+    monkeypatch.setattr(battles, "_random", random.Random(7))
+    family = EmbeddedFamily.load(tiny_model_dir)
+    prompts = battles.world_prompts(60, seed=4)
+    rows = battles.prepare(lab_store, [TEACHER, STUDENT], prompts, battles.PrepareConfig(n=60, batch_size=30),
+                           load=lambda name: family)
+    teacher = S.key(S.normalize(TEACHER))
+    truth = ["left" if (b["a_setting"] if b["left_side"] == "a" else b["b_setting"]) == teacher else "right"
+             for b in rows]
+    old_rng = random.Random("arena-left-0-0")  # how the left side was drawn before: from public inputs
+    replayed = ["left" if old_rng.choice("ab") == "a" else "right" for _ in rows]
+    public = {p.text: p.seed for p in prompts}
+    renders, _ = sample(family, [b["prompt"] for b in rows], steps=TEACHER["steps"], guidance=TEACHER["guidance"],
+                        seeds=[public[b["prompt"]] for b in rows], height=32, width=32)
+    matched, exact = [], 0  # the side that is the reference's image pixel for pixel (else: no clue, "left")
+    for b, mine in zip(rows, renders.numpy().astype(int)):
+        left, right = (np.asarray(im, int) for im in battles.images(lab_store, b))
+        exact += int(np.array_equal(left, mine) or np.array_equal(right, mine))
+        matched.append("right" if np.array_equal(right, mine) else "left")
+    lo, hi = 60 * 0.5 - 1.96 * (60 * 0.25) ** 0.5, 60 * 0.5 + 1.96 * (60 * 0.25) ** 0.5  # about 22..38 of 60
+    for guesses in (replayed, matched):
+        hits = sum(g == t for g, t in zip(guesses, truth))
+        assert lo <= hits <= hi, hits
+    assert exact == 0 and all(b["seed"] != public[b["prompt"]] for b in rows)  # none at its public seed

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import secrets
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from ..sampling import sample
 from ..store import Store
 from . import settings as S
 from .settings import PrepareConfig
+
+_random = secrets.SystemRandom()  # battle seeds and sides: from the OS's cryptographic source
 
 
 # -- prompts ------------------------------------------------------------------------------------
@@ -73,20 +78,30 @@ def prompt_source(source: str, *, n: int = 100, seed: int = 0, category: str | N
 
 
 # -- preparing ------------------------------------------------------------------------------------
-def plan(setting_keys: list[str], prompts: list[Prompt], cfg: PrepareConfig,
-         counts: dict[tuple[str, str], int]) -> list[tuple[str, str, Prompt]]:
-    """Which comparison each new battle goes to: always the one with the fewest battles and votes
-    so far (`counts`, per ordered pair), prompts taken in order and reused when they run out."""
+def plan(setting_keys: list[str], prompts: list[Prompt], cfg: PrepareConfig, counts: dict[tuple[str, str], int],
+         category_counts: dict[tuple[str, str, str | None], int] | None = None) -> list[tuple[str, str, Prompt]]:
+    """Which comparison each new battle goes to, prompts taken in order and reused when they run
+    out: within the prompt's category, the comparisons take turns (so that each gets every category
+    and a category names no opponent); among those even there, the one with the fewest battles and
+    votes so far (`counts` per ordered pair, `category_counts` per ordered pair and category)."""
     if cfg.pairs == "first":
         pairs = [(setting_keys[0], k) for k in setting_keys[1:]]
     else:
         pairs = list(combinations(setting_keys, 2))
     load = {p: counts.get(p, 0) + counts.get(p[::-1], 0) for p in pairs}
+    category_counts = category_counts or {}
+    by_category = Counter()
+    for (a, b, c), k in category_counts.items():
+        for p in ((a, b), (b, a)):
+            if p in load:
+                by_category[p, c] += k
     out = []
     for i in range(cfg.n):
-        pair = min(pairs, key=lambda p: load[p])  # first of the least loaded, in the given order
+        prompt = prompts[i % len(prompts)]
+        pair = min(pairs, key=lambda p: (by_category[p, prompt.category], load[p]))  # first of the equals, in order
+        by_category[pair, prompt.category] += 1
         load[pair] += 1
-        out.append((*pair, prompts[i % len(prompts)]))
+        out.append((*pair, prompt))
     return out
 
 
@@ -131,8 +146,11 @@ def prepare(store: Store, settings: list[dict], prompts: list[Prompt], cfg: Prep
             progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Pre-generate `cfg.n` battles between the settings on the prompts; returns the battle rows.
 
-    Every image is made before the first battle row is written, so raters never see half a
-    battle; an image an earlier battle made for the same setting, prompt and seed is reused."""
+    Every image is made before the first battle row is written, so raters never see half a battle.
+    Nothing a rater could recompute tells the sides apart: each battle's noise seed (its two sides
+    share it, so only the settings differ) and which side is on the left come from the system's
+    cryptographic random source, never from public inputs, and every battle has image files of its
+    own, so one battle's reveal says nothing of another's."""
     cfg = cfg or PrepareConfig()
     cfg.check(len(settings))
     if not prompts:
@@ -148,43 +166,31 @@ def prepare(store: Store, settings: list[dict], prompts: list[Prompt], cfg: Prep
         raise UsageError("prepare needs a data directory to keep the battle images")
     load = load or (lambda name: registry.load(name, store=store, device=cfg.device))
     counts = {(r["a_setting"], r["b_setting"]): r["n_battles"] + r["n_votes"] for r in store.comparison_counts()}
-    battles = plan(keys, prompts, cfg, counts)
+    per_category = Counter((b["a_setting"], b["b_setting"], b["category"]) for b in store.battles())
+    planned = [(a, b, replace(p, seed=_random.randrange(2**31)))
+               for a, b, p in plan(keys, prompts, cfg, counts, per_category)]
 
-    # 1. What each setting must draw (skipping images an earlier battle already holds).
-    files: dict[tuple[str, str, int], str] = {}
-    todo: dict[str, list[Prompt]] = {k: [] for k in keys}
-    for a, b, p in battles:
-        for k in (a, b):
-            if (k, p.text, p.seed) in files:
-                continue
-            old = store.arena_image(k, p.text, p.seed)
-            if old and (store.root / "arena" / old).exists():
-                files[(k, p.text, p.seed)] = old
-            else:
-                files[(k, p.text, p.seed)] = ""
-                todo[k].append(p)
-    total, done = sum(len(v) for v in todo.values()), 0
-
-    # 2. Draw them, one setting (one loaded model) at a time.
+    # 1. Each setting draws its side of every battle it is in, one loaded model at a time.
+    files: dict[tuple[int, str], str] = {}
+    total, done = 2 * len(planned), 0
     for k, setting in zip(keys, settings):
-        for i in range(0, len(todo[k]), cfg.batch_size):
-            chunk = todo[k][i : i + cfg.batch_size]
-            for p, image in zip(chunk, render(load(setting["model"]), setting, chunk, cfg.batch_size)):
+        mine = [(i, p) for i, (a, b, p) in enumerate(planned) if k in (a, b)]
+        for j in range(0, len(mine), cfg.batch_size):
+            chunk = mine[j : j + cfg.batch_size]
+            for (i, _), image in zip(chunk, render(load(setting["model"]), setting, [p for _, p in chunk],
+                                                   cfg.batch_size)):
                 path = store.new_file(".png", folder="arena")
                 image.save(path)
-                files[(k, p.text, p.seed)] = path.name
+                files[(i, k)] = path.name
             done += len(chunk)
             if progress:
                 progress(done, total)
 
-    # 3. Write the battles, each with its left side drawn at random.
-    rng = random.Random(f"arena-left-{cfg.seed}-{len(store.battles())}")
-    rows = []
-    for a, b, p in battles:
-        rows.append(store.add_battle(prompt=p.text, seed=p.seed, category=p.category, source=cfg.source,
-                                     a_setting=a, b_setting=b, a_image=files[(a, p.text, p.seed)],
-                                     b_image=files[(b, p.text, p.seed)], left_side=rng.choice("ab")))
-    return rows
+    # 2. Write the battles, each with its left side drawn at random.
+    return [store.add_battle(prompt=p.text, seed=p.seed, category=p.category, source=cfg.source, a_setting=a,
+                             b_setting=b, a_image=files[(i, a)], b_image=files[(i, b)],
+                             left_side=_random.choice("ab"))
+            for i, (a, b, p) in enumerate(planned)]
 
 
 # -- pairing and showing ----------------------------------------------------------------------------

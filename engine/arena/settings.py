@@ -134,7 +134,6 @@ MAX_BATTLES = 10_000
 class PrepareConfig:
     n: int = 100  # battles to prepare
     pairs: str = "first"  # "first": the first setting against each other one; "all": every pair
-    seed: int = 0  # draws the left side of each battle
     batch_size: int = 16  # images generated per forward batch
     device: str = "auto"  # where the models run
     source: str = "golden"  # where the prompts came from: a golden-set name, "world" or "admin"

@@ -20,14 +20,15 @@ group("arena", "blind arena: prepare battles, export votes, print the leaderboar
              help="golden set (JSONL: prompt, seed, category); default: fresh prompts of the embedded world"),
          arg("--category", default=None, help="embedded-world prompts of this category only"),
          arg("--prompt", action="append", default=None, help="a prompt typed by hand (repeat)"),
-         arg("--seed", type=SEED, default=0),
+         arg("--seed", type=SEED, default=0, help="which embedded-world prompts; typed prompts' seeds (battles' own "
+             "noise seeds are drawn in secret)"),
          arg("--batch-size", type=int_in(1, 4096), default=16),
          *COMMON)
 def prepare(args) -> dict:
     if args.prompt and args.golden:
         raise UsageError("--prompt and --golden: give one source of prompts, not both")
     settings = [parse(s) for s in args.setting]
-    cfg = PrepareConfig(n=args.n, pairs=args.pairs, seed=args.seed, batch_size=args.batch_size, device=args.device)
+    cfg = PrepareConfig(n=args.n, pairs=args.pairs, batch_size=args.batch_size, device=args.device)
     cfg.check(len(settings))
     from ..arena import battles
 
