@@ -148,6 +148,16 @@ def _jobs_of_any_kind(db: sqlite_utils.Database) -> None:
     jobs.transform(rename={"recipe": "payload", "round": "part", "rounds": "parts"}, drop={"technique", "teacher"})
 
 
+@MIGRATIONS(name="arena_served")
+def _arena_served(db: sqlite_utils.Database) -> None:
+    # Which battle was shown to which rater, latest last: a vote counts only on a battle served to
+    # its rater, and an undo only while that battle is still the rater's latest.
+    db.execute("""CREATE TABLE served (
+        id INTEGER PRIMARY KEY, battle_id INTEGER NOT NULL REFERENCES battles(id), rater TEXT NOT NULL,
+        created TEXT NOT NULL, UNIQUE (battle_id, rater))""")
+    db.execute("CREATE INDEX served_rater ON served (rater, id)")
+
+
 def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
     """Databases made before the lab used sqlite-utils' migrations recorded them in a `migrations`
     table of their own: record those as applied, under the same names, and drop that table."""
@@ -290,31 +300,47 @@ class Store:
             "SELECT b.a_setting, b.b_setting, count(DISTINCT b.id) AS n_battles, count(v.id) AS n_votes "
             "FROM battles b LEFT JOIN votes v ON v.battle_id = b.id GROUP BY b.a_setting, b.b_setting"))
 
+    def serve(self, battle_id: int, rater: str) -> None:
+        """Record that the battle is on this rater's screen now (their latest)."""
+        with self._write():
+            self.db.execute("INSERT OR REPLACE INTO served (battle_id, rater, created) VALUES (?, ?, ?)",
+                            [battle_id, rater, _now()])
+
     def record_vote(self, battle_id: int, rater: str, outcome: str) -> dict:
-        """Insert one vote in one short transaction. A second vote by the same rater on the same
-        battle, or a vote on a battle that does not exist, raises UsageError and writes nothing."""
+        """Insert one vote in one short transaction, on a battle served to this rater. A second vote
+        by the same rater on the same battle, a battle never served to them, or one that does not
+        exist raises UsageError and writes nothing."""
         with self._write():
             cur = self.db.execute(
                 "INSERT INTO votes (battle_id, rater, left_setting, right_setting, outcome, after_undo, created) "
                 "SELECT id, :rater, CASE left_side WHEN 'a' THEN a_setting ELSE b_setting END, "
                 "CASE left_side WHEN 'a' THEN b_setting ELSE a_setting END, :outcome, "
                 "EXISTS (SELECT 1 FROM vote_undos u WHERE u.battle_id = :b AND u.rater = :rater), :now "
-                "FROM battles WHERE id = :b ON CONFLICT (battle_id, rater) DO NOTHING",
+                "FROM battles WHERE id = :b "
+                "AND EXISTS (SELECT 1 FROM served s WHERE s.battle_id = :b AND s.rater = :rater) "
+                "ON CONFLICT (battle_id, rater) DO NOTHING",
                 {"b": battle_id, "rater": rater, "outcome": outcome, "now": _now()})
             inserted = cur.rowcount
         if inserted == 1:
             return self._one("SELECT * FROM votes WHERE battle_id = ? AND rater = ?", [battle_id, rater])
         if self.battle(battle_id) is None:
             raise UsageError("battle: no such battle (it may have been removed); load the next one")
+        if self._one("SELECT 1 AS x FROM served WHERE battle_id = ? AND rater = ?", [battle_id, rater]) is None:
+            raise UsageError(f"battle: this battle was not shown to rater {rater!r}; load the next one")
         raise UsageError(f"rater {rater!r} has already voted on this battle: one vote per rater per battle")
 
     def undo_last_vote(self, rater: str) -> dict | None:
-        """Withdraw this rater's most recent vote (kept in vote_undos); returns it, or None."""
+        """Withdraw this rater's most recent vote (kept in vote_undos) while its battle is still the
+        latest one served to them; returns it, or None when they have no vote. An earlier vote, or
+        the last one once the next battle is on screen, raises UsageError and changes nothing."""
         with self._write():
             vote = self._one("SELECT id, battle_id, rater, outcome, created FROM votes WHERE rater = ? "
                              "ORDER BY id DESC LIMIT 1", [rater])
             if vote is None:
                 return None
+            latest = self._one("SELECT battle_id FROM served WHERE rater = ? ORDER BY id DESC LIMIT 1", [rater])
+            if latest is None or latest["battle_id"] != vote["battle_id"]:
+                raise UsageError("undo: only your last vote, before the next battle is loaded")
             self.db["vote_undos"].insert({"battle_id": vote["battle_id"], "rater": rater, "outcome": vote["outcome"],
                                           "voted": vote["created"], "undone": _now()})
             self.db.execute("DELETE FROM votes WHERE id = ?", [vote["id"]])

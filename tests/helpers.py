@@ -120,3 +120,11 @@ def register_lineage(store, tiny_model_dir, tmp_path) -> None:
             p.add_(0.05 * torch.randn_like(p))
     student.save(tmp_path / "student", dtype=torch.float32, extra={"recommended": {"steps": 2, "guidance": 5.0}})
     store.register_model("tiny-student", tmp_path / "student", "embedded", parent="tiny-teacher", round=0)
+
+
+def cast(store, battle: dict, rater: str, outcome: str) -> dict:
+    """Show the battle to the rater (as `next_battle` does), then vote on it through `votes.cast`."""
+    from engine.arena import votes
+
+    store.serve(battle["id"], votes.check_rater(rater))
+    return votes.cast(store, battle["token"], rater, outcome)

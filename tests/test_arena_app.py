@@ -81,13 +81,16 @@ def test_vote_reveal_refusals_and_undo(arena_only):
             client.predict(*args, api_name="/arena_vote")
     assert store.vote_count() == n
     assert next(v for v in store.votes() if v["rater"] == "frank")["outcome"] == "left"
-    nxt = client.predict("frank", api_name="/arena_next")
-    assert nxt[0] != token  # never the battle one has voted on
-    back = client.predict("frank", api_name="/arena_undo")
+    back = client.predict("frank", api_name="/arena_undo")  # before the next battle is loaded
     assert back[0] == token and "withdrawn" in back[5]
     assert store.vote_count() == n - 1
     client.predict(token, "frank", "tie", api_name="/arena_vote")
     assert next(v for v in store.votes() if v["rater"] == "frank")["after_undo"] == 1
+    nxt = client.predict("frank", api_name="/arena_next")
+    assert nxt[0] != token  # never the battle one has voted on
+    with pytest.raises(Exception, match="only your last vote, before the next battle"):
+        client.predict("frank", api_name="/arena_undo")  # that battle is on screen now: the vote stands
+    assert store.vote_count() == n
 
 
 def test_a_signed_in_rater_is_the_authenticated_user(tmp_path, tiny_model_dir):

@@ -7,9 +7,10 @@ import random
 import numpy as np
 import pytest
 from arena_load import seed_battles
+from helpers import cast
 from PIL import Image
 
-from engine.arena import battles, leaderboard, votes
+from engine.arena import battles, leaderboard
 from engine.arena import settings as S
 from engine.errors import UsageError
 from engine.families.embedded import EmbeddedFamily
@@ -107,20 +108,20 @@ def test_next_battle_prefers_the_comparison_and_battle_with_fewest_votes(tmp_pat
     busy = pair(rows[0])
     for b in rows:
         if pair(b) == busy:
-            votes.cast(store, b["token"], "early", "left")
+            cast(store, b, "early", "left")
     rng = random.Random(0)
     seen = []
     for _ in range(3):
         b = battles.next_battle(store, "newcomer", rng)
         assert pair(b) != busy  # the comparison nobody has voted on comes first
         seen.append(b["id"])
-        votes.cast(store, b["token"], "newcomer", "tie")
+        cast(store, b, "newcomer", "tie")
     assert len(set(seen)) == 3
     rest = [battles.next_battle(store, "newcomer", rng)["id"]]
-    votes.cast(store, store.battle(rest[0])["token"], "newcomer", "tie")
+    cast(store, store.battle(rest[0]), "newcomer", "tie")
     assert pair(store.battle(rest[0])) == busy
     while (b := battles.next_battle(store, "newcomer", rng)) is not None:
-        votes.cast(store, b["token"], "newcomer", "left")
+        cast(store, b, "newcomer", "left")
     assert len(store.battle_candidates("newcomer")) == 0  # never the same battle twice
 
 
@@ -178,7 +179,7 @@ def test_leaderboard_student_against_teacher_per_category(lab_store):
         for b in made:
             student_left = b["left_side"] == "b"
             won = b["category"] == "faces"
-            votes.cast(lab_store, b["token"], rater, "left" if student_left == won else "right")
+            cast(lab_store, b, rater, "left" if student_left == won else "right")
     board = leaderboard.leaderboard(lab_store, leaderboard.LeaderboardConfig(n_bootstrap=100))
     rows = {r["category"]: r for r in board["student_vs_teacher"]}
     assert rows["all"]["student"].startswith("zebra-student") and rows["all"]["teacher"].startswith("zebra-teacher")
@@ -220,7 +221,7 @@ def test_cli_prepare_leaderboard_export(tmp_path, capsys, monkeypatch):
     assert json.loads(out) == {"battles": 2, "total_battles": 2}
     store = Store(tmp_path)
     for b in store.battles():
-        votes.cast(store, b["token"], "alice", "left" if b["left_side"] == "a" else "right")  # the 2-step side wins
+        cast(store, b, "alice", "left" if b["left_side"] == "a" else "right")  # the 2-step side wins
     code, out, _ = cli(capsys, monkeypatch, tmp_path, "arena", "leaderboard", "--json", "--bootstrap", "50")
     board = json.loads(out)
     assert board["votes"] == 2 and board["ratings"][0]["setting"] == "embedded · 2 steps · guidance 5"

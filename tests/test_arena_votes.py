@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from arena_load import seed_battles
+from helpers import cast
 
 from engine.arena import settings as S
 from engine.arena import votes
@@ -29,7 +30,7 @@ def snapshot(s: Store):
 
 def test_a_vote_records_battle_rater_sides_outcome_and_time(store):
     b = store.battles()[0]
-    row = votes.cast(store, b["token"], "  alice ", "left")
+    row = cast(store, b, "  alice ", "left")
     assert row["battle_id"] == b["id"] and row["rater"] == "alice" and row["outcome"] == "left"
     left = b["a_setting"] if b["left_side"] == "a" else b["b_setting"]
     right = b["b_setting"] if b["left_side"] == "a" else b["a_setting"]
@@ -46,10 +47,13 @@ def test_a_vote_records_battle_rater_sides_outcome_and_time(store):
     ("FIRST", "", "left", "rater"),
     ("FIRST", "   ", "tie", "rater"),
     ("FIRST", "x" * 65, "tie", "rater"),
+    ("FIRST", "carol", "left", "this battle was not shown to rater 'carol'"),  # a token from someone else
 ])
 def test_bad_votes_are_refused_and_change_nothing(store, token, rater, outcome, message):
-    first = store.battles()[0]["token"]
-    votes.cast(store, first, "alice", "right")
+    battle = store.battles()[0]
+    first = battle["token"]
+    cast(store, battle, "alice", "right")
+    store.serve(battle["id"], "bob")  # bob has it on screen too
     before = snapshot(store)
     with pytest.raises(UsageError, match=message):
         votes.cast(store, first if token == "FIRST" else token, rater, outcome)
@@ -59,6 +63,7 @@ def test_bad_votes_are_refused_and_change_nothing(store, token, rater, outcome, 
 
 def test_the_database_itself_refuses_a_second_vote_and_a_bad_outcome(store):
     b = store.battles()[0]
+    store.serve(b["id"], "alice")
     store.record_vote(b["id"], "alice", "tie")
     with pytest.raises(sqlite3.IntegrityError):
         with store.db.conn:
@@ -73,14 +78,14 @@ def test_the_database_itself_refuses_a_second_vote_and_a_bad_outcome(store):
 
 def test_undo_withdraws_only_ones_own_last_vote_and_flags_the_revote(store):
     bs = store.battles()
-    votes.cast(store, bs[0]["token"], "alice", "left")
-    votes.cast(store, bs[1]["token"], "alice", "right")
-    votes.cast(store, bs[2]["token"], "bob", "tie")
+    cast(store, bs[0], "alice", "left")
+    cast(store, bs[1], "alice", "right")
+    cast(store, bs[2], "bob", "tie")
     back = votes.undo(store, "alice")
     assert back["id"] == bs[1]["id"]
     assert sorted((v["rater"], v["battle_id"]) for v in store.votes()) == [("alice", bs[0]["id"]), ("bob", bs[2]["id"])]
     assert store.undo_count() == 1
-    again = votes.cast(store, bs[1]["token"], "alice", "left")  # allowed again, and marked
+    again = cast(store, bs[1], "alice", "left")  # allowed again, and marked
     assert again["after_undo"] == 1
     assert votes.undo(store, "carol") is None
     with pytest.raises(UsageError, match="rater"):
@@ -97,8 +102,8 @@ def test_reveal_names_each_side(store):
 
 def test_export_csv_and_json_hold_every_vote(store, tmp_path):
     bs = store.battles()
-    votes.cast(store, bs[0]["token"], "alice", "left")
-    votes.cast(store, bs[1]["token"], "bob", "both_bad")
+    cast(store, bs[0], "alice", "left")
+    cast(store, bs[1], "bob", "both_bad")
     rows = list(csv.DictReader(io.StringIO(votes.export(store, "csv", tmp_path / "v.csv"))))
     assert [r["rater"] for r in rows] == ["alice", "bob"]
     assert rows[0]["winner"] == rows[0]["left"] and rows[1]["winner"] == ""
@@ -119,7 +124,7 @@ def test_many_threads_no_lost_or_doubled_votes(tmp_path):
         for b in battles:
             for _ in range(2):  # every vote sent twice, racing the other threads' writes
                 try:
-                    votes.cast(store, b["token"], f"r{i}", "left")
+                    cast(store, b, f"r{i}", "left")
                 except UsageError as e:
                     refused.append(str(e))
                 except Exception as e:
@@ -141,30 +146,33 @@ def test_typed_names_are_one_rater_however_written_and_look_alikes_are_refused(s
     with pytest.raises(UsageError, match="one alphabet, got letters of cyrillic, latin"):
         votes.check_rater("v-tw\u0456ce")  # a Cyrillic i among Latin letters
     b = store.battles()[0]
-    votes.cast(store, b["token"], "V-Twice", "left")
+    cast(store, b, "V-Twice", "left")
     with pytest.raises(UsageError, match="already voted"):
-        votes.cast(store, b["token"], "v-twice", "right")  # the same rater, written otherwise
+        cast(store, b, "v-twice", "right")  # the same rater, written otherwise
     assert [v["rater"] for v in store.votes()] == ["v-twice"]
 
 
 def test_a_csv_export_holds_no_formula(store, tmp_path):
     for i, rater in enumerate(["=HYPERLINK(\"http://x\")", "+1", "-2", "@sum", "plain"]):
-        votes.cast(store, store.battles()[i]["token"], rater, "left")
+        cast(store, store.battles()[i], rater, "left")
     rows = list(csv.DictReader(io.StringIO(votes.export(store, "csv"))))
     assert [r["rater"] for r in rows] == ["'=hyperlink(\"http://x\")", "'+1", "'-2", "'@sum", "plain"]
     assert json.loads(votes.export(store, "json"))[1]["rater"] == "+1"  # JSON keeps the value as it is
 
 
 def test_concurrent_undos_write_exactly_the_audit_rows_of_the_votes_they_removed(store):
-    """The undo reads the last vote inside its write transaction: 12 undos at once for a rater with
-    3 votes remove the 3 and leave 3 audit rows, not 12."""
+    """The undo reads the last vote inside its write transaction: of 12 undos at once for a rater
+    with 3 votes, one removes the last vote and writes its one audit row; the other 11 find that
+    vote gone and an earlier one, which may not be undone, and change nothing."""
     for b in store.battles()[:3]:
-        votes.cast(store, b["token"], "quinn", "left")
-    undone, errors = [], []
+        cast(store, b, "quinn", "left")
+    undone, refused, errors = [], [], []
 
     def undo():
         try:
             undone.append(votes.undo(store, "quinn"))
+        except UsageError as e:
+            refused.append(str(e))
         except Exception as e:
             errors.append(e)
 
@@ -173,6 +181,31 @@ def test_concurrent_undos_write_exactly_the_audit_rows_of_the_votes_they_removed
         t.start()
     for t in threads:
         t.join()
-    assert not errors
-    assert sorted(b["id"] for b in undone if b) == sorted(b["id"] for b in store.battles()[:3])
-    assert store.vote_count() == 0 and store.undo_count() == 3
+    assert not errors and len(refused) == 11 and all("only your last vote" in m for m in refused)
+    assert [b["id"] for b in undone] == [store.battles()[2]["id"]]
+    assert store.vote_count() == 2 and store.undo_count() == 1
+
+
+def test_undo_only_the_last_vote_and_only_before_the_next_battle(store):
+    bs = store.battles()
+    cast(store, bs[0], "ruth", "left")
+    cast(store, bs[1], "ruth", "right")
+    store.serve(bs[2]["id"], "ruth")  # the next battle is on her screen: the vote before it stands
+    before = snapshot(store)
+    with pytest.raises(UsageError, match="only your last vote, before the next battle"):
+        votes.undo(store, "ruth")
+    assert snapshot(store) == before
+
+
+def test_votes_cast_again_after_an_undo_are_counted_apart(store):
+    from engine.arena import leaderboard
+
+    bs = store.battles()
+    for b in bs[:4]:
+        cast(store, b, "sam", "left")
+    assert votes.undo(store, "sam")["id"] == bs[3]["id"]
+    cast(store, bs[3], "sam", "right")  # cast once the sides were revealed
+    blind = leaderboard.leaderboard(store, leaderboard.LeaderboardConfig(n_bootstrap=0))
+    every = leaderboard.leaderboard(store, leaderboard.LeaderboardConfig(n_bootstrap=0, include_revotes=True))
+    assert (blind["votes"], every["votes"]) == (3, 4) and blind["revotes_after_undo"] == 1
+    assert "Re-votes after an undo (cast once the sides were revealed): 1, not counted." in leaderboard.summary(blind)

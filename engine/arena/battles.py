@@ -200,8 +200,9 @@ def pair_of(a_setting: str, b_setting: str) -> tuple[str, str]:
 
 
 def next_battle(store: Store, rater: str, rng: random.Random | None = None) -> dict | None:
-    """The battle this rater should see next, or None when they have voted on all of them: from
-    the comparison with the fewest votes, the battle with the fewest votes, ties at random."""
+    """The battle this rater should see next (recorded as served to them), or None when they have
+    voted on all of them: from the comparison with the fewest votes, the battle with the fewest
+    votes, ties at random."""
     candidates = store.battle_candidates(rater)
     if not candidates:
         return None
@@ -212,6 +213,7 @@ def next_battle(store: Store, rater: str, rng: random.Random | None = None) -> d
     rng = rng or random.Random()
     best = min(candidates, key=lambda c: (pair_votes.get(pair_of(c["a_setting"], c["b_setting"]), 0),
                                           c["n_votes"], rng.random()))
+    store.serve(best["id"], rater)
     return store.battle(best["id"])
 
 

@@ -19,6 +19,7 @@ class LeaderboardConfig:
     n_bootstrap: int = 1000  # resamples for the rating intervals
     seed: int = 0  # of the resampling
     category: str | None = None  # only votes on prompts of this golden-set category
+    include_revotes: bool = False  # count votes cast again after an undo (the rater had seen the reveal)
 
 
 def _triples(votes: list[dict]) -> list[tuple[str, str, float]]:
@@ -57,6 +58,9 @@ def leaderboard(store: Store, cfg: LeaderboardConfig | None = None) -> dict:
     votes = store.votes()
     if cfg.category is not None:
         votes = [v for v in votes if v["category"] == cfg.category]
+    revotes = sum(bool(v["after_undo"]) for v in votes)
+    if not cfg.include_revotes:  # cast after the reveal: not blind any more
+        votes = [v for v in votes if not v["after_undo"]]
     ratings = bradley_terry(_triples(votes), BTConfig(n_bootstrap=cfg.n_bootstrap, seed=cfg.seed))
     for r in ratings:
         r["setting"] = S.label(r.pop("model"))
@@ -68,7 +72,7 @@ def leaderboard(store: Store, cfg: LeaderboardConfig | None = None) -> dict:
             "student_vs_teacher": student_vs_teacher(store, votes),
             "position_bias": position_bias([v["outcome"] for v in votes]),
             "agreement": agreement(by_battle, OUTCOMES),
-            "revotes_after_undo": sum(bool(v["after_undo"]) for v in votes)}
+            "revotes_after_undo": revotes, "revotes_counted": cfg.include_revotes}
 
 
 RATING_COLUMNS = ["rank", "setting", "rating", "95% interval", "votes"]
@@ -99,7 +103,8 @@ def summary(board: dict) -> str:
             f"ties or both bad: {_num(pb['tie_rate'], '.2f')}.  \n"
             f"Rater agreement on {ag['items']} battles rated by several raters ({ag['pairs']} rater pairs): "
             f"{_num(ag['agreement'], '.2f')}, Fleiss' kappa {_num(ag['kappa'], '.2f')}.  \n"
-            f"Re-votes after an undo: {board['revotes_after_undo']}.")
+            f"Re-votes after an undo (cast once the sides were revealed): {board['revotes_after_undo']}, "
+            f"{'counted' if board['revotes_counted'] else 'not counted'}.")
 
 
 def _md_table(columns: list[str], rows: list[list]) -> str:

@@ -55,7 +55,8 @@ def cast(store: Store, token: str, rater: str, outcome: str) -> dict:
 
 
 def undo(store: Store, rater: str) -> dict | None:
-    """Withdraw the rater's most recent vote; returns its battle (to vote on again) or None."""
+    """Withdraw the rater's last vote, before the next battle is loaded; returns its battle (to
+    vote on again, and counted apart as a re-vote after a reveal) or None."""
     vote = store.undo_last_vote(check_rater(rater))
     return store.battle(vote["battle_id"]) if vote else None
 

@@ -59,10 +59,13 @@ def export(args) -> dict:
          arg("--bootstrap", type=int_in(0, 100_000), default=1000, help="resamples for the intervals"),
          arg("--seed", type=SEED, default=0),
          arg("--category", default=None),
+         arg("--include-revotes", action="store_true",
+             help="count votes cast again after an undo, when the rater had seen the sides"),
          arg("--json", action="store_true", help="print JSON instead of Markdown"),
          DATA_DIR)
 def leaderboard(args):
     from ..arena import leaderboard as board
 
-    result = board.leaderboard(open_store(args), board.LeaderboardConfig(args.bootstrap, args.seed, args.category))
+    cfg = board.LeaderboardConfig(args.bootstrap, args.seed, args.category, args.include_revotes)
+    result = board.leaderboard(open_store(args), cfg)
     return result if args.json else board.markdown(result)
