@@ -1,16 +1,20 @@
 """Arena tab: blind votes between two images of the same prompt and seed.
 
 Nothing that identifies a model or its settings reaches the browser before the vote: the battle
-travels as an opaque token, the images as freshly encoded PNGs under content-hash names, the
-labels read only "Left" and "Right". The vote's answer reveals both settings in place; "Next
+travels as an opaque token, the images as uncompressed PNGs (of one size in bytes) under names that
+trace to nothing, the labels read only "Left" and "Right". The vote's answer reveals both settings in place; "Next
 battle" loads the next one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+import tempfile
+from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from engine.arena import battles, votes
 from engine.errors import UsageError
@@ -22,6 +26,7 @@ INTRO = ("Two images of the same prompt, made by two model settings you cannot s
          "(look at the shapes, faces, digits and fine textures; open an image full screen to zoom). "
          "Who made which is shown after your vote.")
 _rng = random.Random()
+SERVED = Path(tempfile.gettempdir()) / "distillation-lab-arena"
 
 
 def _rater(text: str | None, request: gr.Request | None) -> str:
@@ -43,11 +48,25 @@ def _show(lab: Lab, battle: dict | None, rater: str, note: str = "") -> tuple:
         return ("", gr.update(value=None, label="Left"), gr.update(value=None, label="Right"), "",
                 "**No battles left for you.** Thank you! Ask an admin to prepare more.", status,
                 gr.update(visible=False), gr.update(visible=False), gr.update(visible=False))
-    left, right = battles.images(lab.store, battle)
-    return (battle["token"], gr.update(value=enlarge(left), label="Left"),
-            gr.update(value=enlarge(right), label="Right"),
+    left, right = (_as_served(lab, battle, name, image)
+                   for name, image in zip(battles.files(battle), battles.images(lab.store, battle)))
+    return (battle["token"], gr.update(value=left, label="Left"), gr.update(value=right, label="Right"),
             battle["prompt"], "", status,
             gr.update(visible=True), gr.update(visible=False), gr.update(visible=False))
+
+
+def _as_served(lab: Lab, battle: dict, stored: str, image: Image.Image) -> str:
+    """The file a rater's browser receives for one side of a battle: the image enlarged, as an
+    uncompressed PNG, whose size in bytes is the same for every image of its size (a compressed
+    file's size tells a detailed image from a plain one), under a name of its own that cannot be
+    traced to the stored file. Made once, in the system's temporary folder (Gradio serves files
+    from there, never from the data directory); every rater of the battle gets the same file."""
+    name = hashlib.sha256(f"{battle['token']}/{stored}".encode()).hexdigest()[:24]
+    path = SERVED / f"{name}.png"
+    if not path.exists():
+        SERVED.mkdir(exist_ok=True)
+        enlarge(image).save(path, compress_level=0)
+    return str(path)
 
 
 def next_battle(lab: Lab, rater_text: str, request: gr.Request = None) -> tuple:

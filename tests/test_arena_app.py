@@ -122,3 +122,21 @@ def test_auth_file_gives_each_rater_a_sign_in(tmp_path):
     with pytest.raises(SystemExit) as e:  # the app refuses to start, with the line named
         main(["--auth-file", str(bad), "--data-dir", str(tmp_path / "d")])
     assert e.value.code == 2
+
+
+def test_served_images_are_all_one_size_in_bytes_and_never_shared_between_battles(tmp_path, tiny_model_dir):
+    """A rater cannot pick the plainer (or more detailed) image by its file size, nor carry one
+    battle's reveal to another through a URL."""
+    store = arena_store(tmp_path, tiny_model_dir, n=4)
+    demo = build_arena_app(Lab(store))
+    try:
+        client = Client(serve(demo), verbose=False, download_files=False)
+        sizes, urls = set(), []
+        while (shown := client.predict("olga", api_name="/arena_next"))[0]:
+            for image in (shown[1]["value"], shown[2]["value"]):
+                sizes.add(len(get(image["url"])))
+                urls.append(image["url"])
+            client.predict(shown[0], "olga", "tie", api_name="/arena_vote")
+        assert len(urls) == 8 == len(set(urls)) and len(sizes) == 1
+    finally:
+        demo.close()

@@ -224,8 +224,12 @@ def sides(battle: dict) -> tuple[str, str]:
     return battle["b_setting"], battle["a_setting"]
 
 
+def files(battle: dict) -> tuple[str, str]:
+    """(left image file, right image file) of a battle, under the data directory's arena/."""
+    return (battle["a_image"], battle["b_image"]) if battle["left_side"] == "a" else \
+        (battle["b_image"], battle["a_image"])
+
+
 def images(store: Store, battle: dict) -> tuple[Image.Image, Image.Image]:
     """(left image, right image) of a battle, read from the data directory."""
-    files = (battle["a_image"], battle["b_image"]) if battle["left_side"] == "a" else \
-        (battle["b_image"], battle["a_image"])
-    return tuple(Image.open(store.root / "arena" / f).convert("RGB") for f in files)
+    return tuple(Image.open(store.root / "arena" / f).convert("RGB") for f in files(battle))
