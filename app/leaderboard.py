@@ -52,8 +52,9 @@ def build(lab: Lab) -> dict:
     """Lay out the tab inside the current Blocks context; returns the components tests use."""
     from engine.world import CATEGORIES
 
-    gr.Markdown("Ratings are recomputed from the votes every time (Bradley–Terry, ties count half; "
-                "rank = 1 + the number of settings whose lower bound is above this one's upper bound).")
+    gr.Markdown("Ratings are recomputed from the votes every time (Bradley–Terry with ties as their own "
+                "outcome, Davidson's model; rank = 1 + the number of settings whose lower bound is above this "
+                "one's upper bound; under 30 votes a rating is preliminary).")
     with gr.Row():
         category = gr.Dropdown([ALL], value=ALL, label="Golden-set category", scale=2)
         n_boot = gr.Slider(0, 5000, value=1000, step=100, label="Bootstrap resamples", scale=2)

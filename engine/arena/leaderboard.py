@@ -1,4 +1,5 @@
-"""The leaderboard, recomputed from the votes every time: Bradley–Terry ratings with intervals,
+"""The leaderboard, recomputed from the votes every time: ratings (Davidson's Bradley–Terry with
+ties) with intervals,
 each student's win rate against its teacher (overall and per golden-set category), position bias
 and agreement between raters. `markdown` prints it for the command line."""
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from .. import registry
 from ..store import Store
 from . import settings as S
-from .ratings import LEFT_SCORE, BTConfig, agreement, bradley_terry, position_bias, win_rate
+from .ratings import LEFT_SCORE, MIN_VOTES, RatingConfig, agreement, position_bias, ratings, win_rate
 from .votes import OUTCOMES
 
 
@@ -61,21 +62,21 @@ def leaderboard(store: Store, cfg: LeaderboardConfig | None = None) -> dict:
     revotes = sum(bool(v["after_undo"]) for v in votes)
     if not cfg.include_revotes:  # cast after the reveal: not blind any more
         votes = [v for v in votes if not v["after_undo"]]
-    ratings = bradley_terry(_triples(votes), BTConfig(n_bootstrap=cfg.n_bootstrap, seed=cfg.seed))
-    for r in ratings:
+    rows = ratings(_triples(votes), RatingConfig(n_bootstrap=cfg.n_bootstrap, seed=cfg.seed))
+    for r in rows:
         r["setting"] = S.label(r.pop("model"))
     by_battle: dict[int, list[str]] = {}
     for v in votes:
         by_battle.setdefault(v["battle_id"], []).append(v["outcome"])
     return {"votes": len(votes), "raters": len({v["rater"] for v in votes}),
-            "battles": len(by_battle), "category": cfg.category, "ratings": ratings,
+            "battles": len(by_battle), "category": cfg.category, "ratings": rows,
             "student_vs_teacher": student_vs_teacher(store, votes),
             "position_bias": position_bias([v["outcome"] for v in votes]),
             "agreement": agreement(by_battle, OUTCOMES),
             "revotes_after_undo": revotes, "revotes_counted": cfg.include_revotes}
 
 
-RATING_COLUMNS = ["rank", "setting", "rating", "95% interval", "votes"]
+RATING_COLUMNS = ["rank", "setting", "rating", "95% interval", "votes", "note"]
 WIN_COLUMNS = ["student", "teacher", "category", "win rate", "95% interval", "votes", "ties"]
 
 
@@ -84,8 +85,8 @@ def _num(x: float, fmt: str = ".0f") -> str:
 
 
 def rating_table(board: dict) -> list[list]:
-    return [[r["rank"], r["setting"], _num(r["rating"]), f"{_num(r['lower'])} – {_num(r['upper'])}", r["votes"]]
-            for r in board["ratings"]]
+    return [[r["rank"], r["setting"], _num(r["rating"]), f"{_num(r['lower'])} – {_num(r['upper'])}", r["votes"],
+             f"preliminary: under {MIN_VOTES} votes" if r["preliminary"] else ""] for r in board["ratings"]]
 
 
 def win_table(board: dict) -> list[list]:
@@ -115,6 +116,7 @@ def _md_table(columns: list[str], rows: list[list]) -> str:
 
 def markdown(board: dict) -> str:
     return "\n".join([
-        "## Ratings (Bradley–Terry, bootstrap 95% intervals)", "", _md_table(RATING_COLUMNS, rating_table(board)), "",
+        "## Ratings (Bradley–Terry with ties, Davidson 1970; bootstrap 95% intervals)", "",
+        _md_table(RATING_COLUMNS, rating_table(board)), "",
         "## Students against their teachers", "", _md_table(WIN_COLUMNS, win_table(board)), "",
         summary(board)])

@@ -1,11 +1,16 @@
-"""Ratings from preference votes: Bradley–Terry by maximum likelihood with bootstrap intervals,
-win rates with Wilson intervals, position bias and agreement between raters.
+"""Ratings from preference votes: Davidson's Bradley–Terry model with ties, fitted by maximum
+likelihood with bootstrap intervals; win rates with Wilson intervals, position bias and agreement
+between raters.
 
-Bradley–Terry (Bradley & Terry 1952) as FastChat's arena fits it (`monitor/rating_systems.py`):
-P(i beats j) = sigmoid(theta_i - theta_j), ties (and "both bad") count half a win to each side,
-ratings shown on the Elo scale 1000 + 400 * log10(e) * theta with mean theta 0, intervals from
-resampling the votes with replacement, rank = 1 + the number of models whose lower bound is above
-this one's upper bound. Nothing here is stored: everything is recomputed from the votes.
+Davidson (1970): with strengths pi_i = exp(theta_i) and a tie parameter nu,
+P(i beats j) = pi_i / D, P(tie) = nu * sqrt(pi_i * pi_j) / D, D = pi_i + pi_j + nu * sqrt(pi_i * pi_j).
+A tie (and "both bad") is its own outcome, not half a win to each side: counting it as half shrinks
+every rating towards the mean, and the intervals then miss the true strengths when ties are common.
+Among decisive votes P(i beats j) = sigmoid(theta_i - theta_j), as in Bradley & Terry (1952), so the
+ratings read on the same Elo scale, 1000 + 400 * log10(e) * theta with mean theta 0. Intervals come
+from resampling the votes with replacement; rank = 1 + the number of settings whose lower bound is
+above this one's upper bound; a setting with fewer than MIN_VOTES votes is marked preliminary.
+Nothing here is stored: everything is recomputed from the votes.
 """
 
 from __future__ import annotations
@@ -15,37 +20,49 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# How a vote scores for its left side: a win, a loss, or half of each.
+# How a vote scores for its left side: a win, a loss, or a tie (in the win rates: half of each).
 LEFT_SCORE = {"left": 1.0, "right": 0.0, "tie": 0.5, "both_bad": 0.5}
 ELO_SCALE = 400 / math.log(10)  # theta (natural log-odds) -> Elo points
 ELO_BASE = 1000.0
 Z95 = 1.959964
+MIN_VOTES = 30  # below this a setting's rating is marked preliminary
 
 
 @dataclass
-class BTConfig:
+class RatingConfig:
     n_bootstrap: int = 1000  # resamples of the votes for the intervals (0: no intervals)
     seed: int = 0  # of the resampling
-    l2: float = 1e-4  # tiny ridge so a model that won every vote still gets a finite rating
+    l2: float = 1e-4  # tiny ridge so a setting that won every vote still gets a finite rating
     iterations: int = 100  # Newton steps at most
 
 
-def _newton(i: np.ndarray, j: np.ndarray, wins: np.ndarray, n: np.ndarray, k: int, cfg: BTConfig) -> np.ndarray:
-    """Maximise sum_p W_p log s(d_p) + (N_p - W_p) log s(-d_p) - l2/2 |theta|^2, d_p = theta_i - theta_j,
-    for a batch of vote tallies at once. wins, n: (B, P) per pair of models; returns theta (B, K)."""
+def _newton(i: np.ndarray, j: np.ndarray, wins_i: np.ndarray, wins_j: np.ndarray, ties: np.ndarray, k: int,
+            cfg: RatingConfig) -> np.ndarray:
+    """Maximise Davidson's log-likelihood (minus l2/2 |theta, log nu|^2) for a batch of vote tallies
+    at once. Per pair p of settings i < j, with d = theta_i - theta_j, lam = log nu:
+    L_p = W_i d/2 - W_j d/2 + T lam - N log(e^(d/2) + e^(-d/2) + e^lam).
+    wins_i, wins_j, ties: (B, P); returns theta (B, K), mean 0."""
     x = np.zeros((len(i), k))  # (P, K) incidence: +1 at i, -1 at j
     x[np.arange(len(i)), i] = 1.0
     x[np.arange(len(i)), j] = -1.0
-    theta = np.zeros((wins.shape[0], k))
-    eye = np.eye(k)
+    n = wins_i + wins_j + ties
+    theta, lam = np.zeros((wins_i.shape[0], k)), np.zeros(wins_i.shape[0])
+    eye = np.eye(k + 1)
     for _ in range(cfg.iterations):
         d = theta @ x.T  # (B, P)
-        p = 1.0 / (1.0 + np.exp(-d))
-        grad = (wins - n * p) @ x - cfg.l2 * theta  # (B, K)
-        hess = np.einsum("pk,bp,pl->bkl", x, n * p * (1 - p), x) + cfg.l2 * eye  # minus the Hessian
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
+        a, b, c = np.exp(d / 2), np.exp(-d / 2), np.exp(lam)[:, None]
+        p_i, p_j, p_t = a / (a + b + c), b / (a + b + c), c / (a + b + c)
+        grad = np.concatenate([((wins_i - wins_j) / 2 - n * (p_i - p_j) / 2) @ x,
+                               (ties - n * p_t).sum(1, keepdims=True)], axis=1)
+        grad -= cfg.l2 * np.concatenate([theta, lam[:, None]], axis=1)
+        hess = np.empty((len(lam), k + 1, k + 1))  # minus the Hessian
+        hess[:, :k, :k] = np.einsum("pk,bp,pl->bkl", x, n / 4 * ((p_i + p_j) - (p_i - p_j) ** 2), x)
+        hess[:, :k, k] = hess[:, k, :k] = -(n * p_t * (p_i - p_j) / 2) @ x
+        hess[:, k, k] = (n * p_t * (1 - p_t)).sum(1)
+        step = np.linalg.solve(hess + cfg.l2 * eye, grad[..., None])[..., 0]
         step = np.clip(step, -4.0, 4.0)  # keeps Newton steady while a nearly separable tally runs off
-        theta += step
+        theta += step[:, :k]
+        lam += step[:, k]
         if np.abs(step).max() < 1e-9:
             break
     return theta - theta.mean(axis=1, keepdims=True)
@@ -71,44 +88,42 @@ def _tally(votes: list[tuple[str, str, float]], models: list[str]):
     return i, j, counts, cell_pair, cell_score, len(pairs)
 
 
-def _pair_totals(counts: np.ndarray, cell_pair: np.ndarray, cell_score: np.ndarray, n_pairs: int):
-    """(B, C) cell counts -> (B, P) wins of the lower-index model and (B, P) votes per pair."""
+def _pair_outcomes(counts: np.ndarray, cell_pair: np.ndarray, cell_score: np.ndarray, n_pairs: int):
+    """(B, C) cell counts -> (B, P) wins of the lower-index setting, wins of the other, and ties."""
     onehot = np.zeros((len(cell_pair), n_pairs))
     onehot[np.arange(len(cell_pair)), cell_pair] = 1.0
-    return (counts * cell_score) @ onehot, counts @ onehot
+    return tuple((counts * (cell_score == s)) @ onehot for s in (1.0, 0.0, 0.5))
 
 
-def bradley_terry(votes: list[tuple[str, str, float]], cfg: BTConfig | None = None) -> list[dict]:
-    """Ratings of every model in the votes (each vote: left model, right model, left's score in
-    {1, 0.5, 0}). Returns rows sorted best first: model, rating, lower, upper, rank, votes."""
-    cfg = cfg or BTConfig()
+def ratings(votes: list[tuple[str, str, float]], cfg: RatingConfig | None = None) -> list[dict]:
+    """Ratings of every setting in the votes (each vote: left, right, left's score in {1, 0.5, 0},
+    0.5 a tie). Returns rows sorted best first: model, rating, lower, upper, rank, votes, preliminary."""
+    cfg = cfg or RatingConfig()
     models = sorted({m for v in votes for m in v[:2]})
     if not models:
         return []
+    n_votes = {m: 0 for m in models}
+    for left, right, _ in votes:
+        n_votes[left] += 1
+        n_votes[right] += 1
     if len(models) == 1:
         return [{"model": models[0], "rating": ELO_BASE, "lower": ELO_BASE, "upper": ELO_BASE, "rank": 1,
-                 "votes": len(votes)}]
+                 "votes": len(votes), "preliminary": len(votes) < MIN_VOTES}]
     i, j, counts, cell_pair, cell_score, n_pairs = _tally(votes, models)
-    wins, n = _pair_totals(counts[None], cell_pair, cell_score, n_pairs)
-    theta = _newton(i, j, wins, n, len(models), cfg)[0]
+    theta = _newton(i, j, *_pair_outcomes(counts[None], cell_pair, cell_score, n_pairs), len(models), cfg)[0]
     lower, upper = theta.copy(), theta.copy()
     if cfg.n_bootstrap > 0:
         rng = np.random.default_rng(cfg.seed)
         total = int(counts.sum())
         boot = rng.multinomial(total, counts / total, size=cfg.n_bootstrap).astype(float)  # (B, C)
-        thetas = []
-        for start in range(0, cfg.n_bootstrap, 250):  # bounded memory for the (B, K, K) Hessians
-            w_b, n_b = _pair_totals(boot[start : start + 250], cell_pair, cell_score, n_pairs)
-            thetas.append(_newton(i, j, w_b, n_b, len(models), cfg))
+        thetas = [_newton(i, j, *_pair_outcomes(boot[start : start + 250], cell_pair, cell_score, n_pairs),
+                          len(models), cfg)
+                  for start in range(0, cfg.n_bootstrap, 250)]  # bounded memory for the (B, K, K) Hessians
         thetas = np.concatenate(thetas)
         lower, upper = np.percentile(thetas, 2.5, axis=0), np.percentile(thetas, 97.5, axis=0)
-    n_votes = {m: 0 for m in models}
-    for left, right, _ in votes:
-        n_votes[left] += 1
-        n_votes[right] += 1
     elo = lambda t: ELO_BASE + ELO_SCALE * float(t)  # noqa: E731
     rows = [{"model": m, "rating": elo(theta[t]), "lower": elo(lower[t]), "upper": elo(upper[t]),
-             "votes": n_votes[m]} for t, m in enumerate(models)]
+             "votes": n_votes[m], "preliminary": n_votes[m] < MIN_VOTES} for t, m in enumerate(models)]
     for r in rows:
         r["rank"] = 1 + sum(o["lower"] > r["upper"] for o in rows)
     return sorted(rows, key=lambda r: (-r["rating"], r["model"]))
