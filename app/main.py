@@ -42,17 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.port <= 65535:
         p.error(f"--port must be in 1..65535, got {args.port}")
+    from engine.store import Store
+
     try:
         auth = read_auth_file(args.auth_file) if args.auth_file else None
+        store = Store(args.data_dir)
     except UsageError as e:
         p.error(str(e))
     from engine import jobs
-    from engine.store import Store
 
     from .blocks import CSS, build_app, build_arena_app
     from .state import Lab
 
-    lab = Lab(Store(args.data_dir), device=args.device)
+    lab = Lab(store, device=args.device)
     # Jobs whose process died while the app was down are marked interrupted; queued ones start.
     jobs.dispatch(lab.store)
     demo = build_arena_app(lab) if args.arena_only else build_app(lab)

@@ -181,9 +181,14 @@ class Store:
         self._local = threading.local()
         # An in-memory database exists only on its one connection: share it (tests, one thread).
         self._memory_db = sqlite_utils.Database(memory=True) if memory else None
-        if not memory:
-            self.db.enable_wal()
-        self.migrate()
+        try:
+            if not memory:
+                self.db.enable_wal()
+            self.migrate()
+        except sqlite3.DatabaseError as e:  # a file that is not a database is read, never written over
+            where = self.root / DB_NAME if self.root is not None else "the in-memory database"
+            raise UsageError(f"data directory: {where} cannot be used as the lab's database ({e}); move it "
+                             f"away or restore it from a copy: it was not changed") from None
 
     @property
     def db(self) -> sqlite_utils.Database:

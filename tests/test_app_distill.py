@@ -10,6 +10,7 @@ from helpers import serve
 from app.blocks import build_app
 from app.distill import job_detail
 from app.state import Lab
+from engine import jobs
 from engine.store import Store
 
 TECH = "Guidance distillation (one pass instead of two)"
@@ -59,12 +60,13 @@ def test_launch_through_the_api_and_use_the_student(served):
     text, table, _ = client.predict(*form("tiny", "api-g"), api_name="/launch")
     assert "queued" in text and "api-g" in text
     job = wait_done(store, store.jobs()[0]["id"])
-    assert job["status"] == "succeeded"
+    assert job["status"] == "succeeded", (job, jobs.log_path(store, job["id"]).read_text())
     # a second job continues that student on its own trajectories, from the form's "more settings"
     client.predict(*form("tiny", "api-g2", init="api-g", on_policy=1.0, ema=0), api_name="/launch")
     job = wait_done(store, max(j["id"] for j in store.jobs()))
     recipe = job["payload"]
-    assert job["status"] == "succeeded" and recipe["init"] == "api-g" and recipe["on_policy"] == 1.0
+    assert job["status"] == "succeeded", (job, jobs.log_path(store, job["id"]).read_text())
+    assert recipe["init"] == "api-g" and recipe["on_policy"] == 1.0
     assert recipe["ema"] is None
     # the new student runs in Compare at once, one pass per step
     _, _, _, left, _ = client.predict("a red circle", 0, "api-g", 2, 5.0, "embedded", 1, 1.0,

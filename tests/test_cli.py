@@ -142,3 +142,26 @@ def test_the_app_refuses_a_port_out_of_range(capsys):
     with pytest.raises(SystemExit) as refused:
         app_main(["--port", "99999"])
     assert refused.value.code == 2 and "--port must be in 1..65535, got 99999" in capsys.readouterr().err
+
+
+def test_a_data_directory_or_output_the_lab_cannot_use_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "lab.db").write_bytes(b"this is no database\n")
+    odd = tmp_path / "odd"
+    (odd / "lab.db").mkdir(parents=True)
+    out_dir = tmp_path / "pictures.png"
+    out_dir.mkdir()
+    for argv, says in [
+        (["jobs", "--data-dir", str(a_file)], "data directory: cannot use"),
+        (["jobs", "--data-dir", str(garbage)], "cannot be used as the lab's database (file is not a database)"),
+        (["arena", "leaderboard", "--data-dir", str(odd)], "cannot be used as the lab's database"),
+        (["generate", "--prompt", "x", "--out", str(a_file / "x.png")], "is not a folder"),
+        (["generate", "--prompt", "x", "--out", str(out_dir)], "--out must be a .png file"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert (garbage / "lab.db").read_bytes() == b"this is no database\n" and a_file.read_text() == "not a folder"

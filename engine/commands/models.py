@@ -3,6 +3,7 @@ directory under a name, save a tiny random-weight pipeline to try the lab on."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import UsageError
@@ -29,10 +30,12 @@ def generate(args) -> dict:
                   height=args.height, width=args.width, cache=args.cache, fp8=args.fp8)
     req.check()
     out = Path(args.out)
-    if out.suffix.lower() != ".png":
+    if out.suffix.lower() != ".png" or out.is_dir():
         raise UsageError(f"--out must be a .png file, got {args.out!r}")
-    if not out.parent.exists():
-        raise UsageError(f"--out: folder {str(out.parent)!r} does not exist")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out: {str(out.parent)!r} is not a folder")
+    if not os.access(out.parent, os.W_OK):
+        raise UsageError(f"--out: the folder {str(out.parent)!r} cannot be written")
     from .. import registry
     from ..generate import run
 
