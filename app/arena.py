@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
 
 from engine.arena import battles, votes
 from engine.errors import UsageError
@@ -48,24 +47,24 @@ def _show(lab: Lab, battle: dict | None, rater: str, note: str = "") -> tuple:
         return ("", gr.update(value=None, label="Left"), gr.update(value=None, label="Right"), "",
                 "**No battles left for you.** Thank you! Ask an admin to prepare more.", status,
                 gr.update(visible=False), gr.update(visible=False), gr.update(visible=False))
-    left, right = (_as_served(lab, battle, name, image)
-                   for name, image in zip(battles.files(battle), battles.images(lab.store, battle)))
+    left, right = (_as_served(lab, battle, name) for name in battles.files(battle))
     return (battle["token"], gr.update(value=left, label="Left"), gr.update(value=right, label="Right"),
             battle["prompt"], "", status,
             gr.update(visible=True), gr.update(visible=False), gr.update(visible=False))
 
 
-def _as_served(lab: Lab, battle: dict, stored: str, image: Image.Image) -> str:
+def _as_served(lab: Lab, battle: dict, stored: str) -> str:
     """The file a rater's browser receives for one side of a battle: the image enlarged, as an
     uncompressed PNG, whose size in bytes is the same for every image of its size (a compressed
     file's size tells a detailed image from a plain one), under a name of its own that cannot be
     traced to the stored file. Made once, in the system's temporary folder (Gradio serves files
-    from there, never from the data directory); every rater of the battle gets the same file."""
+    from there, never from the data directory); every rater of the battle gets the same file, and
+    the stored image is read only the first time."""
     name = hashlib.sha256(f"{battle['token']}/{stored}".encode()).hexdigest()[:24]
     path = SERVED / f"{name}.png"
     if not path.exists():
         SERVED.mkdir(exist_ok=True)
-        enlarge(image).save(path, compress_level=0)
+        enlarge(battles.image(lab.store, stored)).save(path, compress_level=0)
     return str(path)
 
 

@@ -113,9 +113,7 @@ def submit(store: Store, kind: str, payload: dict | list, *, name: str, label: s
     `env` (e.g. an API key) reaches the job's process alone: it is kept beside the job, readable by
     this user only, until the job succeeds."""
     job_id = store.create_job(kind, name=name, label=label, payload=payload, parts=parts,
-                              part_unit=units[0], step_unit=units[1])
-    if message:
-        store.update_job(job_id, message=message)
+                              part_unit=units[0], step_unit=units[1], message=message)
     if env:
         path = job_dir(store, job_id) / ENV_FILE
         path.touch(mode=0o600)

@@ -95,8 +95,9 @@ def register(store: Store, name: str, model: str, *, replace: bool = False) -> d
     if not name or not name.strip() or "/" in name or name != name.strip() or name in BUILTIN:
         raise UsageError(f"--name must be a non-empty name without '/' or surrounding spaces, and not "
                          f"{', '.join(BUILTIN)}; got {name!r}")
-    if store.model(name) is not None and not replace:
-        raise UsageError(f"--name {name!r} is registered already (at {store.model(name)['path']}); choose another "
+    taken = store.model(name)
+    if taken is not None and not replace:
+        raise UsageError(f"--name {name!r} is registered already (at {taken['path']}); choose another "
                          f"name, or --replace it")
     path = resolve(model, store).resolve()
     return store.register_model(name, path, family_of(path))

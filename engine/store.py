@@ -366,13 +366,13 @@ class Store:
 
     # -- jobs (engine/jobs.py) ----------------------------------------------------------------------
     def create_job(self, kind: str, *, name: str, label: str, payload: dict | list, parts: int,
-                   part_unit: str, step_unit: str) -> int:
+                   part_unit: str, step_unit: str, message: str | None = None) -> int:
         """Queue a job: its kind, what it makes or scores, a line saying what it does, its input."""
         with self._write():
             return self.db["jobs"].insert(_encode({
                 "kind": kind, "name": name, "label": label, "payload": payload, "status": "queued",
                 "device": "auto", "created": _now(), "part": 0, "parts": parts, "part_unit": part_unit,
-                "step": 0, "total": 0, "step_unit": step_unit, "resume": 0})).last_pk
+                "step": 0, "total": 0, "step_unit": step_unit, "resume": 0, "message": message})).last_pk
 
     def job(self, job_id: int) -> dict | None:
         """A job's row with `payload` and `models` decoded, or None."""

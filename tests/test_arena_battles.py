@@ -254,7 +254,7 @@ def test_a_rater_who_knows_the_code_the_prompt_and_the_weights_cannot_tell_the_s
                         seeds=[public[b["prompt"]] for b in rows], height=32, width=32)
     matched, exact = [], 0  # the side that is the reference's image pixel for pixel (else: no clue, "left")
     for b, mine in zip(rows, renders.numpy().astype(int)):
-        left, right = (np.asarray(im, int) for im in battles.images(lab_store, b))
+        left, right = (np.asarray(battles.image(lab_store, f), int) for f in battles.files(b))
         exact += int(np.array_equal(left, mine) or np.array_equal(right, mine))
         matched.append("right" if np.array_equal(right, mine) else "left")
     lo, hi = 60 * 0.5 - 1.96 * (60 * 0.25) ** 0.5, 60 * 0.5 + 1.96 * (60 * 0.25) ** 0.5  # about 22..38 of 60

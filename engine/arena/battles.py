@@ -230,6 +230,6 @@ def files(battle: dict) -> tuple[str, str]:
         (battle["b_image"], battle["a_image"])
 
 
-def images(store: Store, battle: dict) -> tuple[Image.Image, Image.Image]:
-    """(left image, right image) of a battle, read from the data directory."""
-    return tuple(Image.open(store.root / "arena" / f).convert("RGB") for f in files(battle))
+def image(store: Store, name: str) -> Image.Image:
+    """One battle image (a name from `files`), read from the data directory."""
+    return Image.open(store.root / "arena" / name).convert("RGB")
