@@ -9,7 +9,6 @@ battle" loads the next one.
 from __future__ import annotations
 
 import hashlib
-import random
 import tempfile
 from pathlib import Path
 
@@ -18,13 +17,12 @@ import gradio as gr
 from engine.arena import battles, votes
 from engine.errors import UsageError
 
-from .state import Lab, enlarge
+from .state import Lab
 
 BUTTONS = (("⬅ Left is better", "left"), ("Tie", "tie"), ("Both are bad", "both_bad"), ("Right is better ➡", "right"))
 INTRO = ("Two images of the same prompt, made by two model settings you cannot see. Pick the better one "
          "(look at the shapes, faces, digits and fine textures; open an image full screen to zoom). "
          "Who made which is shown after your vote.")
-_rng = random.Random()
 SERVED = Path(tempfile.gettempdir()) / "distillation-lab-arena"
 
 
@@ -35,36 +33,36 @@ def _rater(text: str | None, request: gr.Request | None) -> str:
 
 
 def _status(lab: Lab, rater: str) -> str:
-    left = len(lab.store.battle_candidates(rater))
-    done = len(lab.store.battles()) - left
+    done, total = lab.store.rater_progress(rater)
+    left = total - done
     return f"Voting as **{rater}** · {done} voted · {left} to go"
 
 
 def _show(lab: Lab, battle: dict | None, rater: str, note: str = "") -> tuple:
-    """Outputs that put a battle (or the end) on screen, unrevealed."""
+    """Outputs that put a battle (or the end) on screen, unrevealed. Two of them are property
+    updates (the rows' visibility), the rest plain values: Gradio builds a component per update,
+    the largest part of a call's cost after the database's."""
     status = _status(lab, rater) + (f"  \n{note}" if note else "")
     if battle is None:
-        return ("", gr.update(value=None, label="Left"), gr.update(value=None, label="Right"), "",
-                "**No battles left for you.** Thank you! Ask an admin to prepare more.", status,
-                gr.update(visible=False), gr.update(visible=False), gr.update(visible=False))
+        return ("", None, None, "", "**No battles left for you.** Thank you! Ask an admin to prepare more.", status,
+                gr.update(visible=False), gr.update(visible=False))
     left, right = (_as_served(lab, battle, name) for name in battles.files(battle))
-    return (battle["token"], gr.update(value=left, label="Left"), gr.update(value=right, label="Right"),
-            battle["prompt"], "", status,
-            gr.update(visible=True), gr.update(visible=False), gr.update(visible=False))
+    return (battle["token"], left, right, battle["prompt"], "", status, gr.update(visible=True),
+            gr.update(visible=False))
 
 
 def _as_served(lab: Lab, battle: dict, stored: str) -> str:
-    """The file a rater's browser receives for one side of a battle: the image enlarged, as an
-    uncompressed PNG, whose size in bytes is the same for every image of its size (a compressed
-    file's size tells a detailed image from a plain one), under a name of its own that cannot be
-    traced to the stored file. Made once, in the system's temporary folder (Gradio serves files
-    from there, never from the data directory); every rater of the battle gets the same file, and
-    the stored image is read only the first time."""
+    """The file a rater's browser receives for one side of a battle: the image at its own size
+    (the page scales it up, pixels kept square) as an uncompressed PNG, whose size in bytes is the
+    same for every image of its size (a compressed file's size tells a detailed image from a plain
+    one), under a name of its own that cannot be traced to the stored file. Made once, in the
+    system's temporary folder (served from there, never from the data directory); every rater of
+    the battle gets the same file, and the stored image is read only the first time."""
     name = hashlib.sha256(f"{battle['token']}/{stored}".encode()).hexdigest()[:24]
     path = SERVED / f"{name}.png"
     if not path.exists():
         SERVED.mkdir(exist_ok=True)
-        enlarge(battles.image(lab.store, stored)).save(path, compress_level=0)
+        battles.image(lab.store, stored).save(path, compress_level=0)
     return str(path)
 
 
@@ -73,11 +71,11 @@ def next_battle(lab: Lab, rater_text: str, request: gr.Request = None) -> tuple:
         rater = _rater(rater_text, request)
     except UsageError as e:
         raise gr.Error(str(e), print_exception=False) from None
-    return _show(lab, battles.next_battle(lab.store, rater, _rng), rater)
+    return _show(lab, battles.next_battle(lab.store, rater), rater)
 
 
 def vote(lab: Lab, token: str, rater_text: str, outcome: str, request: gr.Request = None) -> tuple:
-    """Record the vote, then reveal: both images' labels name their settings."""
+    """Record the vote, then reveal: which setting made each side."""
     try:
         rater = _rater(rater_text, request)
         shown = votes.cast(lab.store, token, rater, outcome)["reveal"]
@@ -85,9 +83,8 @@ def vote(lab: Lab, token: str, rater_text: str, outcome: str, request: gr.Reques
         raise gr.Error(str(e), print_exception=False) from None
     picked = {"left": "the **left** image", "right": "the **right** image", "tie": "a **tie**",
               "both_bad": "**both bad**"}[outcome]
-    text = (f"You chose {picked}.  \nLeft: **{shown['left']}**  \nRight: **{shown['right']}**")
-    return (gr.update(label=f"Left · {shown['left']}"), gr.update(label=f"Right · {shown['right']}"), text,
-            _status(lab, rater), gr.update(visible=False), gr.update(visible=True), gr.update(visible=True))
+    text = (f"You chose {picked}.  \n⬅ Left · **{shown['left']}**  \nRight · **{shown['right']}** ➡")
+    return text, _status(lab, rater), gr.update(visible=False), gr.update(visible=True)
 
 
 def undo(lab: Lab, rater_text: str, request: gr.Request = None) -> tuple:
@@ -104,26 +101,32 @@ def undo(lab: Lab, rater_text: str, request: gr.Request = None) -> tuple:
 
 def build(lab: Lab) -> dict:
     """Lay out the tab inside the current Blocks context; returns the components tests use."""
+    SERVED.mkdir(exist_ok=True)
+    # Served files go to browsers from where they are (Gradio would otherwise hash and copy each
+    # into its cache on every battle shown); the folder holds served files and nothing else.
+    gr.set_static_paths([SERVED])
     gr.Markdown(INTRO)
     with gr.Row():
         rater = gr.Textbox(label="Your name (ignored when you are signed in)", max_lines=1, scale=3)
         start = gr.Button("Start voting", variant="primary", scale=1)
     token = gr.Textbox(visible=False)  # the battle on screen, as an opaque token
     prompt = gr.Textbox(label="Prompt", interactive=False, max_lines=4)  # plain text: never rendered
-    with gr.Row(equal_height=True):
-        left = gr.Image(label="Left", type="pil", format="png", interactive=False, height=420, buttons=["fullscreen"])
-        right = gr.Image(label="Right", type="pil", format="png", interactive=False, height=420, buttons=["fullscreen"])
+    with gr.Row(equal_height=True, elem_classes="lab-battle"):
+        left = gr.Image(label="Left", type="filepath", format="png", interactive=False, height=420,
+                        buttons=["fullscreen"])
+        right = gr.Image(label="Right", type="filepath", format="png", interactive=False, height=420,
+                         buttons=["fullscreen"])
     with gr.Row(visible=False) as vote_row:
         vote_buttons = [(gr.Button(text, variant="primary" if o in ("left", "right") else "secondary"), o)
                         for text, o in BUTTONS]
     reveal = gr.Markdown()
-    with gr.Row():
-        next_btn = gr.Button("Next battle ▶", variant="primary", visible=False)
-        undo_btn = gr.Button("Undo my vote", visible=False)
+    with gr.Row(visible=False) as after_row:
+        next_btn = gr.Button("Next battle ▶", variant="primary")
+        undo_btn = gr.Button("Undo my vote")
     status = gr.Markdown()
 
-    show_outputs = [token, left, right, prompt, reveal, status, vote_row, next_btn, undo_btn]
-    vote_outputs = [left, right, reveal, status, vote_row, next_btn, undo_btn]
+    show_outputs = [token, left, right, prompt, reveal, status, vote_row, after_row]
+    vote_outputs = [reveal, status, vote_row, after_row]
     arena = dict(concurrency_limit=16, concurrency_id="arena")
     def load(r: str, request: gr.Request):
         return next_battle(lab, r, request)

@@ -1,37 +1,58 @@
-"""The Blocks of the app: every tab (`build_app`), or the arena alone for raters (`build_arena_app`)."""
+"""The Blocks of the app: every tab (`build_app`), or the arena alone for raters (`build_arena_app`).
+Both refuse a signed-in rater everything but the arena (app/access.py)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from . import arena, compare, decide, distill, evaluate, leaderboard, sweep
+from .access import Access, LabBlocks, guard
 from .state import Lab
 
 CSS = """
 .gradio-container img { image-rendering: pixelated; }
+.lab-battle img { width: 100%; height: 100%; object-fit: contain; }
 table.lab-jobs { width: 100%; border-collapse: collapse; }
 table.lab-jobs td, table.lab-jobs th { padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; }
 """
 
 
-def build_app(lab: Lab) -> gr.Blocks:
-    with gr.Blocks(title="Distillation Lab") as demo:
+def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
+    """Every tab. With sign-ins, the admin tabs start hidden and the page's first event shows them
+    to admins; a rater's page shows the Arena alone, and every other event refuses them."""
+    access = access or Access()
+    with LabBlocks(title="Distillation Lab") as demo:
         gr.Markdown("# Distillation Lab\nTeacher and student, side by side: what each costs in passes, "
                     "seconds and memory, and what it does to the image.")
-        with gr.Tab("Compare") as compare_tab:
-            tab = compare.build(lab)
-        with gr.Tab("Distill") as distill_tab_:
-            distill_tab = distill.build(lab)
-        with gr.Tab("Arena"):
-            arena.build(lab)
-        with gr.Tab("Leaderboard"):
-            board = leaderboard.build(lab)
-        with gr.Tab("Sweep") as sweep_tab:
-            sweep_view = sweep.build(lab)
-        with gr.Tab("Decide") as decide_tab:
-            decide_view = decide.build(lab)
-        with gr.Tab("Evaluate") as evaluate_tab:
-            evaluate_view = evaluate.build(lab)
+        shown = not access.signed_in
+        with gr.Tabs() as tabs:
+            with gr.Tab("Compare", id="Compare", visible=shown) as compare_tab:
+                tab = compare.build(lab)
+            with gr.Tab("Distill", id="Distill", visible=shown) as distill_tab_:
+                distill_tab = distill.build(lab)
+            with gr.Tab("Arena", id="Arena"):
+                before = set(demo.fns)
+                arena.build(lab)
+                open_to_raters = set(demo.fns) - before
+            with gr.Tab("Leaderboard", id="Leaderboard", visible=shown) as board_tab:
+                board = leaderboard.build(lab)
+            with gr.Tab("Sweep", id="Sweep", visible=shown) as sweep_tab:
+                sweep_view = sweep.build(lab)
+            with gr.Tab("Decide", id="Decide", visible=shown) as decide_tab:
+                decide_view = decide.build(lab)
+            with gr.Tab("Evaluate", id="Evaluate", visible=shown) as evaluate_tab:
+                evaluate_view = evaluate.build(lab)
+        admin_tabs = [compare_tab, distill_tab_, board_tab, sweep_tab, decide_tab, evaluate_tab]
+
+        def by_role(request: gr.Request):
+            """Admins see every tab; a rater the Arena alone, selected."""
+            admin = access.is_admin(request)
+            return [gr.Tabs(selected=None if admin else "Arena"), *[gr.Tab(visible=admin) for _ in admin_tabs]]
+
+        if access.signed_in:
+            before = set(demo.fns)
+            demo.load(by_role, None, [tabs, *admin_tabs], api_visibility="private")
+            open_to_raters |= set(demo.fns) - before
         evaluate_tab.select(lambda: (gr.Dropdown(choices=lab.model_names()),
                                      gr.Dropdown(choices=evaluate.golden_choices(lab))), None,
                             [evaluate_view["model"], evaluate_view["golden"]], api_visibility="private")
@@ -51,12 +72,14 @@ def build_app(lab: Lab) -> gr.Blocks:
             tab_.select(lambda: gr.Dropdown(choices=lab.model_names()), None, view["model"], api_visibility="private")
         decide_tab.select(lambda m: decide.show(lab, m), decide_view["model"],
                           [decide_view["table"], decide_view["chart"]], api_visibility="private")
+    guard(demo, access, open_to_raters)
     return demo
 
 
-def build_arena_app(lab: Lab) -> gr.Blocks:
+def build_arena_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
     """The arena alone, for raters: no model names anywhere in the page (`python -m app --arena-only`)."""
-    with gr.Blocks(title="Distillation Lab · Arena") as demo:
+    with LabBlocks(title="Distillation Lab · Arena") as demo:
         gr.Markdown("# Distillation Lab · Arena")
         arena.build(lab)
+    guard(demo, access or Access(), set(demo.fns))
     return demo

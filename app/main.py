@@ -4,30 +4,25 @@ unless told otherwise). Gradio and the engine are imported only once the argumen
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
-from pathlib import Path
 
 from engine.errors import UsageError
 
 
-def read_auth_file(path: str) -> list[tuple[str, str]]:
-    """USER:PASSWORD a line (blank lines and # comments skipped), for Gradio's `auth`."""
+def loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine alone."""
+    if host == "localhost":
+        return True
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise UsageError(f"--auth-file: cannot read {path!r} ({e.strerror})") from None
-    users = []
-    for i, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = (part.strip() for part in line.partition(":"))
-        if not sep or not user or not password:
-            raise UsageError(f"--auth-file: line {i} of {Path(path).name} must be USER:PASSWORD")
-        users.append((user, password))
-    if not users:
-        raise UsageError(f"--auth-file: {Path(path).name} names no USER:PASSWORD")
-    return users
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+EXPOSED = ("--host {host} without --auth-file: anyone who can reach port {port} may launch and cancel "
+           "jobs, load a model from any path on this machine, read and export every vote, and vote as "
+           "anyone. Give --auth-file to sign people in.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,17 +33,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--arena-only", action="store_true", help="serve only the blind Arena tab (for raters)")
     p.add_argument("--auth-file", default=os.environ.get("LAB_AUTH_FILE"),
-                   help="sign-in: a file of USER:PASSWORD lines (Gradio auth); each rater votes as their user")
+                   help="sign-in: a file of USER:PASSWORD:ROLE lines, ROLE admin or rater; raters may only "
+                        "vote, each as their user")
+    p.add_argument("--allow-anyone", action="store_true",
+                   help="serve on a non-loopback --host without --auth-file (everyone is an admin)")
     args = p.parse_args(argv)
     if not 1 <= args.port <= 65535:
         p.error(f"--port must be in 1..65535, got {args.port}")
+    exposed = EXPOSED.format(host=args.host, port=args.port)
+    if not args.auth_file and not loopback(args.host) and not args.allow_anyone:
+        p.error(f"{exposed} To serve it so anyway, add --allow-anyone.")
+    # Gradio's queue recomputes its monitoring summary (a pandas frame of up to 10,000 recent
+    # events) after every event by default: a cost per call that grows with traffic. Every 1,000.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     from engine.store import Store
 
+    from .access import Access, read_auth_file
+
     try:
-        auth = read_auth_file(args.auth_file) if args.auth_file else None
+        access = read_auth_file(args.auth_file) if args.auth_file else Access()
         store = Store(args.data_dir)
     except UsageError as e:
         p.error(str(e))
+    if not access.signed_in and not loopback(args.host):
+        print(f"warning: {exposed}", flush=True)
     from engine import jobs
 
     from .blocks import CSS, build_app, build_arena_app
@@ -57,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(store, device=args.device)
     # Jobs whose process died while the app was down are marked interrupted; queued ones start.
     jobs.dispatch(lab.store)
-    demo = build_arena_app(lab) if args.arena_only else build_app(lab)
-    demo.queue().launch(server_name=args.host, server_port=args.port, css=CSS, footer_links=["api"], auth=auth)
+    demo = (build_arena_app if args.arena_only else build_app)(lab, access)
+    demo.queue().launch(server_name=args.host, server_port=args.port, css=CSS, footer_links=["api"],
+                        auth=access.gradio_auth())
     return 0

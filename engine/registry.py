@@ -118,6 +118,45 @@ def family_of(path: Path) -> str:
     return family
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a .safetensors file's framing (None: as long as its header says), read
+    from its header alone."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 + n:
+                return f"is truncated ({size} bytes, its header alone says {8 + n})"
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        return "is not a safetensors file (its header cannot be read)"
+    if size < 8 + n + end:
+        return f"is truncated ({size} of {8 + n + end} bytes)"
+    return None
+
+
+def check_complete(path: Path, field: str = "--model") -> None:
+    """Refuse, in one line naming the part, a model directory with a part missing (a component
+    model_index.json lists without its folder) or a weights file cut short; from the files'
+    headers, without loading anything."""
+    index = path / "model_index.json"
+    if index.exists():
+        try:
+            parts = json.loads(index.read_text())
+        except ValueError as e:
+            raise UsageError(f"{field}: {index} is not valid JSON ({e})") from None
+        for name, spec in parts.items():
+            if not name.startswith("_") and isinstance(spec, list) and spec and spec[0] is not None \
+                    and not (path / name).is_dir():
+                raise UsageError(f"{field}: {path} has no {name}/ folder, which model_index.json lists "
+                                 f"({spec[-1]}); copy the whole pipeline")
+    for weights in sorted(path.rglob("*.safetensors")):
+        problem = _safetensors_problem(weights)
+        if problem:
+            raise UsageError(f"{field}: {weights.relative_to(path)} in {path} {problem}; copy it again")
+
+
 def takes_guidance(path: Path) -> bool:
     """Whether the model at `path` takes the guidance scale as an input (one pass under guidance),
     read from its files without loading it."""
@@ -157,6 +196,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 @lru_cache(maxsize=4)
 def _load(path: str, device: str, dtype: str) -> Family:
     family = family_of(Path(path))
+    check_complete(Path(path))
     try:
         return LOADERS[family](Path(path), device=torch.device(device), dtype=DTYPES[dtype])
     except UsageError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -158,6 +159,39 @@ def _arena_served(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX served_rater ON served (rater, id)")
 
 
+@MIGRATIONS(name="arena_counts")
+def _arena_counts(db: sqlite_utils.Database) -> None:
+    # What a rater's next battle needs, kept up to date by triggers so that choosing it costs the
+    # same at ten battles as at ten thousand: each battle's comparison (its two settings in sorted
+    # order, whichever was drawn as `a`), its votes so far and a random rank among equals; each
+    # comparison's battles and votes.
+    db.execute("ALTER TABLE battles ADD COLUMN pair TEXT GENERATED ALWAYS AS (CASE WHEN a_setting <= b_setting "
+               "THEN a_setting || char(10) || b_setting ELSE b_setting || char(10) || a_setting END) VIRTUAL")
+    db.execute("ALTER TABLE battles ADD COLUMN n_votes INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE battles ADD COLUMN rank INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE battles SET n_votes = (SELECT count(*) FROM votes v WHERE v.battle_id = battles.id), "
+               "rank = abs(random() % 1000000007)")
+    db.execute("CREATE INDEX battles_next ON battles (pair, n_votes, rank)")
+    db.execute("""CREATE TABLE comparisons (pair TEXT PRIMARY KEY, n_battles INTEGER NOT NULL DEFAULT 0,
+        n_votes INTEGER NOT NULL DEFAULT 0)""")
+    db.execute("INSERT INTO comparisons (pair, n_battles, n_votes) "
+               "SELECT pair, count(*), sum(n_votes) FROM battles GROUP BY pair")
+    db.execute("""CREATE TRIGGER battle_added AFTER INSERT ON battles BEGIN
+        INSERT INTO comparisons (pair, n_battles) VALUES (NEW.pair, 1)
+        ON CONFLICT (pair) DO UPDATE SET n_battles = n_battles + 1; END""")
+    db.execute("""CREATE TRIGGER battle_removed AFTER DELETE ON battles BEGIN
+        UPDATE comparisons SET n_battles = n_battles - 1, n_votes = n_votes - OLD.n_votes
+        WHERE pair = OLD.pair; END""")
+    db.execute("""CREATE TRIGGER vote_added AFTER INSERT ON votes BEGIN
+        UPDATE battles SET n_votes = n_votes + 1 WHERE id = NEW.battle_id;
+        UPDATE comparisons SET n_votes = n_votes + 1
+        WHERE pair = (SELECT pair FROM battles WHERE id = NEW.battle_id); END""")
+    db.execute("""CREATE TRIGGER vote_removed AFTER DELETE ON votes BEGIN
+        UPDATE battles SET n_votes = n_votes - 1 WHERE id = OLD.battle_id;
+        UPDATE comparisons SET n_votes = n_votes - 1
+        WHERE pair = (SELECT pair FROM battles WHERE id = OLD.battle_id); END""")
+
+
 def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
     """Databases made before the lab used sqlite-utils' migrations recorded them in a `migrations`
     table of their own: record those as applied, under the same names, and drop that table."""
@@ -181,10 +215,22 @@ class Store:
         self._local = threading.local()
         # An in-memory database exists only on its one connection: share it (tests, one thread).
         self._memory_db = sqlite_utils.Database(memory=True) if memory else None
+        # A data directory (or database) the lab may not write in is opened for reading alone:
+        # what only reads (jobs, models, leaderboard) works, anything that would write is refused.
+        self.read_only = not memory and not all(
+            os.access(p, os.W_OK) for p in (self.root, self.root / DB_NAME) if p.exists())
         try:
-            if not memory:
+            if self.read_only:
+                if not (self.root / DB_NAME).exists():
+                    raise UsageError(f"data directory: {self.root} is read-only and holds no {DB_NAME}; give "
+                                     f"--data-dir a folder the lab may write in")
+                if MIGRATIONS.pending(self.db):
+                    raise UsageError(f"data directory: {self.root / DB_NAME} needs an update to this version of the "
+                                     f"lab, and it is read-only: make it writable, or use a copy")
+            elif not memory:
                 self.db.enable_wal()
-            self.migrate()
+            if not self.read_only:
+                self.migrate()
         except sqlite3.DatabaseError as e:  # a file that is not a database is read, never written over
             where = self.root / DB_NAME if self.root is not None else "the in-memory database"
             raise UsageError(f"data directory: {where} cannot be used as the lab's database ({e}); move it "
@@ -197,7 +243,14 @@ class Store:
             return self._memory_db
         db = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(self.root / DB_NAME, timeout=30)
+            if self.read_only:
+                # Read-only: with its write-ahead log present, read through it (committed writes may
+                # still be there); without one, the file is all there is and nothing can change it.
+                uri = (self.root / DB_NAME).resolve().as_uri()
+                wal = (self.root / f"{DB_NAME}-wal").exists()
+                conn = sqlite3.connect(f"{uri}?mode=ro" if wal else f"{uri}?immutable=1", uri=True)
+            else:
+                conn = sqlite3.connect(self.root / DB_NAME, timeout=30)
             conn.execute("PRAGMA busy_timeout = 30000")
             db = self._local.db = sqlite_utils.Database(conn)
         return db
@@ -207,17 +260,26 @@ class Store:
         """One write transaction that takes its lock at the start (BEGIN IMMEDIATE): a transaction
         that read first and then writes is refused at once in WAL mode when another connection wrote
         in between, while one that waits for the lock is not."""
+        if self.read_only:
+            raise UsageError(f"data directory: {self.root} is read-only, so nothing can be recorded; make it "
+                             f"writable, or copy it somewhere writable and pass --data-dir")
         conn = self.db.conn
         if conn.in_transaction:  # inside another write: part of it
             yield
             return
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if "full" in str(e) or "readonly" in str(e) or "read-only" in str(e):
+                raise UsageError(f"data directory: cannot write to {self.root / DB_NAME} ({e}); free space or "
+                                 f"make it writable: what was being recorded was not") from None
             raise
-        conn.execute("COMMIT")
 
     # -- schema ---------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -274,7 +336,7 @@ class Store:
         """Insert a battle (settings as canonical JSON); returns its row, with a fresh opaque token."""
         row = {"token": secrets.token_urlsafe(12), "prompt": prompt, "seed": seed, "category": category,
                "source": source, "a_setting": a_setting, "b_setting": b_setting, "a_image": a_image,
-               "b_image": b_image, "left_side": left_side, "created": _now()}
+               "b_image": b_image, "left_side": left_side, "rank": secrets.randbelow(2**31), "created": _now()}
         with self._write():
             row["id"] = self.db["battles"].insert(row).last_pk
         return row
@@ -291,19 +353,30 @@ class Store:
     def battles(self) -> list[dict]:
         return list(self.db.query("SELECT * FROM battles ORDER BY id"))
 
-    def battle_candidates(self, rater: str) -> list[dict]:
-        """Battles this rater has not voted on, each with its number of votes so far."""
-        return list(self.db.query(
-            "SELECT b.id, b.token, b.a_setting, b.b_setting, "
-            "(SELECT count(*) FROM votes v WHERE v.battle_id = b.id) AS n_votes FROM battles b "
-            "WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.battle_id = b.id AND v.rater = ?) ORDER BY b.id",
-            [rater]))
+    def next_unvoted(self, rater: str) -> dict | None:
+        """The battle this rater has not voted on from the comparison with the fewest votes (among
+        equals, at random), and in it the battle with the fewest votes (among equals, by its random
+        rank); None when they have voted on every battle. Bounded work: the comparisons are few,
+        and within one the index on (pair, n_votes, rank) is walked past this rater's own votes."""
+        for c in self.db.query("SELECT pair FROM comparisons WHERE n_battles > 0 ORDER BY n_votes, random()"):
+            battle = self._one(
+                "SELECT * FROM battles b WHERE pair = ? AND NOT EXISTS "
+                "(SELECT 1 FROM votes v WHERE v.battle_id = b.id AND v.rater = ?) ORDER BY n_votes, rank LIMIT 1",
+                [c["pair"], rater])
+            if battle is not None:
+                return battle
+        return None
+
+    def rater_progress(self, rater: str) -> tuple[int, int]:
+        """(battles this rater has voted on, battles in all)."""
+        voted = self._one("SELECT count(*) AS n FROM votes WHERE rater = ?", [rater])["n"]
+        return voted, self._one("SELECT sum(n_battles) AS n FROM comparisons")["n"] or 0
 
     def comparison_counts(self) -> list[dict]:
         """Per ordered (a_setting, b_setting) pair: how many battles and how many votes."""
         return list(self.db.query(
-            "SELECT b.a_setting, b.b_setting, count(DISTINCT b.id) AS n_battles, count(v.id) AS n_votes "
-            "FROM battles b LEFT JOIN votes v ON v.battle_id = b.id GROUP BY b.a_setting, b.b_setting"))
+            "SELECT a_setting, b_setting, count(*) AS n_battles, sum(n_votes) AS n_votes "
+            "FROM battles GROUP BY a_setting, b_setting"))
 
     def serve(self, battle_id: int, rater: str) -> None:
         """Record that the battle is on this rater's screen now (their latest)."""

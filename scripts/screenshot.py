@@ -1,6 +1,7 @@
 """Screenshot a tab of the running app in headless Chromium, after clicking a button.
 
     python scripts/screenshot.py --url http://127.0.0.1:7860/ --tab Compare --click Generate --out docs/compare.png
+    python scripts/screenshot.py --user bo:battery-staple --click "Start voting" --out docs/rater.png  # signed in
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=1100)
+    p.add_argument("--user", default=None, help="USER:PASSWORD to sign in with first (apps run with --auth-file)")
     args = p.parse_args()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
+        if args.user:
+            user, _, password = args.user.partition(":")
+            signed = page.request.post(args.url.rstrip("/") + "/login", form={"username": user, "password": password})
+            if not signed.ok:
+                raise SystemExit(f"--user: sign-in refused ({signed.status})")
         page.goto(args.url)
         page.wait_for_timeout(2000)
         if args.tab:

@@ -109,20 +109,19 @@ def test_next_battle_prefers_the_comparison_and_battle_with_fewest_votes(tmp_pat
     for b in rows:
         if pair(b) == busy:
             cast(store, b, "early", "left")
-    rng = random.Random(0)
     seen = []
     for _ in range(3):
-        b = battles.next_battle(store, "newcomer", rng)
+        b = battles.next_battle(store, "newcomer")
         assert pair(b) != busy  # the comparison nobody has voted on comes first
         seen.append(b["id"])
         cast(store, b, "newcomer", "tie")
     assert len(set(seen)) == 3
-    rest = [battles.next_battle(store, "newcomer", rng)["id"]]
+    rest = [battles.next_battle(store, "newcomer")["id"]]
     cast(store, store.battle(rest[0]), "newcomer", "tie")
     assert pair(store.battle(rest[0])) == busy
-    while (b := battles.next_battle(store, "newcomer", rng)) is not None:
+    while (b := battles.next_battle(store, "newcomer")) is not None:
         cast(store, b, "newcomer", "left")
-    assert len(store.battle_candidates("newcomer")) == 0  # never the same battle twice
+    assert store.rater_progress("newcomer") == (6, 6)  # never the same battle twice
 
 
 def test_golden_and_typed_prompts(tmp_path):

@@ -73,7 +73,8 @@ def test_vote_through_every_battle_and_check_each_reveal(served, chromium, tiny_
         page.get_by_text("You chose").wait_for(timeout=60_000)
         vote = [v for v in store.votes() if v["rater"] == "hana"][-1]
         left, right = S.label(vote["left_setting"]), S.label(vote["right_setting"])
-        assert f"Left · {left}" in page.content() and f"Right · {right}" in page.content()
+        text = page.inner_text("body")
+        assert f"Left · {left}" in text and f"Right · {right}" in text
         assert vote["outcome"] == ["left", "right", "tie"][i]
         if i == 0:
             page.screenshot(path=str(tmp_path / "arena-reveal.png"), full_page=True)

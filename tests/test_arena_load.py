@@ -1,4 +1,4 @@
-"""Many raters at once: concurrent gradio_client clients voting through the served arena.
+"""Many raters at once: concurrent clients voting through the served arena's REST API.
 
 The full run (20 clients, 1,000 votes, the arena as `python -m app --arena-only` serves it) is
 `python scripts/arena_load.py`, whose figures are in docs/arena.md; this drives the same raters

@@ -115,6 +115,7 @@ def test_bad_values_that_once_ended_in_tracebacks_are_one_line(tmp_path, data_di
          "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
         (["calibrate", "--target-psnr", "nan"], "--target-psnr must be a number of dB"),
         (["train-teacher", "--minutes", "nan", "--out", str(tmp_path / "t")], "minutes must be positive"),
+        (["bench", "--student", "guidance=NO-SUCH-MODEL"], "--student guidance: no model named or found at"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -165,3 +166,35 @@ def test_a_data_directory_or_output_the_lab_cannot_use_is_one_line_and_nothing_i
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
     assert (garbage / "lab.db").read_bytes() == b"this is no database\n" and a_file.read_text() == "not a folder"
+
+
+def test_a_read_only_data_directory_is_read_and_never_written(tmp_path, monkeypatch, capsys):
+    """Reads work from it; every write is refused in one line with exit 2, the database untouched.
+    (The test marks the folder read-only for the lab through os.access: it runs as any user.)"""
+    import gc
+    import os
+
+    from engine.store import Store
+
+    d = tmp_path / "lab"
+    assert main(["register", "--name", "mine", "--model", "assets/embedded-teacher", "--data-dir", str(d)]) == 0
+    gc.collect()  # the commands' connections close, their log is written into the file
+    before = (d / "lab.db").read_bytes()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if mode == os.W_OK and str(p).startswith(str(d))
+                        else real(p, mode, **kw))
+    capsys.readouterr()
+    assert main(["jobs", "--data-dir", str(d)]) == 0
+    assert main(["arena", "leaderboard", "--data-dir", str(d)]) == 0
+    assert Store(d).model("mine")["path"].endswith("assets/embedded-teacher")
+    for argv in (["register", "--name", "other", "--model", "assets/embedded-teacher", "--replace"],
+                 ["distill", "guidance", "--name", "s", "--detach"],
+                 ["arena", "export", "--format", "csv", "--out", str(tmp_path / "v.csv")]):
+        code = main([*argv, "--data-dir", str(d)])
+        err = capsys.readouterr().err
+        if argv[0] == "arena":  # an export only reads
+            assert code == 0, err
+            continue
+        assert code == 2 and "is read-only, so nothing can be recorded" in err and len(err.strip().splitlines()) == 1
+    assert (d / "lab.db").read_bytes() == before
+    assert main(["jobs", "--data-dir", str(tmp_path / "new")]) == 0  # a writable one beside it is unaffected

@@ -165,9 +165,10 @@ def test_a_job_that_fails_makes_the_command_that_followed_it_exit_1(tmp_path, ti
     import shutil
 
     broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
-    weights = next((broken / "unet").glob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes()[:500])  # passes the checks at submit, fails when loaded
+    meta = json.loads((broken / "lab.json").read_text())
+    meta["config"]["text_width"] *= 2  # whole files that do not fit the model it describes: found only on loading
+    (broken / "lab.json").write_text(json.dumps(meta))
     assert cli.main(["distill", "guidance", "--teacher", str(broken), "--name", "never", "--train-steps", "2",
                      "--eval-n", "0", "--data-dir", str(tmp_path / "d")]) == 1
     out = json.loads(capsys.readouterr().out)
-    assert out["status"] == "failed" and out["models"] == [] and "could not load" in out["error"]
+    assert out["status"] == "failed" and out["models"] == [] and "loading state_dict" in out["error"]

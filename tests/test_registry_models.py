@@ -71,7 +71,8 @@ def test_broken_directory_gives_one_line_and_exit_2(tiny_pipeline, tmp_path):
                 "--out", str(tmp_path / "x.png"), data_dir=tmp_path / "data")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0, r.stderr  # one line: no library warnings or progress bars
-    assert r.stderr.startswith("error: --model: could not load") and str(broken) in r.stderr
+    assert r.stderr.startswith("error: --model: unet/diffusion_pytorch_model.safetensors in")
+    assert str(broken) in r.stderr and "is truncated (500 bytes" in r.stderr
 
 
 def test_hub_id_not_in_the_cache_says_how_to_provide_it(tmp_path, monkeypatch, capsys):
@@ -130,3 +131,27 @@ def test_a_registered_diffusers_model_runs_in_the_compare_tab(tiny_pipeline, tmp
                                                   progress=lambda *args, **kw: None)
     assert a.size[0] >= 64 and a.size == b.size
     assert "NFE **4**" in readout_a and "NFE **2**" in readout_b  # CFG on the left, none at guidance 1
+
+
+def test_a_teacher_with_a_part_missing_or_cut_short_is_refused_at_submit_naming_the_part(tiny_pipeline, tmp_path,
+                                                                                        capsys):
+    from engine.store import Store
+
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_pipeline("sd"), no_tokenizer)
+    shutil.rmtree(no_tokenizer / "tokenizer")
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_pipeline("sd"), cut)
+    weights = next((cut / "text_encoder").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    data = ["--data-dir", str(tmp_path / "data")]
+    capsys.readouterr()  # what making the pipeline printed
+    for model, says in ((no_tokenizer, "has no tokenizer/ folder, which model_index.json lists (CLIPTokenizer)"),
+                        (cut, f"text_encoder/{weights.name} in {cut} is truncated")):
+        for argv, field in ((["distill", "guidance", "--teacher", str(model), "--name", "s", "--detach"], "teacher"),
+                            (["generate", "--model", str(model), "--prompt", "a cat", "--out",
+                              str(tmp_path / "x.png")], "--model")):
+            assert main([*argv, *data]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {field}: ") and says in err and err.count("\n") == 1, err
+    assert Store(tmp_path / "data").jobs() == [] and not (tmp_path / "x.png").exists()

@@ -8,7 +8,6 @@ the fewest votes, then the battles with the fewest votes, so votes spread evenly
 from __future__ import annotations
 
 import dataclasses
-import random
 import secrets
 from collections import Counter
 from collections.abc import Callable
@@ -199,22 +198,14 @@ def pair_of(a_setting: str, b_setting: str) -> tuple[str, str]:
     return tuple(sorted((a_setting, b_setting)))
 
 
-def next_battle(store: Store, rater: str, rng: random.Random | None = None) -> dict | None:
+def next_battle(store: Store, rater: str) -> dict | None:
     """The battle this rater should see next (recorded as served to them), or None when they have
     voted on all of them: from the comparison with the fewest votes, the battle with the fewest
-    votes, ties at random."""
-    candidates = store.battle_candidates(rater)
-    if not candidates:
-        return None
-    pair_votes: dict[tuple[str, str], int] = {}
-    for r in store.comparison_counts():
-        p = pair_of(r["a_setting"], r["b_setting"])
-        pair_votes[p] = pair_votes.get(p, 0) + r["n_votes"]
-    rng = rng or random.Random()
-    best = min(candidates, key=lambda c: (pair_votes.get(pair_of(c["a_setting"], c["b_setting"]), 0),
-                                          c["n_votes"], rng.random()))
-    store.serve(best["id"], rater)
-    return store.battle(best["id"])
+    votes, ties at random (`Store.next_unvoted`, in work bounded whatever the database's size)."""
+    battle = store.next_unvoted(rater)
+    if battle is not None:
+        store.serve(battle["id"], rater)
+    return battle
 
 
 def sides(battle: dict) -> tuple[str, str]:

@@ -38,10 +38,15 @@ def bench(args):
                       seed=args.seed, batch_size=args.batch_size, timing_batch=timing_batch,
                       thresholds=tuple(args.thresholds) if args.thresholds else None, students=students)
     cfg.check()
+    from .. import registry
     from ..decide.bench import markdown, run
 
+    store = open_store(args)
+    registry.resolve(cfg.model, store)
+    for role, name in students.items():  # a student asked for by name must exist before anything runs
+        registry.resolve(name, store, field=f"--student {role}")
     set_threads(args.threads)
-    result = run(cfg, store=open_store(args), device=args.device, dtype=args.dtype, log=say)
+    result = run(cfg, store=store, device=args.device, dtype=args.dtype, log=say)
     return result if args.json else markdown(result)
 
 

@@ -17,8 +17,10 @@ def validate(recipe: Recipe, store: Store, replace: bool = False) -> list[str]:
     """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
     recipe.check()
     teacher = registry.resolve(recipe.teacher, store, field="teacher")
+    registry.family_of(teacher)
+    registry.check_complete(teacher, field="teacher")
     if recipe.init:
-        registry.resolve(recipe.init, store, field="init")
+        registry.check_complete(registry.resolve(recipe.init, store, field="init"), field="init")
     if recipe.name in registry.BUILTIN:
         raise UsageError(f"name {recipe.name!r} is taken by a built-in model; choose another")
     for job in store.jobs(kind=KIND):
