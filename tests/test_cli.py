@@ -104,13 +104,15 @@ def test_train_teacher_passes_the_flags_given_and_keeps_the_config_defaults(monk
 
 def test_bad_values_that_once_ended_in_tracebacks_are_one_line(tmp_path, data_dir, capsys):
     """Each refused with exit 2 and one line naming what is wrong, before anything is written."""
-    nul, binary = tmp_path / "nul.txt", tmp_path / "binary.txt"
+    nul, binary, empty = tmp_path / "nul.txt", tmp_path / "binary.txt", tmp_path / "empty.txt"
     nul.write_bytes(b"\x00\x00\x00\n")
+    empty.write_text("")
     binary.write_bytes(bytes(range(128, 256)))
     for argv, says in [
         (["arena", "prepare", "--setting", "embedded,steps=inf", "--setting", "embedded"], "steps must be an integer"),
         (["eval", "--golden", str(nul), "--limit", "1"], "line 1 of nul.txt: a prompt must be printable text"),
         (["distill", "guidance", "--name", "b", "--prompts", str(binary)], "is not UTF-8 text"),
+        (["distill", "guidance", "--name", "b", "--prompts", str(empty)], "has no prompts (one per line)"),
         (["generate", "--prompt", "x", "--device", "tpu", "--out", str(tmp_path / "x.png")],
          "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
         (["calibrate", "--target-psnr", "nan"], "--target-psnr must be a number of dB"),
