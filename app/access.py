@@ -3,10 +3,11 @@
 Admins do everything. Raters vote in the arena and nothing else: every other event of the app
 (preparing battles, jobs, bench, sweep, evaluation, exports, loading a model by path, even the
 pickers' refresh) is refused for them before it runs. The rule is enforced in one place,
-`LabBlocks.process_api`, which every call of every event passes through (the page's buttons, the
-named API and unnamed events called by number alike), and it allows by list, not by exception: an
-event is open to raters only when it was made by the arena tab, so a new endpoint is admin-only
-until someone says otherwise. Without an auth file there is no sign-in and whoever reaches the app
+`app.blocks.LabBlocks.process_api`, which every call of every event passes through (the page's
+buttons, the named API and unnamed events called by number alike), and it allows by list, not by
+exception: an event is open to raters only when it was made by the arena tab, so a new endpoint is
+admin-only until someone says otherwise. This module imports no Gradio: the app reads the auth
+file before Gradio is imported. Without an auth file there is no sign-in and whoever reaches the app
 is an admin: serve it on 127.0.0.1, or pass `--auth-file`.
 """
 
@@ -70,39 +71,3 @@ def read_auth_file(path: str) -> Access:
     if not users:
         raise UsageError(f"--auth-file: {where} names no USER:PASSWORD:ROLE")
     return Access(users)
-
-
-def guard(demo, access: Access, open_to_raters: set[int]) -> None:
-    """Make `demo` (a LabBlocks) refuse raters every event but those in `open_to_raters` (ids of
-    `demo.fns`)."""
-    demo.lab_access = access
-    demo.open_to_raters = frozenset(open_to_raters)
-
-
-def _lab_blocks():
-    import gradio as gr
-
-    class LabBlocks(gr.Blocks):
-        """gr.Blocks that checks the caller's role before any event runs (see the module's text)."""
-
-        lab_access: Access = Access()
-        open_to_raters: frozenset[int] = frozenset()
-
-        async def process_api(self, block_fn, inputs, state=None, request=None, *args, **kwargs):
-            fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
-            first = request[0] if isinstance(request, list) and request else request
-            if fn._id not in self.open_to_raters and not self.lab_access.is_admin(first):
-                # Not shown on the page (a rater's page only ever fires it from a hidden tab's
-                # refresh); an API caller receives the message.
-                raise gr.Error(REFUSED, visible=False, print_exception=False)
-            return await super().process_api(block_fn, inputs, state, request, *args, **kwargs)
-
-    return LabBlocks
-
-
-def __getattr__(name: str):
-    if name == "LabBlocks":  # built on first use: importing this module imports no Gradio
-        cls = _lab_blocks()
-        globals()["LabBlocks"] = cls
-        return cls
-    raise AttributeError(name)

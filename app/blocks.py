@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from . import arena, compare, decide, distill, evaluate, leaderboard, sweep
-from .access import Access, LabBlocks, guard
+from .access import REFUSED, Access
 from .state import Lab
 
 CSS = """
@@ -17,11 +17,30 @@ table.lab-jobs td, table.lab-jobs th { padding: 4px 8px; border-bottom: 1px soli
 """
 
 
+class LabBlocks(gr.Blocks):
+    """gr.Blocks that checks the caller's role before any event runs (app/access.py): a rater may
+    run the events in `open_to_raters` (ids of `fns`, set once the app is built) and no other."""
+
+    def __init__(self, access: Access, **kwargs):
+        super().__init__(**kwargs)
+        self.lab_access = access
+        self.open_to_raters: frozenset[int] = frozenset()
+
+    async def process_api(self, block_fn, inputs, state=None, request=None, *args, **kwargs):
+        fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+        first = request[0] if isinstance(request, list) and request else request
+        if fn._id not in self.open_to_raters and not self.lab_access.is_admin(first):
+            # Not shown on the page (a rater's page only ever fires it from a hidden tab's
+            # refresh); an API caller receives the message.
+            raise gr.Error(REFUSED, visible=False, print_exception=False)
+        return await super().process_api(block_fn, inputs, state, request, *args, **kwargs)
+
+
 def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
     """Every tab. With sign-ins, the admin tabs start hidden and the page's first event shows them
     to admins; a rater's page shows the Arena alone, and every other event refuses them."""
     access = access or Access()
-    with LabBlocks(title="Distillation Lab") as demo:
+    with LabBlocks(access, title="Distillation Lab") as demo:
         gr.Markdown("# Distillation Lab\nTeacher and student, side by side: what each costs in passes, "
                     "seconds and memory, and what it does to the image.")
         shown = not access.signed_in
@@ -72,14 +91,14 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
             tab_.select(lambda: gr.Dropdown(choices=lab.model_names()), None, view["model"], api_visibility="private")
         decide_tab.select(lambda m: decide.show(lab, m), decide_view["model"],
                           [decide_view["table"], decide_view["chart"]], api_visibility="private")
-    guard(demo, access, open_to_raters)
+    demo.open_to_raters = frozenset(open_to_raters)
     return demo
 
 
 def build_arena_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
     """The arena alone, for raters: no model names anywhere in the page (`python -m app --arena-only`)."""
-    with LabBlocks(title="Distillation Lab · Arena") as demo:
+    with LabBlocks(access or Access(), title="Distillation Lab · Arena") as demo:
         gr.Markdown("# Distillation Lab · Arena")
         arena.build(lab)
-    guard(demo, access or Access(), set(demo.fns))
+    demo.open_to_raters = frozenset(demo.fns)
     return demo

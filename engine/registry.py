@@ -136,10 +136,11 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def check_complete(path: Path, field: str = "--model") -> None:
-    """Refuse, in one line naming the part, a model directory with a part missing (a component
-    model_index.json lists without its folder) or a weights file cut short; from the files'
-    headers, without loading anything."""
+def check_complete(path: Path, field: str = "--model") -> str:
+    """The family of a model directory, once it is known to be whole: refuse, in one line naming
+    the part, one with a part missing (a component model_index.json lists without its folder) or a
+    weights file cut short; from the files' headers, without loading anything."""
+    family = family_of(path)
     index = path / "model_index.json"
     if index.exists():
         try:
@@ -155,6 +156,7 @@ def check_complete(path: Path, field: str = "--model") -> None:
         problem = _safetensors_problem(weights)
         if problem:
             raise UsageError(f"{field}: {weights.relative_to(path)} in {path} {problem}; copy it again")
+    return family
 
 
 def takes_guidance(path: Path) -> bool:
@@ -195,8 +197,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 @lru_cache(maxsize=4)
 def _load(path: str, device: str, dtype: str) -> Family:
-    family = family_of(Path(path))
-    check_complete(Path(path))
+    family = check_complete(Path(path))
     try:
         return LOADERS[family](Path(path), device=torch.device(device), dtype=DTYPES[dtype])
     except UsageError:

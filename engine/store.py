@@ -227,9 +227,9 @@ class Store:
                 if MIGRATIONS.pending(self.db):
                     raise UsageError(f"data directory: {self.root / DB_NAME} needs an update to this version of the "
                                      f"lab, and it is read-only: make it writable, or use a copy")
-            elif not memory:
-                self.db.enable_wal()
-            if not self.read_only:
+            else:
+                if not memory:
+                    self.db.enable_wal()
                 self.migrate()
         except sqlite3.DatabaseError as e:  # a file that is not a database is read, never written over
             where = self.root / DB_NAME if self.root is not None else "the in-memory database"

@@ -49,6 +49,11 @@ def call(http: httpx.Client, fn_index: int, n_inputs: int) -> dict:
     raise AssertionError(f"event {fn_index}: no answer")
 
 
+def by_role(demo) -> int:
+    """The page's first event: it shows or hides the tabs by the caller's role."""
+    return next(i for i in demo.open_to_raters if demo.fns[i].api_name == "by_role")
+
+
 def snapshot(store) -> dict:
     """Every table's rows and every file of the data directory."""
     tables = {t: list(store.db.query(f"SELECT * FROM [{t}]")) for t in store.db.table_names()}
@@ -117,8 +122,7 @@ def test_a_rater_is_refused_every_event_but_the_arenas_and_changes_nothing(lab_a
     assert snapshot(store) == before
 
     # The page a rater gets: its first event hides every tab but the Arena, and selects it.
-    by_role = next(i for i in demo.open_to_raters if demo.fns[i].api_name == "by_role")
-    shown = call(rater, by_role, 0)["output"]["data"]
+    shown = call(rater, by_role(demo), 0)["output"]["data"]
     assert shown[0]["selected"] == "Arena" and all(t["visible"] is False for t in shown[1:])
     # ... and the arena works for them.
     client = Client(url, verbose=False, download_files=False, auth=("bo", "bo-pw"))
@@ -136,8 +140,7 @@ def test_an_admin_passes_every_event(lab_app):
         msg = call(admin, i, len(fn.inputs))
         # Called without inputs an event may fail for want of them, never for the caller's role.
         assert (msg.get("output") or {}).get("error") != REFUSED, (fn.api_name, msg)
-    by_role = next(i for i in demo.open_to_raters if demo.fns[i].api_name == "by_role")
-    shown = call(admin, by_role, 0)["output"]["data"]
+    shown = call(admin, by_role(demo), 0)["output"]["data"]
     assert all(t["visible"] is True for t in shown[1:])
     client = Client(url, verbose=False, download_files=False, auth=("ada", "ada-pw"))
     exported = client.predict(api_name="/arena_export_csv")

@@ -17,8 +17,7 @@ def validate(recipe: Recipe, store: Store, replace: bool = False) -> list[str]:
     """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
     recipe.check()
     teacher = registry.resolve(recipe.teacher, store, field="teacher")
-    registry.family_of(teacher)
-    registry.check_complete(teacher, field="teacher")
+    family = registry.check_complete(teacher, field="teacher")
     if recipe.init:
         registry.check_complete(registry.resolve(recipe.init, store, field="init"), field="init")
     if recipe.name in registry.BUILTIN:
@@ -34,7 +33,6 @@ def validate(recipe: Recipe, store: Store, replace: bool = False) -> list[str]:
         read_prompts(recipe.prompts)
     guided = registry.takes_guidance(teacher)
     if "guidance" in recipe.technique:
-        family = registry.family_of(teacher)
         if family in NO_GUIDANCE_INPUT:
             raise UsageError(f"technique: guidance distillation needs a model that can take the guidance scale as "
                              f"input; {recipe.teacher!r} is {NO_GUIDANCE_INPUT[family]}, "
