@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
     lab = Lab(store, device=args.device)
     # Jobs whose process died while the app was down are marked interrupted; queued ones start.
-    jobs.dispatch(lab.store)
+    try:
+        jobs.dispatch(lab.store)
+    except UsageError as e:  # a read-only or full data directory: served for reading, writes refused
+        print(f"warning: {e}", flush=True)
     demo = (build_arena_app if args.arena_only else build_app)(lab, access)
     demo.queue().launch(server_name=args.host, server_port=args.port, css=CSS, footer_links=["api"],
                         auth=access.gradio_auth())

@@ -140,7 +140,9 @@ def _alive(pid: int | None) -> bool:
 
 
 def reconcile(store: Store) -> list[int]:
-    """Mark running jobs whose process is gone as interrupted; returns their ids."""
+    """Mark running jobs whose process is gone as interrupted; returns their ids. When the
+    database cannot be written (a full disk, a read-only copy) they are still returned, to be shown
+    as interrupted, and marked by a later call."""
     lost = []
     for job in store.jobs(limit=1000):
         if job["status"] != "running":
@@ -152,7 +154,10 @@ def reconcile(store: Store) -> list[int]:
             error = "the job never started"
         else:
             continue
-        if store.set_job_status(job["id"], "interrupted", only_from=("running",), error=error):
+        try:
+            if store.set_job_status(job["id"], "interrupted", only_from=("running",), error=error):
+                lost.append(job["id"])
+        except UsageError:
             lost.append(job["id"])
     return lost
 
@@ -258,8 +263,12 @@ def run(store: Store, job_id: int, body: Body) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if ctx.is_main:
-        store.set_job_status(job_id, status, **fields)
-        if status == "succeeded":
-            (job_dir(store, job_id) / ENV_FILE).unlink(missing_ok=True)
-        dispatch(store)
+        try:
+            store.set_job_status(job_id, status, **fields)
+            if status == "succeeded":
+                (job_dir(store, job_id) / ENV_FILE).unlink(missing_ok=True)
+            dispatch(store)
+        except UsageError as e:  # the database cannot be written: `reconcile` marks the job interrupted
+            print(f"the job's end ({status}) could not be recorded: {e}", flush=True)
+            code = code or 1
     return code

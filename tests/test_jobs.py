@@ -172,3 +172,65 @@ def test_a_job_that_fails_makes_the_command_that_followed_it_exit_1(tmp_path, ti
                      "--eval-n", "0", "--data-dir", str(tmp_path / "d")]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "failed" and out["models"] == [] and "loading state_dict" in out["error"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MB file system (tmpfs), for a disk that fills up; where this machine may not mount
+    one the test is skipped (it needs the rights CI and the development machine have)."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(path) -> None:
+    """Write to `path` until the disk holding it is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_fails_the_job_or_leaves_it_interrupted_never_running_and_no_partial_checkpoint(small_disk,
+                                                                                                    capsys):
+    import torch
+
+    from engine.distill.trainer import _save_checkpoint
+
+    store = Store(small_disk / "lab")
+    ckpt = small_disk / "lab" / "jobs" / "ckpt"
+    module = torch.nn.Linear(256, 256)
+    opt = torch.optim.Adam(module.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+    def body(ctx: jobs.Context) -> list[str]:
+        _save_checkpoint(ckpt, 1, module, ["weight", "bias"], opt, sched, None)  # fits
+        ctx.report(0, 1, 2, loss=0.5)
+        fill(small_disk / "filler")
+        _save_checkpoint(ckpt, 2, module, ["weight", "bias"], opt, sched, None)  # the disk is full
+        return ["never"]
+
+    job_id = jobs.submit(store, "demo", {}, name="never", label="fills the disk", parts=1, start=False)
+    assert store.claim_next_job()["id"] == job_id  # running, as the dispatcher leaves it
+    code = jobs.run(store, job_id, body)
+    assert code == 1
+    # The last good checkpoint stands and nothing half-written holds space.
+    assert json.loads((ckpt / "step.json").read_text()) == {"step": 1}
+    assert [p.name for p in ckpt.parent.iterdir()] == ["ckpt"]  # no ckpt.tmp left behind
+    # Still full: `jobs` lists it (as failed if that could be written, else interrupted), never running.
+    capsys.readouterr()
+    assert cli.main(["jobs", "--data-dir", str(small_disk / "lab")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "fills the disk" in line)
+    assert row.split()[1] in ("failed", "interrupted"), row
+    (small_disk / "filler").unlink()  # space again: the database says so too
+    assert cli.main(["jobs", "--data-dir", str(small_disk / "lab")]) == 0
+    assert Store(small_disk / "lab").job(job_id)["status"] in ("failed", "interrupted")

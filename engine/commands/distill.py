@@ -77,10 +77,11 @@ def list_jobs(args) -> str:
     from .. import jobs
 
     store = open_store(args)
-    jobs.reconcile(store)
+    lost = set(jobs.reconcile(store))  # shown as interrupted even where that cannot be written yet
     lines = [f"{'id':>4}  {'status':<11} {'kind':<8} {'what':<52} progress"]
     for j in store.jobs():
-        lines.append(f"{j['id']:>4}  {j['status']:<11} {j['kind']:<8} {j['label']:<52} {jobs.progress(j)[1]}")
+        status = "interrupted" if j["id"] in lost else j["status"]
+        lines.append(f"{j['id']:>4}  {status:<11} {j['kind']:<8} {j['label']:<52} {jobs.progress(j)[1]}")
     return "\n".join(lines)
 
 

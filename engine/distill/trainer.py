@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,20 +94,25 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
 
 
 def _save_checkpoint(d: Path, step: int, module, names, opt, sched, ema) -> None:
+    """Write the checkpoint beside the last one, then swap it in: a crash leaves either the old or
+    the new one, and a write that fails (a full disk) leaves the old one and takes its partial
+    files with it, so they hold no space."""
     tmp = d.with_name(d.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    state = dict(module.named_parameters())
-    save_file({n: state[n].detach().float().contiguous().cpu() for n in names}, tmp / "trainable.safetensors")
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "ema": ema.state_dict() if ema else None}, tmp / "optimizer.pt")
-    (tmp / "step.json").write_text(json.dumps({"step": step}))
-    if d.exists():  # replace atomically enough: a crash leaves either the old or the new one
+    try:
+        state = dict(module.named_parameters())
+        save_file({n: state[n].detach().float().contiguous().cpu() for n in names}, tmp / "trainable.safetensors")
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "ema": ema.state_dict() if ema else None}, tmp / "optimizer.pt")
+        (tmp / "step.json").write_text(json.dumps({"step": step}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if d.exists():
         old = d.with_name(d.name + ".old")
         d.rename(old)
         tmp.rename(d)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
     else:
         tmp.rename(d)
 
