@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 from PIL import Image
 
 from .accel.runtime import accelerated
@@ -11,11 +15,26 @@ from .sampling import sample
 from .store import Store
 
 
+def defaults(family: Family) -> tuple[int, float]:
+    """The steps and guidance a model runs at when none are asked for: a lab student's
+    "recommended" ones (its lab.json, engine/distill/run.py), else its family's own (for a
+    diffusers model, what its pipeline's __call__ does by default)."""
+    meta = Path(family.path) / "lab.json" if family.path is not None else None
+    rec = (json.loads(meta.read_text()).get("recommended") or {}) if meta is not None and meta.is_file() else {}
+    steps, guidance = rec.get("steps"), rec.get("guidance")  # a student without a guidance input: None
+    return (family.default_steps if steps is None else int(steps),
+            family.default_guidance if guidance is None else float(guidance))
+
+
 def run(family: Family, req: Request, *, model_name: str, store: Store | None = None,
         callback=None, log=None) -> tuple[Image.Image, dict]:
     """Generate one image. Returns the image and its record (the CLI's JSON line). `log` hears
     of slow one-off work (a cache calibrating itself for this model)."""
     req.check()
+    if req.steps is None or req.guidance is None:
+        steps, guidance = defaults(family)
+        req = replace(req, steps=steps if req.steps is None else req.steps,
+                      guidance=guidance if req.guidance is None else req.guidance)
     h = req.height or family.default_size
     w = req.width or family.default_size
     family.check_size(h, w)

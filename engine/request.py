@@ -27,8 +27,8 @@ def check_guidance(g, field: str = "guidance") -> float:
 @dataclass
 class Request:
     prompt: str
-    steps: int = 50
-    guidance: float = 5.0
+    steps: int | None = None  # None: the model's own (engine/generate.py `defaults`)
+    guidance: float | None = None  # None: the model's own
     seed: int = 0
     height: int | None = None  # None: the family's native size
     width: int | None = None
@@ -41,9 +41,10 @@ class Request:
             raise UsageError("prompt must be non-empty text")
         if len(self.prompt) > MAX_PROMPT:
             raise UsageError(f"prompt must be at most {MAX_PROMPT} characters, got {len(self.prompt)}")
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+        if self.steps is not None and (not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS):
             raise UsageError(f"steps must be an integer in 1..{MAX_STEPS}, got {self.steps}")
-        check_guidance(self.guidance)
+        if self.guidance is not None:
+            check_guidance(self.guidance)
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise UsageError(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed}")
         lo, hi = SIZE_RANGE

@@ -84,6 +84,8 @@ class Family:
     denoiser: nn.Module  # the network that runs once per pass (what caching, FP8 and LoRA act on)
     guidance_embedded: bool = False  # True: takes the guidance scale as an input, one pass per step
     default_size: int = 512  # image side used when none is asked for
+    default_steps: int = 50  # sampling steps when none are asked for (pipeline families: their pipeline's)
+    default_guidance: float = 5.0  # guidance scale when none is asked for (1 = one pass a step)
     path: Path | None = None
 
     @property

@@ -60,6 +60,8 @@ def build_unet(cfg: EmbeddedConfig, time_cond_proj_dim: int | None = None) -> UN
 
 class EmbeddedFamily(Family):
     name = "embedded"
+    default_steps = 50  # the shipped teacher's reference setting (README, docs): 50 steps at guidance 5
+    default_guidance = 5.0
 
     def __init__(self, unet: UNet2DConditionModel, text_encoder: TextEncoder, cfg: EmbeddedConfig,
                  path: Path | None = None):

@@ -47,6 +47,7 @@ class FluxFamily(PipelineFamily):
     name = "flux"
     pipeline_class = FluxPipeline
     patch = 2
+    default_steps = 28  # FluxPipeline.__call__'s num_inference_steps
 
     def __init__(self, pipe, path=None, default_size=None):
         super().__init__(pipe, path, default_size)
@@ -60,6 +61,12 @@ class FluxFamily(PipelineFamily):
     @property
     def guidance_embedded(self) -> bool:
         return bool(self.denoiser.config.guidance_embeds)
+
+    @property
+    def default_guidance(self) -> float:
+        # FluxPipeline.__call__ hands its guidance_scale 3.5 to a guidance-embedded (dev-style) model;
+        # without guidance_embeds (schnell-style) its true_cfg_scale 1.0 runs one pass a step.
+        return 3.5 if self.guidance_embedded else 1.0
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, pooled, _ = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,

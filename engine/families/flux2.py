@@ -28,6 +28,7 @@ class Flux2Family(PipelineFamily):
     name = "flux2"
     pipeline_class = Flux2KleinPipeline
     patch = 2
+    default_steps = 50  # Flux2KleinPipeline.__call__'s num_inference_steps
 
     def __init__(self, pipe, path=None, default_size=None):
         super().__init__(pipe, path, default_size)
@@ -39,6 +40,12 @@ class Flux2Family(PipelineFamily):
     def guidance_embedded(self) -> bool:
         # One pass per step: the model takes the scale as an input, or (distilled klein) needs none.
         return bool(self.denoiser.config.guidance_embeds or self.pipe.config.get("is_distilled", False))
+
+    @property
+    def default_guidance(self) -> float:
+        # Flux2KleinPipeline.__call__'s guidance_scale 4.0; a step-distilled klein (is_distilled) ignores
+        # the scale and runs one pass a step, which the lab records as guidance 1.
+        return 1.0 if self.pipe.config.get("is_distilled", False) else 4.0
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, _ = self.pipe.encode_prompt(prompt=prompts, device=self.device, num_images_per_prompt=1,

@@ -26,6 +26,8 @@ class SDFamily(PipelineFamily):
     pipeline_class = StableDiffusionPipeline
     denoiser_name = "unet"
     load_kwargs = {"safety_checker": None, "requires_safety_checker": False}
+    default_steps = 50  # StableDiffusionPipeline.__call__'s num_inference_steps and guidance_scale
+    default_guidance = 7.5
 
     def __init__(self, pipe, path=None, default_size=None, schedule: VPSchedule | None = None):
         super().__init__(pipe, path, default_size)
@@ -117,6 +119,7 @@ class SDXLFamily(SDFamily):
     name = "sdxl"
     pipeline_class = StableDiffusionXLPipeline
     load_kwargs = {}
+    default_guidance = 5.0  # StableDiffusionXLPipeline.__call__'s (its 50 steps are SD's)
 
     def encode(self, prompts: list[str]) -> Conditioning:
         hidden, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,

@@ -24,6 +24,8 @@ MAX_SEQUENCE_LENGTH = 256  # T5 tokens, the pipeline's default
 class SD3Family(PipelineFamily):
     name = "sd3"
     pipeline_class = StableDiffusion3Pipeline
+    default_steps = 28  # StableDiffusion3Pipeline.__call__'s num_inference_steps and guidance_scale
+    default_guidance = 7.0
 
     def __init__(self, pipe, path=None, default_size=None):
         super().__init__(pipe, path, default_size)
