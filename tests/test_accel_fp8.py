@@ -83,3 +83,26 @@ def test_weights_mode_cuts_every_family_by_at_least_40_percent_in_bfloat16(kind)
     assert param_mem_mb(net) <= 0.6 * mem
     remove_fp8(net)
     assert is_clean(net) and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("kind", ["flux", "flux2-klein"])
+def test_weights_mode_leaves_a_flux_family_computing_in_its_own_dtype(tiny_pipeline, kind):
+    """A FLUX transformer's first parameter is a cast linear's weight: under FP8 weights it is float8,
+    which must not become the dtype of the latents and prompts (the matrix in test_speed_matrix.py samples)."""
+    from engine import registry
+    from engine.accel.runtime import accelerated
+
+    fam = registry.load(str(tiny_pipeline(kind)), device="cpu")
+    with accelerated(fam, fp8="weights"):
+        assert next(fam.denoiser.parameters()).dtype == torch.float8_e4m3fn
+        assert fam.dtype == torch.float32
+        images, _ = sample(fam, ["a cat"], steps=2, guidance=3.0, seeds=[0], height=64, width=64)
+    assert images.shape == (1, 64, 64, 3) and fam.dtype == torch.float32
+
+
+def test_compute_mode_keeps_the_models_parameter_dtype():
+    """Float8Linear's scale is a buffer, so a bfloat16 model's parameters say bfloat16 (or float8)."""
+    net = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.Linear(32, 16)).to(torch.bfloat16)
+    _to_float8_compute(net, FP8Config("compute"))
+    assert {p.dtype for p in net.parameters()} == {torch.float8_e4m3fn, torch.bfloat16}
+    assert net[0].w_scale.dtype == torch.float32

@@ -153,3 +153,18 @@ def test_unknown_model_class_is_refused():
         apply_teacache(torch.nn.Linear(2, 2), TeaCacheConfig())
     with pytest.raises(UsageError, match="threshold"):
         apply_teacache(Toy(), TeaCacheConfig(threshold=-1, probe="first:input"))
+
+
+def test_rows_to_recompute_take_sdxls_time_ids_but_not_flux_position_ids():
+    """SDXL's added_cond_kwargs carry (B, 6) `time_ids`; FLUX.1's (seq, 3) position ids have no batch
+    axis, even when seq happens to equal the batch."""
+    from engine.accel.hooks import take_rows
+
+    rows = torch.tensor([1, 3])
+    kwargs = {"added_cond_kwargs": {"text_embeds": torch.randn(4, 8), "time_ids": torch.arange(24.0).view(4, 6)},
+              "img_ids": torch.randn(4, 3), "txt_ids": torch.randn(4, 3), "hidden": torch.randn(4, 5)}
+    part = take_rows(kwargs, rows, 4)
+    for key in ("text_embeds", "time_ids"):
+        assert torch.equal(part["added_cond_kwargs"][key], kwargs["added_cond_kwargs"][key][rows])
+    assert part["img_ids"] is kwargs["img_ids"] and part["txt_ids"] is kwargs["txt_ids"]
+    assert torch.equal(part["hidden"], kwargs["hidden"][rows])

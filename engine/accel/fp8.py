@@ -82,7 +82,7 @@ class Float8Linear(nn.Module):
         w = linear.weight.detach()
         self.out_dtype = w.dtype
         scale = (w.abs().max().float() / E4M3_MAX).clamp_min(1e-12).reshape(())
-        self.w_scale = nn.Parameter(scale, requires_grad=False)
+        self.register_buffer("w_scale", scale)  # a buffer: the model's parameters keep its compute dtype
         self.weight_fp8 = nn.Parameter((w.float() / scale).to(torch.float8_e4m3fn), requires_grad=False)  # (out, in)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
 

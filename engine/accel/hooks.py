@@ -55,8 +55,8 @@ def take_rows(value: Any, rows: torch.Tensor, n: int, name: str = "") -> Any:
     if isinstance(value, torch.Tensor):
         if value.dim() == 0 or value.shape[0] != n:
             return value
-        if name.endswith("_ids") and value.dim() < 3:  # FLUX position ids (seq, 3) have no batch axis
-            return value
+        if name in ("img_ids", "txt_ids") and value.dim() < 3:  # FLUX.1 position ids (seq, 3): no batch axis
+            return value  # (SDXL's `time_ids` (B, 6) do have one)
         return value[rows.to(value.device)]
     if isinstance(value, dict):
         return type(value)({k: take_rows(v, rows, n, k) for k, v in value.items()})

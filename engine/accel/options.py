@@ -10,7 +10,7 @@ from ..errors import UsageError
 
 DIFFUSERS_METHODS = ("fbcache", "magcache", "taylorseer")  # diffusers' own caches (diffusers_cache.py)
 CACHES = ("none", "teacache", *DIFFUSERS_METHODS)
-CALIBRATED = ("teacache", "magcache")  # caches that need a calibration of the model first
+CALIBRATED = ("teacache", "magcache")  # caches calibrated per model (teacache only when no threshold is given)
 FP8_MODES = ("off", "weights", "compute")
 
 

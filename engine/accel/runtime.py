@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..families.base import Family
 from .diffusers_cache import DiffusersCacheConfig, apply_diffusers_cache, remove_diffusers_cache, unsupported
 from .fp8 import FP8Config, apply_fp8, param_mem_mb, remove_fp8
-from .options import CALIBRATED, DIFFUSERS_METHODS, CacheSpec, check_fp8, parse_cache
+from .options import DIFFUSERS_METHODS, CacheSpec, check_fp8, parse_cache
 from .teacache import TeaCacheConfig, apply_teacache, probe_of, remove_teacache
 
 
@@ -34,19 +34,34 @@ class Applied:
     calibration: dict | None = field(default=None, repr=False)
 
 
+def stored_calibration(family: Family, method: str, store=None) -> dict | None:
+    """The calibration of `method` stored for this model (None: none, or one made for an older VERSION)."""
+    from .calibrate import VERSION
+
+    found = store.calibration(family.identity(), method) if store is not None else None
+    return found if found is not None and found.get("version") == VERSION else None
+
+
 def calibration(family: Family, method: str, *, store=None, log=None) -> dict:
     """The stored calibration of `method` for this model, or a fresh one (then stored)."""
-    from .calibrate import CALIBRATORS, VERSION
+    from .calibrate import CALIBRATORS
 
-    key = family.identity()
-    found = store.calibration(key, method) if store is not None else None
-    if found is None or found.get("version") != VERSION:
+    found = stored_calibration(family, method, store)
+    if found is None:
+        key = family.identity()
         if log:
             log(f"calibrating {method} for {key} (once; stored in the lab database)")
         found = CALIBRATORS[method](family)
         if store is not None:
             store.save_calibration(key, method, found)
     return found
+
+
+def _needs_calibration(spec: CacheSpec) -> bool:
+    """TeaCache calibrates for its threshold (a threshold given needs none: it then reads on the
+    stored polynomial where the model has one, else on the raw change); MagCache always needs its
+    per-step ratios, which a threshold does not replace."""
+    return spec.method == "magcache" or (spec.method == "teacache" and spec.threshold is None)
 
 
 def _check_cache(family: Family, spec: CacheSpec) -> None:
@@ -63,7 +78,8 @@ def _switch_on_cache(family: Family, spec: CacheSpec, cal: dict | None, steps: i
     model = family.denoiser
     if spec.method == "teacache":
         threshold = cal["threshold"] if spec.threshold is None else spec.threshold
-        apply_teacache(model, TeaCacheConfig(threshold=threshold, coefficients=tuple(cal["coefficients"])))
+        coefficients = tuple(cal["coefficients"]) if cal else None
+        apply_teacache(model, TeaCacheConfig(threshold=threshold, coefficients=coefficients))
         return f"teacache:{threshold:g}"
     ratios = tuple(cal["mag_ratios"]) if cal else None
     apply_diffusers_cache(model, DiffusersCacheConfig(spec.method, spec.threshold, steps=steps, mag_ratios=ratios))
@@ -87,8 +103,10 @@ def accelerated(family: Family, cache: str | CacheSpec | None = None, fp8: str |
     with family.lock:  # nobody else samples the model while it is changed
         _check_cache(family, spec)
         applied = Applied(fp8=mode)
-        if spec.method in CALIBRATED:  # calibrated on the model as stored, before any FP8 rounding
+        if _needs_calibration(spec):  # calibrated on the model as stored, before any FP8 rounding
             applied.calibration = calibration(family, spec.method, store=store, log=log)
+        elif spec.method == "teacache":
+            applied.calibration = stored_calibration(family, spec.method, store)
         apply_fp8(family.denoiser, FP8Config(mode))
         try:
             if spec.method != "none":

@@ -102,7 +102,11 @@ class Family:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.denoiser.parameters()).dtype
+        """The dtype the denoiser computes in (and latents and prompts are made in): that of its
+        parameters, passing over any stored in float8 (FP8 weights mode casts those up layer by layer)."""
+        dtypes = (p.dtype for p in self.denoiser.parameters())
+        first = next(dtypes)
+        return first if first.itemsize > 1 else next((d for d in dtypes if d.itemsize > 1), first)
 
     def encode(self, prompts: list[str]) -> Conditioning:
         raise NotImplementedError
