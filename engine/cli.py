@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .commands import arena, decide, distill, evaluate, models, world  # noqa: F401 - each registers its commands
+from .commands import arena, decide, distill, evaluate, export, models, world  # noqa: F401 - each registers its commands
 from .commands.args import Outcome, build_parser
 from .errors import UsageError
 

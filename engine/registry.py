@@ -64,6 +64,24 @@ def lineage(store: Store | None, name: str) -> list[str]:
     return chain[::-1]
 
 
+def inventory(store: Store | None) -> list[dict]:
+    """Every model a picker offers, with where it lives: family, path, lineage (root first), size on
+    disk, and for a LoRA adapter student the base it needs."""
+    out = []
+    for name in names(store):
+        path = resolve(name, store)
+        row = model_row(store, name) or {}
+        meta = json.loads((path / "lab.json").read_text()) if (path / "lab.json").exists() else {}
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+        entry = {"name": name, "family": row.get("family") or meta.get("family"), "path": str(path),
+                 "lineage": lineage(store, name), "kind": meta.get("kind") or ("teacher" if not row else None),
+                 "bytes": sum(p.stat().st_size for p in files), "created": row.get("created")}
+        if "base" in meta:
+            entry["base"] = str((path / meta["base"]).resolve())
+        out.append(entry)
+    return out
+
+
 def names(store: Store | None = None) -> list[str]:
     """Every model a picker offers: the built-in ones, then the registered ones."""
     registered = [r["name"] for r in store.models()] if store else []

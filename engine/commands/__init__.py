@@ -3,6 +3,7 @@
 until a command's flags are checked, so a bad flag is refused at once.
 
 models.py    generate, parity, register, random-model
+export.py    models, export
 distill.py   distill, jobs, resume, cancel, job-run
 evaluate.py  eval, lineage, adherence, adherence-table
 decide.py    bench, sweep, calibrate

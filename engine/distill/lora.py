@@ -8,14 +8,13 @@ the LoRA weights and the new modules, and names its base model (engine/families/
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
-from ..families.adapter import ADAPTER_WEIGHTS, NEW_MODULES
+from ..families.adapter import ADAPTER_WEIGHTS, NEW_MODULES, weights_digest
 from ..families.base import Family
 from .recipes import LoraSpec
 
@@ -41,6 +40,7 @@ def save_adapter_student(family: Family, path: Path, base: Path, train_fully: li
     new = {k: state[k].detach().float().contiguous() for k in train_fully}
     if new:
         save_file(new, path / NEW_MODULES)
-    meta = {"family": family.name, "base": os.path.relpath(base.resolve(), path.resolve()),
-            "guidance_input": family.guidance_embedded, **extra}
+    meta = {"family": family.name, "base": str(base.resolve()), "base_sha256": weights_digest(base),
+            "base_model": extra.get("parent"),
+            "guidance_input": family.guidance_embedded, **family.guidance_meta(), **extra}
     (path / "lab.json").write_text(json.dumps(meta, indent=1))

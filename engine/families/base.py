@@ -83,6 +83,7 @@ class Family:
     schedule: Any  # has alpha_sigma(t) and grid(steps)
     denoiser: nn.Module  # the network that runs once per pass (what caching, FP8 and LoRA act on)
     guidance_embedded: bool = False  # True: takes the guidance scale as an input, one pass per step
+    guidance_embedding: str = "lcm"  # how a UNet's guidance input reads the scale (families/guidance.py)
     default_size: int = 512  # image side used when none is asked for
     default_steps: int = 50  # sampling steps when none are asked for (pipeline families: their pipeline's)
     default_guidance: float = 5.0  # guidance scale when none is asked for (1 = one pass a step)
@@ -142,6 +143,10 @@ class Family:
     def save(self, path: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
         """Write a model directory that `engine.registry` loads back."""
         raise NotImplementedError
+
+    def guidance_meta(self) -> dict:
+        """What a saved model's lab.json says of its guidance input (nothing where it has none)."""
+        return {"guidance_embedding": self.guidance_embedding} if self.guidance_embedded else {}
 
     def training_prompts(self, rng, n: int) -> list[str]:
         """`n` prompts of the model's own domain, for distillation without a prompt file."""

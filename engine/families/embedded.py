@@ -24,9 +24,9 @@ from ..world.judge import Judge
 from ..world.judge import shipped as shipped_judge
 from ..world.scene import sample_scene
 from ..world.text import TextEncoder, TextEncoderConfig
-from .adapter import load_adapter_student
+from .adapter import check_base, load_adapter_student
 from .base import Conditioning, Family, FlowSchedule
-from .guidance import GUIDANCE_DIM, timestep_cond
+from .guidance import GUIDANCE_DIM, convention_of, timestep_cond
 
 PACK = 2  # pixel_unshuffle factor
 TIME_SCALE = 1000.0  # the UNet's sinusoidal timestep embedding expects timesteps in [0, 1000]
@@ -88,12 +88,14 @@ class EmbeddedFamily(Family):
     def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> EmbeddedFamily:
         meta = json.loads((path / "lab.json").read_text())
         if "base" in meta:  # a LoRA student stored as an adapter over its base model
-            return load_adapter_student(cls.load((path / meta["base"]).resolve(), "cpu", torch.float32),
+            return load_adapter_student(cls.load(check_base(path, meta), "cpu", torch.float32),
                                         path, meta).to(device, dtype)
         cfg = EmbeddedConfig(**meta["config"])
         unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch.float32)
         text = TextEncoder.load(path / "text_encoder")
-        return cls(unet.eval(), text.eval(), cfg, path).to(device, dtype)
+        family = cls(unet.eval(), text.eval(), cfg, path)
+        family.guidance_embedding = convention_of(meta)
+        return family.to(device, dtype)
 
     def to(self, device, dtype: torch.dtype | None = None) -> EmbeddedFamily:
         self.denoiser.to(device)
@@ -111,7 +113,7 @@ class EmbeddedFamily(Family):
         torch.nn.Module.to(copy.deepcopy(self.denoiser), dtype=dtype).save_pretrained(path / "unet")
         self.text_encoder.save(path / "text_encoder", dtype)
         (path / "lab.json").write_text(json.dumps({"family": self.name, "config": self.config_json(),
-                                                   **(extra or {})}, indent=1))
+                                                   **self.guidance_meta(), **(extra or {})}, indent=1))
 
     def config_json(self) -> dict:
         cfg = asdict(self.cfg)
@@ -119,7 +121,9 @@ class EmbeddedFamily(Family):
         return cfg
 
     def clone(self) -> EmbeddedFamily:
-        return EmbeddedFamily(copy.deepcopy(self.denoiser), copy.deepcopy(self.text_encoder), self.cfg, self.path)
+        fam = EmbeddedFamily(copy.deepcopy(self.denoiser), copy.deepcopy(self.text_encoder), self.cfg, self.path)
+        fam.guidance_embedding = self.guidance_embedding
+        return fam
 
     def with_guidance_input(self) -> EmbeddedFamily:
         if self.guidance_embedded:

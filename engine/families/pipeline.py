@@ -17,8 +17,9 @@ import torch
 from diffusers import DiffusionPipeline
 
 from ..errors import UsageError
-from .adapter import load_adapter_student
+from .adapter import check_base, load_adapter_student
 from .base import Family
+from .guidance import convention_of
 
 
 class PipelineFamily(Family):
@@ -66,10 +67,12 @@ class PipelineFamily(Family):
     def load(cls, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> PipelineFamily:
         meta = json.loads((path / "lab.json").read_text()) if (path / "lab.json").exists() else {}
         if "base" in meta:  # a LoRA student stored as an adapter over its base model
-            base = cls.load((path / meta["base"]).resolve(), device, dtype)
+            base = cls.load(check_base(path, meta), device, dtype)
             return load_adapter_student(base, path, meta)
         pipe = cls.pipeline_class.from_pretrained(path, dtype=dtype, local_files_only=True, **cls.load_kwargs)
-        return cls(pipe.to(device), path, meta.get("default_size"))
+        family = cls(pipe.to(device), path, meta.get("default_size"))
+        family.guidance_embedding = convention_of(meta)
+        return family
 
     def to(self, device, dtype: torch.dtype | None = None) -> PipelineFamily:
         self.pipe.to(device, dtype) if dtype is not None else self.pipe.to(device)
@@ -107,14 +110,15 @@ class PipelineFamily(Family):
         return latents
 
     def save(self, path: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
-        """Write a diffusers directory (model_index.json) plus lab.json; the denoiser is stored in `dtype`."""
-        pipe = self.pipeline()
+        """Write a diffusers directory (model_index.json) plus lab.json; the denoiser is stored in `dtype`,
+        with the scheduler whose steps are the lab's sampler (what diffusers then samples it with)."""
+        pipe = self.pipeline(scheduler=self.equivalent_scheduler())
         if self.dtype != dtype:
             # nn.Module.to: a plain cast of a copy for storage (ModelMixin.to refuses some casts).
             setattr(pipe, self.denoiser_name, torch.nn.Module.to(copy.deepcopy(self.denoiser), dtype=dtype))
         path.mkdir(parents=True, exist_ok=True)
         pipe.save_pretrained(path)
-        meta = {"family": self.name, "default_size": self.default_size, **(extra or {})}
+        meta = {"family": self.name, "default_size": self.default_size, **self.guidance_meta(), **(extra or {})}
         (path / "lab.json").write_text(json.dumps(meta, indent=1))
 
     def clone(self) -> PipelineFamily:

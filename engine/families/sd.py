@@ -56,9 +56,10 @@ class SDFamily(PipelineFamily):
         return EulerDiscreteScheduler.from_config(self.schedule.config)
 
     def pipeline_kwargs(self, guidance: float) -> dict:
-        if self.guidance_embedded:  # diffusers feeds time_cond_proj_dim LCM's w-embedding, not the lab's
-            raise UsageError("parity: a guidance-input SD student has no diffusers pipeline that runs it as the "
-                             "lab does")
+        if self.guidance_embedded and self.guidance_embedding != "lcm":
+            raise UsageError(f"this student reads the guidance scale through the {self.guidance_embedding!r} "
+                             f"embedding, which diffusers' pipelines do not feed (they feed LCM's); retrain it "
+                             f"with this version of the lab")
         return {"guidance_scale": guidance}
 
     def encode(self, prompts: list[str]) -> Conditioning:

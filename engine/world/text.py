@@ -78,7 +78,9 @@ class TextEncoder(nn.Module):
 
     @classmethod
     def load(cls, directory: Path) -> TextEncoder:
-        model = cls(TextEncoderConfig(**json.loads((directory / "config.json").read_text())))
-        state = load_file(directory / "model.safetensors")
+        config = json.loads((directory / "config.json").read_text())  # diffusers' keys too, in an export
+        model = cls(TextEncoderConfig(**{k: v for k, v in config.items() if k in TextEncoderConfig.__dataclass_fields__}))
+        weights = directory / "model.safetensors"
+        state = load_file(weights if weights.exists() else directory / "diffusion_pytorch_model.safetensors")
         model.load_state_dict({k: v.float() for k, v in state.items()})
         return model
