@@ -20,7 +20,6 @@ from engine.distill.recipes import LoraSpec
 from engine.errors import UsageError
 from engine.export.write import export
 from engine.families import catalog, synthetic
-from engine.families.adapter import merge_lora
 from engine.sampling import sample
 from engine.store import Store
 
@@ -160,7 +159,7 @@ def test_a_lora_export_loads_with_load_lora_weights(lab, name, tmp_path):
     assert keys and all(k.startswith(prefix) for k in keys)
     code = card_code(out)
     component = prefix[:-1]
-    counted = code + (f"\nlayers = sum(1 for n, _ in pipe.{component}.named_modules() if n.endswith('lora_A.default_0'))"
+    counted = code + (f"\nlayers = sum(n.endswith('lora_A.default_0') for n, _ in pipe.{component}.named_modules())"
                       f"\nassert layers == {len(keys) // 2}, layers\n")
     theirs = run_outside(counted, tmp_path)
     assert np.abs(theirs.astype(int) - lab_image(store, name).astype(int)).max() <= 1

@@ -110,7 +110,9 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             n = max(hidden.shape[1], h0.shape[1])
             hidden, mask = torch.cat([_pad(h0, n), _pad(hidden, n)]), torch.cat([_pad(m0, n), _pad(mask, n)])
         hidden = hidden.to(dtype)
-        cond = self.guidance_features(torch.full((b,), float(guidance_scale))).to(self.device, dtype) if embedded else None
+        cond = None
+        if embedded:  # one pass: the scale is an input
+            cond = self.guidance_features(torch.full((b,), float(guidance_scale))).to(self.device, dtype)
         sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
         self.scheduler.set_timesteps(sigmas=sigmas, device=self.device)
         for i in self.progress_bar(range(num_inference_steps)):

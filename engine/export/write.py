@@ -139,7 +139,6 @@ def _write_shapes_pipeline(family, tmp: Path, dtype: torch.dtype, lab_meta: dict
 
 def _write_lora(family, path: Path, meta: dict, tmp: Path, out: Path) -> str:
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     from ..families.adapter import ADAPTER_WEIGHTS, NEW_MODULES, check_base
 
@@ -215,8 +214,8 @@ def model_card(store: Store | None, name: str, family, meta: dict, fmt: str, cal
              "## Lineage", "", " -> ".join(f"`{m}`" for m in chain), ""]
     rows = _measurements(store, name)
     if rows:
-        lines += ["## Measured in the lab", "", "| what | steps | guidance | value | prompts |", "|---|---|---|---|---|",
-                  *rows, ""]
+        lines += ["## Measured in the lab", "", "| what | steps | guidance | value | prompts |",
+                  "|---|---|---|---|---|", *rows, ""]
     if meta.get("recipe"):
         lines += ["## Recipe", "", "```json", json.dumps(meta["recipe"], indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)

@@ -12,7 +12,6 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from ..errors import UsageError
-
 from .base import Family
 from .guidance import convention_of
 

@@ -79,7 +79,8 @@ class TextEncoder(nn.Module):
     @classmethod
     def load(cls, directory: Path) -> TextEncoder:
         config = json.loads((directory / "config.json").read_text())  # diffusers' keys too, in an export
-        model = cls(TextEncoderConfig(**{k: v for k, v in config.items() if k in TextEncoderConfig.__dataclass_fields__}))
+        fields = TextEncoderConfig.__dataclass_fields__
+        model = cls(TextEncoderConfig(**{k: v for k, v in config.items() if k in fields}))
         weights = directory / "model.safetensors"
         state = load_file(weights if weights.exists() else directory / "diffusion_pytorch_model.safetensors")
         model.load_state_dict({k: v.float() for k, v in state.items()})
