@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import arena, compare, decide, distill, evaluate, leaderboard, sweep
+from . import arena, compare, decide, distill, evaluate, leaderboard, models, sweep
 from .access import REFUSED, Access
 from .state import Lab
 
@@ -61,7 +61,9 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
                 decide_view = decide.build(lab)
             with gr.Tab("Evaluate", id="Evaluate", visible=shown) as evaluate_tab:
                 evaluate_view = evaluate.build(lab)
-        admin_tabs = [compare_tab, distill_tab_, board_tab, sweep_tab, decide_tab, evaluate_tab]
+            with gr.Tab("Models", id="Models", visible=shown) as models_tab:
+                models_view = models.build(lab)
+        admin_tabs = [compare_tab, distill_tab_, board_tab, sweep_tab, decide_tab, evaluate_tab, models_tab]
 
         def by_role(request: gr.Request):
             """Admins see every tab; a rater the Arena alone, selected."""
@@ -89,6 +91,8 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
                   api_visibility="private")
         for view, tab_ in ((sweep_view, sweep_tab), (decide_view, decide_tab)):
             tab_.select(lambda: gr.Dropdown(choices=lab.model_names()), None, view["model"], api_visibility="private")
+        models_tab.select(lambda: (models.inventory(lab), gr.Dropdown(choices=lab.model_names())), None,
+                          [models_view["table"], models_view["model"]], api_visibility="private")
         decide_tab.select(lambda m: decide.show(lab, m), decide_view["model"],
                           [decide_view["table"], decide_view["chart"]], api_visibility="private")
     demo.open_to_raters = frozenset(open_to_raters)

@@ -81,7 +81,7 @@ def lab(tmp_path_factory):
     store = Store(root / "lab")
     teachers = {}
     with catalog.quiet():
-        for kind in ("sd", "sd-v", "sdxl", "flux", "flux-dev"):
+        for kind in ("sd", "sd-v", "sdxl", "flux", "flux-dev", "flux2-klein"):
             teachers[kind] = str(synthetic.save(kind, root / kind))
     from engine.families.embedded import EmbeddedConfig, EmbeddedFamily
     torch.manual_seed(0)
@@ -96,6 +96,10 @@ def lab(tmp_path_factory):
     register(store, "sd-v-2step", _moved(load["sd-v"].clone()), teachers["sd-v"], "progressive", 2, 4.0)
     register(store, "sd-2step", _moved(load["sd"].with_parameterization("v_prediction")), teachers["sd"],
              "progressive", 2, 4.0)
+    register(store, "sdxl-2step", _moved(load["sdxl"].with_parameterization("v_prediction")), teachers["sdxl"],
+             "progressive", 2, 4.0)
+    klein = load["flux2-klein"].with_guidance_input()
+    register(store, "klein-guidance", klein, teachers["flux2-klein"], "guidance", 2, 4.0)
     register(store, "flux-dev-2step", _moved(load["flux-dev"].clone()), teachers["flux-dev"], "progressive", 2, 3.5)
     for kind, guided in (("sd", False), ("sd", True), ("embedded", True), ("flux", False)):  # LoRA adapter students
         teacher = load[kind]
@@ -119,7 +123,7 @@ def _moved(student):
 
 
 DIFFUSERS_CASES = ["sd-guidance", "sdxl-guidance", "flux-guidance", "tiny-guidance", "sd-v-2step", "sd-2step",
-                   "flux-dev-2step", "sd-lora", "tiny-lora-guidance"]
+                   "sdxl-2step", "flux-dev-2step", "sd-lora", "tiny-lora-guidance"]
 
 
 @pytest.mark.parametrize("name", DIFFUSERS_CASES)
@@ -173,9 +177,11 @@ def test_what_export_refuses(lab, tmp_path):
     (tmp_path / "taken" / "x").write_text("")
     with pytest.raises(UsageError, match="exists and is not an empty folder"):
         export(store, "sd-guidance", tmp_path / "taken")
+    with pytest.raises(UsageError, match="Flux2KleinPipeline never passes a guidance input"):
+        export(store, "klein-guidance", tmp_path / "c")
     with pytest.raises(UsageError, match="--format must be one of diffusers, lora"):
         export(store, "sd-guidance", tmp_path / "b", "onnx")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / d).exists() for d in "abc")
     assert not list(tmp_path.glob(".*.partial"))
 
 

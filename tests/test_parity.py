@@ -22,7 +22,11 @@ def test_parity_command_reports_matching_results(tiny_pipeline, tmp_path, capsys
 
 def test_parity_refuses_what_diffusers_cannot_run(tiny_pipeline, tiny_family):
     student = registry.load(str(tiny_pipeline("sd")), device="cpu").with_guidance_input()
-    with pytest.raises(UsageError, match="guidance-input"):
+    student.guidance_embedding = "lab-v1"  # how students read the scale before they read it as LCM's
+    with pytest.raises(UsageError, match="'lab-v1' embedding, which diffusers' pipelines do not feed"):
         compare(student, "a cat", steps=2, guidance=3.0, seed=0, height=64, width=64)
+    klein = registry.load(str(tiny_pipeline("flux2-klein")), device="cpu").with_guidance_input()
+    with pytest.raises(UsageError, match="Flux2KleinPipeline never passes a guidance input"):
+        compare(klein, "a cat", steps=2, guidance=3.0, seed=0, height=64, width=64)
     with pytest.raises(UsageError, match="not a diffusers pipeline"):
         compare(tiny_family, "a cat", steps=2, guidance=3.0, seed=0, height=32, width=32)

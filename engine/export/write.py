@@ -58,11 +58,12 @@ def export(store: Store | None, name: str, out: Path, fmt: str = "diffusers") ->
     partial = out.parent / f".{out.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
+        # The card's code names the folder by its name: it runs beside it, wherever it was copied.
         if fmt == "lora":
-            call = _write_lora(family, path, meta, partial, out)
+            call = _write_lora(family, path, meta, partial, Path(out.name))
         else:
-            call = _write_diffusers(family, path, meta, partial, out)
-        (partial / "README.md").write_text(model_card(store, name, family, meta, fmt, call))
+            call = _write_diffusers(family, path, meta, partial, Path(out.name))
+        (partial / "README.md").write_text(model_card(store, name, family, meta, fmt, call, out.name))
         if out.exists():
             out.rmdir()
         partial.rename(out)
@@ -194,7 +195,7 @@ def _write_lora(family, path: Path, meta: dict, tmp: Path, out: Path) -> str:
 
 # -- the model card ----------------------------------------------------------------------------------
 
-def model_card(store: Store | None, name: str, family, meta: dict, fmt: str, call: str) -> str:
+def model_card(store: Store | None, name: str, family, meta: dict, fmt: str, call: str, folder: str) -> str:
     """README.md of an export: what the model is, where it comes from, what was measured, how to use it."""
     chain = registry.lineage(store, name)
     steps, guidance = recommended(family, meta)
@@ -207,7 +208,7 @@ def model_card(store: Store | None, name: str, family, meta: dict, fmt: str, cal
     lines = [f"# {name}", "",
              f"A {meta.get('kind') or 'distilled'} student ({family.name} family) exported from Distillation Lab "
              f"as {'a LoRA adapter in diffusers format' if fmt == 'lora' else 'a diffusers pipeline'}.", "",
-             "## Use it", "", "```python", *imports, call, "```", "",
+             "## Use it", "", f"From the folder that holds `{folder}`:", "", "```python", *imports, call, "```", "",
              f"It samples at {steps} steps with guidance {guidance:g} "
              f"({'one pass per step' if family.guidance_embedded else 'classifier-free guidance, two passes per step'}"
              f"); the scheduler saved with it is the one whose steps are the lab's sampler.", "",

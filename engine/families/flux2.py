@@ -88,7 +88,8 @@ class Flux2Family(PipelineFamily):
 
     def pipeline_kwargs(self, guidance: float) -> dict:
         if self.denoiser.config.guidance_embeds:  # Flux2KleinPipeline never passes a guidance input
-            raise UsageError("parity: Flux2KleinPipeline cannot run a guidance-input student")
+            raise UsageError("Flux2KleinPipeline never passes a guidance input, so no stock pipeline runs this "
+                             "guidance student as the lab does")
         return {"guidance_scale": guidance}
 
     def from_pipeline_latents(self, latents, height, width):
