@@ -101,7 +101,8 @@ def lab(tmp_path_factory):
     klein = load["flux2-klein"].with_guidance_input()
     register(store, "klein-guidance", klein, teachers["flux2-klein"], "guidance", 2, 4.0)
     register(store, "flux-dev-2step", _moved(load["flux-dev"].clone()), teachers["flux-dev"], "progressive", 2, 3.5)
-    for kind, guided in (("sd", False), ("sd", True), ("embedded", True), ("flux", False)):  # LoRA adapter students
+    lora_students = (("sd", False), ("sd", True), ("sdxl", False), ("embedded", True), ("flux", False))
+    for kind, guided in lora_students:  # LoRA adapter students, saved as adapters over their teacher
         teacher = load[kind]
         student = teacher.with_guidance_input() if guided else teacher.clone()
         before = {n for n, _ in teacher.denoiser.named_parameters()}
@@ -123,7 +124,7 @@ def _moved(student):
 
 
 DIFFUSERS_CASES = ["sd-guidance", "sdxl-guidance", "flux-guidance", "tiny-guidance", "sd-v-2step", "sd-2step",
-                   "sdxl-2step", "flux-dev-2step", "sd-lora", "tiny-lora-guidance"]
+                   "sdxl-2step", "flux-dev-2step", "sd-lora", "sdxl-lora", "flux-lora", "tiny-lora-guidance"]
 
 
 @pytest.mark.parametrize("name", DIFFUSERS_CASES)
@@ -153,7 +154,7 @@ def test_the_shipped_students_export_as_diffusers_pipelines(tmp_path):
         assert np.abs(theirs.astype(int) - ours[0].numpy().astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("name", ["sd-lora", "sd-lora-guidance", "tiny-lora-guidance", "flux-lora"])
+@pytest.mark.parametrize("name", ["sd-lora", "sd-lora-guidance", "sdxl-lora", "tiny-lora-guidance", "flux-lora"])
 def test_a_lora_export_loads_with_load_lora_weights(lab, name, tmp_path):
     store, _ = lab
     out = tmp_path / "lora"
