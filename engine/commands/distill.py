@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..distill.recipes import TECHNIQUES, from_inputs
+from ..errors import UsageError
 from .args import DATA_DIR, Outcome, arg, command, int_in, number, open_store, say
 
 # Flags left out stay out of the namespace, so the recipe's own defaults are the only ones.
@@ -38,21 +39,33 @@ UNSET = {"argument_default": argparse.SUPPRESS}
          arg("--student-prediction", help="progressive: auto (an eps-predicting UNet's students predict v) or keep"),
          arg("--on-policy", type=number,
              help="fraction 0..1 of training walkers that follow the student's own steps (default 0)"),
+         arg("--gradient-checkpointing", action="store_true",
+             help="recompute the student's activations in the backward: less memory, slower steps"),
          arg("--seed", type=int_in(0, 2**31 - 1)),
+         arg("--plan", action="store_true", default=False,
+             help="print the job's memory plan (JSON) against the device, and start nothing"),
+         arg("--device-memory", type=number, default=None,
+             help="with --plan or at submit: plan against this many GiB instead of this machine's device"),
          arg("--detach", action="store_true", default=False, help="start the job and return at once"),
          arg("--replace", action="store_true", default=False,
              help="let the job's students take names registered already (the old models are no longer named)"),
          arg("--data-dir", default=None),
          **UNSET)
 def distill(args) -> dict:
-    fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "detach", "data_dir", "replace")}
+    fields = {k: v for k, v in vars(args).items()
+              if k not in ("handler", "command", "detach", "data_dir", "replace", "plan", "device_memory")}
     recipe = from_inputs(fields)
     recipe.check()
+    memory = None if args.device_memory is None else int(args.device_memory * 2**30)
+    if memory is not None and memory <= 0:
+        raise UsageError(f"--device-memory must be a positive number of GiB, got {args.device_memory:g}")
     from ..distill import job as distill_job
     from ..jobs import log_path
 
     store = open_store(args)
-    job_id, warnings = distill_job.submit(store, recipe, replace=args.replace)
+    if args.plan:
+        return distill_job.memory_plan(store, recipe, device_bytes=memory).to_json()
+    job_id, warnings = distill_job.submit(store, recipe, replace=args.replace, device_bytes=memory)
     for w in warnings:
         say(w)
     say(f"job {job_id} queued: {recipe.technique} of {recipe.teacher} -> {recipe.name} "

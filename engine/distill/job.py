@@ -13,8 +13,31 @@ KIND = "distill"
 NO_GUIDANCE_INPUT = {"sd3": "an SD3 transformer"}  # families whose denoiser has no guidance-embedding input
 
 
-def validate(recipe: Recipe, store: Store, replace: bool = False) -> list[str]:
-    """Check a recipe before anything starts; returns warnings (UsageError for what is wrong)."""
+def memory_plan(store: Store, recipe: Recipe, device_bytes: int | None = None):
+    """The job's memory plan (engine/distill/memory.py) on the device it would run on."""
+    from . import memory
+
+    recipe.check()
+    teacher = registry.resolve(recipe.teacher, store, field="teacher")
+    return memory.plan(recipe, teacher, registry.check_complete(teacher, field="teacher"),
+                       device_bytes=device_bytes)
+
+
+def check_fits(store: Store, recipe: Recipe, device_bytes: int | None = None) -> None:
+    """Refuse, in one line, a job whose plan does not fit its device, saying what would make it fit."""
+    from . import memory
+
+    plan = memory_plan(store, recipe, device_bytes)
+    if not plan.fits:
+        teacher = registry.resolve(recipe.teacher, store, field="teacher")
+        fix = memory.suggestion(recipe, teacher, registry.check_complete(teacher), plan)
+        raise UsageError(f"memory: this job needs {plan.summary()}, more than {memory.HEADROOM:.0%} of it; "
+                         + (fix or "no smaller recipe the lab knows of fits (try a smaller teacher or a larger GPU)"))
+
+
+def validate(recipe: Recipe, store: Store, replace: bool = False, device_bytes: int | None = None) -> list[str]:
+    """Check a recipe before anything starts, its memory plan included; returns warnings
+    (UsageError for what is wrong)."""
     recipe.check()
     teacher = registry.resolve(recipe.teacher, store, field="teacher")
     family = registry.check_complete(teacher, field="teacher")
@@ -39,14 +62,16 @@ def validate(recipe: Recipe, store: Store, replace: bool = False) -> list[str]:
                              f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
         if guided:
             raise UsageError(f"teacher {recipe.teacher!r} is already guidance-distilled: use technique progressive")
+    check_fits(store, recipe, device_bytes)
     warning = order_warning(recipe.technique, guided)
     return [warning] if warning else []
 
 
-def submit(store: Store, recipe: Recipe, *, replace: bool = False, start: bool = True) -> tuple[int, list[str]]:
-    """Queue a job for the recipe (validated first); start it if nothing else is running. The
-    students' names must be free unless `replace`."""
-    warnings = validate(recipe, store, replace)
+def submit(store: Store, recipe: Recipe, *, replace: bool = False, start: bool = True,
+           device_bytes: int | None = None) -> tuple[int, list[str]]:
+    """Queue a job for the recipe (validated first, its memory plan against the device or
+    `device_bytes`); start it if nothing else is running. The students' names must be free unless `replace`."""
+    warnings = validate(recipe, store, replace, device_bytes)
     job_id = jobs.submit(store, KIND, recipe.to_json(), name=recipe.name,
                          label=f"{recipe.technique}: {recipe.teacher} -> {recipe.name}", parts=len(recipe.rounds()),
                          units=("round", "step"), message=" ".join(warnings) or None, start=start)

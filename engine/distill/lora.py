@@ -22,9 +22,14 @@ from .recipes import LoraSpec
 def apply_lora(family: Family, spec: LoraSpec, train_fully: list[str]) -> list[torch.nn.Parameter]:
     """Add LoRA layers to the denoiser; freeze everything else except parameters whose names are in
     `train_fully`. Returns the trainable parameters."""
-    net = family.denoiser
+    return apply_lora_to(family.denoiser, spec, train_fully, family.lora_targets)
+
+
+def apply_lora_to(net: torch.nn.Module, spec: LoraSpec, train_fully: list[str],
+                  targets: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """`apply_lora` on a denoiser (also one on the meta device, for a memory plan)."""
     net.add_adapter(LoraConfig(r=spec.rank, lora_alpha=spec.alpha or spec.rank, init_lora_weights=True,
-                               target_modules=list(spec.target_modules or family.lora_targets)))
+                               target_modules=list(spec.target_modules or targets)))
     for name, p in net.named_parameters():
         if name in train_fully:
             p.requires_grad_(True)

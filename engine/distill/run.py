@@ -84,14 +84,10 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
         teacher.denoiser.requires_grad_(False)
         callbacks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
                   + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else ""))
-        student, trainable_new = _student(p, teacher, recipe)
+        student, trainable_new = build_student(p, teacher, recipe)
         if recipe.init and p.index == 0:
             student = _from_init(recipe, store, device, student)
-        if recipe.lora:
-            apply_lora(student, recipe.lora, trainable_new)
-        else:
-            student.denoiser.requires_grad_(True)
-        student.denoiser.train()
+        make_trainable(student, recipe, trainable_new)
         technique = GuidanceRound(teacher) if p.kind == "guidance" else ProgressiveRound(teacher)
         size = teacher.default_size
         guidance_range = (recipe.guidance_min, recipe.guidance_max) if (
@@ -110,6 +106,8 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
         train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
                    report=lambda r, i=p.index: callbacks.report({**r, "round": i}), should_stop=callbacks.should_stop)
         student.denoiser.eval().requires_grad_(False)
+        if recipe.gradient_checkpointing:
+            student.denoiser.disable_gradient_checkpointing()
         if acc.is_main_process:
             result = _finish_round(recipe, p, store, student, teacher_name, trainable_new, work_dir, callbacks)
             callbacks.round_done(result)
@@ -142,7 +140,20 @@ def round_step(technique, student: Family, walkers: Walkers, on_policy: float, s
     return loss_fn
 
 
-def _student(p: Plan, teacher: Family, recipe: Recipe) -> tuple[Family, list[str]]:
+def make_trainable(student: Family, recipe: Recipe, new: list[str]) -> list[torch.nn.Parameter]:
+    """Switch on what the round trains (a LoRA student: its adapter and the modules it adds; else
+    every weight) and the recipe's gradient checkpointing; returns the trainable parameters."""
+    if recipe.lora:
+        apply_lora(student, recipe.lora, new)
+    else:
+        student.denoiser.requires_grad_(True)
+    if recipe.gradient_checkpointing:
+        student.denoiser.enable_gradient_checkpointing()
+    student.denoiser.train()
+    return [p for p in student.denoiser.parameters() if p.requires_grad]
+
+
+def build_student(p: Plan, teacher: Family, recipe: Recipe) -> tuple[Family, list[str]]:
     """The round's student, starting from the teacher, and the names of parameters it adds.
     A step round's student of an eps-predicting UNet predicts v instead (same schedule, so the
     teacher's trajectories stay valid; the round's loss in x0 space teaches the new reading)."""
