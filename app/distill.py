@@ -51,6 +51,27 @@ def warning_for(lab: Lab, technique, teacher) -> str:
     return f"⚠️ {w}" if w else ""
 
 
+def plan_text(lab: Lab, form: dict) -> str:
+    """The recipe's memory plan against the device the job would run on (engine/distill/memory.py),
+    or why there is none yet."""
+    from engine.distill import memory
+
+    try:
+        recipe = build_recipe({**form, "name": form.get("name") or "preview"})
+        plan = distill_job.memory_plan(lab.store, recipe)
+    except UsageError as e:
+        return f"**Memory plan**: none yet ({e})"
+    gib = memory.GIB
+    rows = " · ".join(f"{k} {v / gib:.2f}" for k, v in plan.parts.items())
+    device = f"{plan.device_bytes / gib:.1f} GiB of {plan.device}" if plan.device_bytes else plan.device
+    head = (f"**Memory plan: {plan.total / gib:.2f} GiB** of the {device} "
+            f"(batch {plan.batch_size}, {plan.size}×{plan.size}, {plan.trainable:,} trained parameters)")
+    verdict = "fits" if plan.fits else "**does not fit**: it would be refused at Launch"
+    other = (f"gradient checkpointing would make activations {plan.activations_checkpointed / gib:.2f} GiB"
+             if not recipe.gradient_checkpointing else "")
+    return f"{head} — {verdict}.  \nGiB: {rows}." + (f"  \n{other}." if other else "")
+
+
 def job_table(lab: Lab) -> str:
     jobs.reconcile(lab.store)
     rows = lab.store.jobs(kind=distill_job.KIND, limit=50)
@@ -153,7 +174,10 @@ def build(lab: Lab) -> dict:
                     on_policy = gr.Slider(0, 1, value=DEFAULTS["on_policy"], step=0.05,
                                           label="On-policy fraction (walkers that follow the student's own steps)")
                     ema = gr.Number(DEFAULTS["ema"], label="EMA decay of the student (0: none)")
+                    ckpt = gr.Checkbox(DEFAULTS["gradient_checkpointing"],
+                                       label="Gradient checkpointing (less memory, slower steps)")
             warning = gr.Markdown()
+            memory_plan = gr.Markdown(plan_text(lab, {"technique": technique.value, "teacher": teacher.value}))
             go = gr.Button("Launch", variant="primary")
             launched = gr.Markdown()
     gr.Markdown("### Jobs")
@@ -173,11 +197,14 @@ def build(lab: Lab) -> dict:
     form = {"technique": technique, "teacher": teacher, "name": name, "lora": lora, "lora_rank": rank,
             "lora_save": lora_save, "train_steps": train_steps, "lr": lr, "batch_size": batch, "guidance_min": g_min,
             "guidance_max": g_max, "from_steps": from_steps, "to_steps": to_steps, "eval_n": eval_n, "init": init,
-            "on_policy": on_policy, "ema": ema}
+            "on_policy": on_policy, "ema": ema, "gradient_checkpointing": ckpt}
     go.click(lambda *values: launch(lab, dict(zip(form, values))), list(form.values()), [launched, table, picked],
              api_name="launch")
     for c in (technique, teacher):
         c.change(lambda t, m: warning_for(lab, t, m), [technique, teacher], warning)
+    # The memory plan follows the fields it depends on (and is there when the page opens).
+    for c in (technique, teacher, lora, rank, batch, ckpt, from_steps, init):
+        c.change(lambda *values: plan_text(lab, dict(zip(form, values))), list(form.values()), memory_plan)
     picked.change(lambda j: job_detail(lab, j), picked, [curve, evals, log, status])
     cancel_btn.click(lambda j: act(lab, "cancel", j), picked, table, api_name="cancel")
     resume_btn.click(lambda j: act(lab, "resume", j), picked, table, api_name="resume")

@@ -30,7 +30,9 @@ def check_fits(store: Store, recipe: Recipe, device_bytes: int | None = None) ->
     plan = memory_plan(store, recipe, device_bytes)
     if not plan.fits:
         teacher = registry.resolve(recipe.teacher, store, field="teacher")
-        fix = memory.suggestion(recipe, teacher, registry.check_complete(teacher), plan)
+        family = registry.check_complete(teacher)
+        fix = memory.suggestion(recipe, lambda r: memory.plan(r, teacher, family, device_bytes=plan.device_bytes),
+                                plan.device_bytes)
         raise UsageError(f"memory: this job needs {plan.summary()}, more than {memory.HEADROOM:.0%} of it; "
                          + (fix or "no smaller recipe the lab knows of fits (try a smaller teacher or a larger GPU)"))
 

@@ -1,10 +1,11 @@
 """The memory a distillation job needs, planned before it starts (PyTorch's meta device: shapes,
 no weights, no time).
 
-A job holds (engine/distill/run.py): the teacher's whole pipeline, loaded in float32; the student's
-denoiser (a full copy, or, for a LoRA student, only the adapter and the modules it adds, over the
-teacher's own frozen base); for the trainable parameters their gradients, AdamW's two moments and
-the EMA copy; and the activations the student's forward saves for its backward. Parameter,
+A job holds (engine/distill/run.py): the teacher's whole pipeline, frozen, in the dtype mixed
+precision computes in (float32 without); the student's
+denoiser (a full copy, or, for a LoRA student, only the adapter and the modules it adds: its base
+is the teacher's own weights); for the trainable parameters their gradients, AdamW's two moments and
+the EMA copy, all float32; and the activations the student's forward saves for its backward. Parameter,
 gradient, optimiser and EMA bytes are counted exactly, from the student the job would build, made on
 the meta device by the job's own functions. Activations are the bytes autograd saves in one
 forward of that student at the recipe's batch size and image size, measured on the meta device
@@ -28,7 +29,7 @@ from ..errors import UsageError
 from .recipes import LoraSpec, Recipe
 
 HEADROOM = 0.9  # the share of a device's memory a plan may fill
-PARAM_BYTES = 4  # the job loads every network in float32 (mixed precision autocasts the compute)
+PARAM_BYTES = 4  # what trains, its gradients, optimiser state and EMA are float32
 TEXT_TOKENS = {"sd": 77, "sdxl": 77, "flux": 512, "flux2": 512, "sd3": 333, "embedded": 32}
 GIB = 2**30
 
@@ -139,30 +140,39 @@ def guidance_student(net):
 INT_BYTES = {"I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
-def other_bytes(path: Path) -> int:
+def other_bytes(path: Path, size: int = PARAM_BYTES) -> int:
     """Bytes of everything but the denoiser (text encoders, VAE) as the job loads them (floating
-    point in float32), from safetensors headers."""
+    point at `size` bytes), from safetensors headers."""
     from ..families.adapter import base_path
 
     meta = _lab_json(path)
     if "base" in meta:
-        return other_bytes(base_path(path, meta))
+        return other_bytes(base_path(path, meta), size)
     total = 0
     for weights in path.rglob("*.safetensors"):
         if weights.parent.name in ("unet", "transformer") or weights.parent == path:
             continue
         with weights.open("rb") as f:
             header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        total += sum(math.prod(t["shape"]) * INT_BYTES.get(t["dtype"], PARAM_BYTES)
+        total += sum(math.prod(t["shape"]) * INT_BYTES.get(t["dtype"], size)
                      for k, t in header.items() if k != "__metadata__")
     return total
 
 
-def module_bytes(net) -> int:
-    """A network's parameters (float32, as the job loads them) and the buffers it saves (its
+def module_bytes(net, size: int = PARAM_BYTES) -> int:
+    """A network's parameters (floating point at `size` bytes) and the buffers it saves (its
     weights files hold both; non-persistent buffers, such as position ids, are a few bytes)."""
-    return PARAM_BYTES * sum(p.numel() for p in net.parameters()) + sum(
-        b.numel() * (PARAM_BYTES if b.is_floating_point() else b.element_size()) for b in persistent_buffers(net))
+    return size * sum(p.numel() for p in net.parameters()) + sum(
+        b.numel() * (size if b.is_floating_point() else b.element_size()) for b in persistent_buffers(net))
+
+
+def compute_dtype(recipe: Recipe):
+    """The dtype the job computes in (accelerate's mixed precision), which is also the dtype its
+    frozen networks are held in (engine/distill/run.py)."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32,
+            "auto": torch.bfloat16 if torch.cuda.is_available() else torch.float32}[recipe.mixed_precision]
 
 
 def persistent_buffers(net) -> list:
@@ -296,7 +306,8 @@ def plan(recipe: Recipe, teacher: Path, family: str, *, device: str = "auto",
     the largest of its rounds. `device_bytes` overrides the device's own memory (planning for
     another machine)."""
     net = meta_denoiser(teacher)
-    plans = [plan_round(recipe, net, other_bytes(teacher), family, kind, image_size(teacher, family, net),
+    frozen = compute_dtype(recipe).itemsize
+    plans = [plan_round(recipe, net, other_bytes(teacher, frozen), family, kind, image_size(teacher, family, net),
                         vae_factor(teacher)) for kind in {r["kind"] for r in recipe.rounds()}]
     worst = max(plans, key=lambda p: p.total)
     name, memory = device_memory(device) if device_bytes is None else (device, device_bytes)
@@ -304,7 +315,8 @@ def plan(recipe: Recipe, teacher: Path, family: str, *, device: str = "auto",
 
 
 def plan_round(recipe: Recipe, net, others: int, family: str, kind: str, size: int, factor: int) -> MemoryPlan:
-    """One round's plan, from the teacher's denoiser on meta and the bytes of the rest."""
+    """One round's plan, from the teacher's denoiser on meta and the bytes of the rest of its
+    pipeline (held, like the denoiser, in the compute dtype: they are frozen)."""
     import torch
 
     from .lora import apply_lora_to
@@ -322,14 +334,15 @@ def plan_round(recipe: Recipe, net, others: int, family: str, kind: str, size: i
         student.requires_grad_(True)
         trainable = list(student.parameters())
     n_train = sum(p.numel() for p in trainable)
-    parts = {"teacher": module_bytes(net) + others}
-    parts["student"] = module_bytes(student)  # a copy of the teacher's denoiser, with what it adds
+    compute = compute_dtype(recipe)
+    parts = {"teacher": module_bytes(net, compute.itemsize) + others}
+    # A full student is a copy of the teacher's denoiser; a LoRA student holds only what it trains
+    # (its adapter and new modules) over the teacher's own weights.
+    parts["student"] = PARAM_BYTES * n_train if recipe.lora else module_bytes(student)
     parts["gradients"] = PARAM_BYTES * n_train
     parts["optimizer"] = 2 * PARAM_BYTES * n_train  # AdamW's two moments
     if recipe.ema:
         parts["ema"] = PARAM_BYTES * n_train
-    compute = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32,
-               "auto": torch.bfloat16 if torch.cuda.is_available() else torch.float32}[recipe.mixed_precision]
     torch.nn.Module.to(student, dtype=compute)  # the dtype autocast computes in (meta: no data moves)
     inputs = denoiser_inputs(family, student, recipe.batch_size, size, factor, compute)
     full = saved_bytes(student, inputs, checkpointing=False)
@@ -362,9 +375,10 @@ def device_memory(device: str = "auto") -> tuple[str, int | None]:
         return "cpu (RAM)", None
 
 
-def suggestion(recipe: Recipe, teacher: Path, family: str, memory: MemoryPlan) -> str | None:
-    """The first change, in the order a user would reach for them, that makes the job fit: gradient
-    checkpointing, a LoRA student (rank 64), both, then a smaller batch; None if nothing does."""
+def suggestion(recipe: Recipe, planner, device_bytes: int | None) -> str | None:
+    """The first change, in the order a user would reach for them, that makes the job fit
+    `device_bytes`: gradient checkpointing, a LoRA student (rank 64), both, then a smaller batch;
+    None if nothing does. `planner(recipe)` plans a recipe (`plan` or `plan_round`)."""
     tries = []
     if not recipe.gradient_checkpointing:
         tries.append(("--gradient-checkpointing", replace(recipe, gradient_checkpointing=True)))
@@ -378,7 +392,7 @@ def suggestion(recipe: Recipe, teacher: Path, family: str, memory: MemoryPlan) -
         batch //= 2
         tries.append((f"{tries[-1][0] + ' ' if tries else ''}--batch-size {batch}", replace(best, batch_size=batch)))
     for flags, candidate in tries:
-        p = plan(candidate, teacher, family, device=memory.device, device_bytes=memory.device_bytes)
+        p = replace(planner(candidate), device_bytes=device_bytes)
         if p.fits:
             return f"it fits with {flags} ({p.total / GIB:.1f} GiB)"
     return None

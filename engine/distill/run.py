@@ -23,6 +23,8 @@ from .techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_nex
 from .trainer import LoopConfig, make_accelerator, train_loop
 from .walkers import Walkers
 
+# accelerate's mixed precision -> the dtype frozen networks (the teacher, a LoRA student's base) are held in
+FROZEN_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}
 DROP_PROMPT = 0.1  # progressive rounds of a two-pass CFG model also learn the unconditional branch
 
 
@@ -80,7 +82,9 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
             teacher_name = p.model_name
             names.append(p.model_name)
             continue
-        teacher = registry.load(teacher_name, store=store, device=device, dtype="float32")
+        # The teacher is frozen: it is held in the dtype mixed precision computes in (float32 without);
+        # what trains is float32 (make_trainable).
+        teacher = registry.load(teacher_name, store=store, device=device, dtype=FROZEN_DTYPE[acc.mixed_precision])
         teacher.denoiser.requires_grad_(False)
         callbacks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
                   + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else ""))
@@ -146,7 +150,10 @@ def make_trainable(student: Family, recipe: Recipe, new: list[str]) -> list[torc
     if recipe.lora:
         apply_lora(student, recipe.lora, new)
     else:
-        student.denoiser.requires_grad_(True)
+        student.denoiser.to(torch.float32).requires_grad_(True)
+    for p in student.denoiser.parameters():  # trained weights, and the optimiser's state, in float32
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
     if recipe.gradient_checkpointing:
         student.denoiser.enable_gradient_checkpointing()
     student.denoiser.train()
@@ -155,16 +162,21 @@ def make_trainable(student: Family, recipe: Recipe, new: list[str]) -> list[torc
 
 def build_student(p: Plan, teacher: Family, recipe: Recipe) -> tuple[Family, list[str]]:
     """The round's student, starting from the teacher, and the names of parameters it adds.
-    A step round's student of an eps-predicting UNet predicts v instead (same schedule, so the
+    A LoRA student shares its teacher's weights (one copy of the base in memory). A step round's
+    student of an eps-predicting UNet predicts v instead (same schedule, so the
     teacher's trajectories stay valid; the round's loss in x0 space teaches the new reading)."""
+    share = recipe.lora is not None  # a LoRA student trains over its teacher's own frozen weights
     if p.kind == "guidance":
-        student = teacher.with_guidance_input()
+        student = teacher.with_guidance_input(share=share)
         before = {n for n, _ in teacher.denoiser.named_parameters()}
-        return student, [n for n, _ in student.denoiser.named_parameters() if n not in before]
-    if (recipe.student_prediction == "auto" and getattr(teacher, "prediction_type", None) == "epsilon"
+        new = [n for n, _ in student.denoiser.named_parameters() if n not in before]
+    elif (recipe.student_prediction == "auto" and getattr(teacher, "prediction_type", None) == "epsilon"
             and hasattr(teacher, "with_parameterization")):
-        return teacher.with_parameterization("v_prediction"), []
-    return teacher.clone(), []
+        student, new = teacher.with_parameterization("v_prediction", share=share), []
+    else:
+        student, new = teacher.clone(share=share), []
+    student.shares_base = share
+    return student, new
 
 
 def _from_init(recipe: Recipe, store: Store, device: str, fresh: Family) -> Family:

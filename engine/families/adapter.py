@@ -9,6 +9,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 from ..errors import UsageError
@@ -20,7 +21,15 @@ NEW_MODULES = "new_modules.safetensors"
 
 
 def merge_lora(family: Family) -> None:
-    """Fold the LoRA weights into the base weights and remove the LoRA layers (a plain model)."""
+    """Fold the LoRA weights into the base weights and remove the LoRA layers (a plain model). A
+    student that shares its base with its teacher first takes its own copy of the weights the LoRA
+    layers adapt, so the merge leaves the teacher as it is."""
+    if getattr(family, "shares_base", False):
+        for module in family.denoiser.modules():
+            base = getattr(module, "base_layer", None)
+            if isinstance(base, torch.nn.Module) and isinstance(getattr(base, "weight", None), torch.nn.Parameter):
+                base.weight = torch.nn.Parameter(base.weight.detach().clone(), requires_grad=False)
+        family.shares_base = False
     family.denoiser.fuse_lora()
     family.denoiser.unload_lora()
 

@@ -7,6 +7,7 @@ ask which family they hold.
 
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -72,6 +73,22 @@ def _pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([x, pad], 1)
 
 
+def shared_copy(net: nn.Module) -> nn.Module:
+    """A copy of `net`'s modules that holds `net`'s own parameter and buffer tensors: adapters
+    injected into the copy leave `net` as it is, and no weight is stored twice. (Training must not
+    change the shared weights: they are the teacher's.)"""
+    return copy.deepcopy(net, {id(t): t for t in (*net.parameters(), *net.buffers())})
+
+
+def assign_weights(new: nn.Module, old: nn.Module, share: bool) -> list[str]:
+    """Load `old`'s weights into `new` (which may have more); with `share`, `new` takes `old`'s
+    tensors themselves. Returns the names `new` has that `old` lacks."""
+    missing, unexpected = new.load_state_dict(old.state_dict(keep_vars=share), strict=False, assign=share)
+    if unexpected:
+        raise ValueError(f"unexpected weights {unexpected[:3]}")
+    return missing
+
+
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # denoiser -> its lock
 _LOCKS_GUARD = threading.Lock()
 
@@ -84,6 +101,7 @@ class Family:
     denoiser: nn.Module  # the network that runs once per pass (what caching, FP8 and LoRA act on)
     guidance_embedded: bool = False  # True: takes the guidance scale as an input, one pass per step
     guidance_embedding: str = "lcm"  # how a UNet's guidance input reads the scale (families/guidance.py)
+    shares_base: bool = False  # a LoRA student whose frozen weights are its teacher's own tensors
     default_size: int = 512  # image side used when none is asked for
     default_steps: int = 50  # sampling steps when none are asked for (pipeline families: their pipeline's)
     default_guidance: float = 5.0  # guidance scale when none is asked for (1 = one pass a step)
@@ -131,13 +149,15 @@ class Family:
     # -- what distillation needs (engine/distill); families that cannot do one raise UsageError --
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # default LoRA target modules
 
-    def clone(self) -> Family:
-        """An independent copy (a student starts as its teacher)."""
+    def clone(self, share: bool = False) -> Family:
+        """An independent copy (a student starts as its teacher); with `share`, a second module tree
+        over the same weight tensors (a LoRA student over its frozen teacher: one copy of the base)."""
         raise NotImplementedError
 
-    def with_guidance_input(self) -> Family:
+    def with_guidance_input(self, share: bool = False) -> Family:
         """A copy whose denoiser also takes the guidance scale (Meng et al. 2023), with the new
-        weights zero-initialised so that it starts as this model's conditional branch."""
+        weights zero-initialised so that it starts as this model's conditional branch; with `share`,
+        its other weights are this model's own tensors."""
         raise NotImplementedError
 
     def save(self, path: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:

@@ -25,7 +25,7 @@ from ..world.judge import shipped as shipped_judge
 from ..world.scene import sample_scene
 from ..world.text import TextEncoder, TextEncoderConfig
 from .adapter import check_base, load_adapter_student
-from .base import Conditioning, Family, FlowSchedule
+from .base import Conditioning, Family, FlowSchedule, assign_weights, shared_copy
 from .guidance import GUIDANCE_DIM, convention_of, timestep_cond
 
 PACK = 2  # pixel_unshuffle factor
@@ -120,19 +120,22 @@ class EmbeddedFamily(Family):
         cfg["channels"] = list(cfg["channels"])
         return cfg
 
-    def clone(self) -> EmbeddedFamily:
-        fam = EmbeddedFamily(copy.deepcopy(self.denoiser), copy.deepcopy(self.text_encoder), self.cfg, self.path)
+    def clone(self, share: bool = False) -> EmbeddedFamily:
+        # The text encoder is never trained: a shared copy shares it whole.
+        fam = EmbeddedFamily(shared_copy(self.denoiser) if share else copy.deepcopy(self.denoiser),
+                             self.text_encoder if share else copy.deepcopy(self.text_encoder), self.cfg, self.path)
         fam.guidance_embedding = self.guidance_embedding
         return fam
 
-    def with_guidance_input(self) -> EmbeddedFamily:
+    def with_guidance_input(self, share: bool = False) -> EmbeddedFamily:
         if self.guidance_embedded:
-            return self.clone()
-        unet = build_unet(self.cfg, time_cond_proj_dim=GUIDANCE_DIM)
-        missing, unexpected = unet.load_state_dict(self.denoiser.state_dict(), strict=False)
-        assert not unexpected and set(missing) == {"time_embedding.cond_proj.weight"}, (missing, unexpected)
+            return self.clone(share)
+        unet = build_unet(self.cfg, time_cond_proj_dim=GUIDANCE_DIM).to(self.device, self.dtype)
+        missing = assign_weights(unet, self.denoiser, share)
+        assert set(missing) == {"time_embedding.cond_proj.weight"}, missing
         torch.nn.init.zeros_(unet.time_embedding.cond_proj.weight)
-        return EmbeddedFamily(unet, copy.deepcopy(self.text_encoder), self.cfg, self.path).to(self.device, self.dtype)
+        return EmbeddedFamily(unet, self.text_encoder if share else copy.deepcopy(self.text_encoder), self.cfg,
+                              self.path)
 
     def training_prompts(self, rng: random.Random, n: int) -> list[str]:
         return [describe(sample_scene(rng, "train"), rng)[0] for _ in range(n)]

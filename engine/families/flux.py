@@ -16,21 +16,26 @@ from diffusers import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from ..errors import UsageError
-from .base import Conditioning
+from .base import Conditioning, assign_weights
 from .pipeline import PipelineFamily
 from .schedules import FlowMatchSchedule, x0_from_output
 
 MAX_SEQUENCE_LENGTH = 512  # T5 tokens, the pipeline's default
 
 
-def add_guidance_embedder(net: torch.nn.Module) -> torch.nn.Module:
+def add_guidance_embedder(net: torch.nn.Module, share: bool = False) -> torch.nn.Module:
     """A copy of a FLUX-style transformer with `guidance_embeds=True`, its guidance MLP's last layer
-    zero-initialised so the copy starts as the original (Meng et al. 2023, §4.1)."""
+    zero-initialised so the copy starts as the original (Meng et al. 2023, §4.1); with `share`, its
+    other weights are `net`'s own tensors."""
     new = type(net).from_config({**net.config, "guidance_embeds": True})
-    missing, unexpected = new.load_state_dict(net.state_dict(), strict=False)
-    if unexpected or not missing or not all("guidance_embedder" in k for k in missing):
-        raise UsageError(f"cannot add a guidance input to this transformer (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+    first = next(net.parameters())
+    new.to(first.device, first.dtype)
+    try:
+        missing = assign_weights(new, net, share)
+    except ValueError as e:
+        raise UsageError(f"cannot add a guidance input to this transformer ({e})") from None
+    if not missing or not all("guidance_embedder" in k for k in missing):
+        raise UsageError(f"cannot add a guidance input to this transformer (missing {missing[:3]})")
     for name, p in new.named_parameters():
         if "guidance_embedder.linear_2" in name:
             torch.nn.init.zeros_(p)
@@ -112,7 +117,7 @@ class FluxFamily(PipelineFamily):
     def from_pipeline_latents(self, latents, height, width):
         return self.pipe._unpack_latents(latents, height, width, self.vae_factor)
 
-    def with_guidance_input(self) -> FluxFamily:
+    def with_guidance_input(self, share: bool = False) -> FluxFamily:
         if self.guidance_embedded:
-            return self.clone()
-        return self._with_denoiser(add_guidance_embedder(self.denoiser))
+            return self.clone(share)
+        return self._with_denoiser(add_guidance_embedder(self.denoiser, share))

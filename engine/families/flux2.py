@@ -96,7 +96,7 @@ class Flux2Family(PipelineFamily):
         m = self.size_multiple
         return latents.permute(0, 2, 1).reshape(latents.shape[0], -1, height // m, width // m)
 
-    def with_guidance_input(self) -> Flux2Family:
+    def with_guidance_input(self, share: bool = False) -> Flux2Family:
         if self.denoiser.config.guidance_embeds:
-            return self.clone()
-        return self._with_denoiser(add_guidance_embedder(self.denoiser))
+            return self.clone(share)
+        return self._with_denoiser(add_guidance_embedder(self.denoiser, share))

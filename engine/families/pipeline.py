@@ -18,7 +18,7 @@ from diffusers import DiffusionPipeline
 
 from ..errors import UsageError
 from .adapter import check_base, load_adapter_student
-from .base import Family
+from .base import Family, shared_copy
 from .guidance import convention_of
 
 
@@ -121,9 +121,9 @@ class PipelineFamily(Family):
         meta = {"family": self.name, "default_size": self.default_size, **self.guidance_meta(), **(extra or {})}
         (path / "lab.json").write_text(json.dumps(meta, indent=1))
 
-    def clone(self) -> PipelineFamily:
+    def clone(self, share: bool = False) -> PipelineFamily:
         fam = copy.copy(self)
-        fam.denoiser = copy.deepcopy(self.denoiser)
+        fam.denoiser = shared_copy(self.denoiser) if share else copy.deepcopy(self.denoiser)
         return fam
 
     def _with_denoiser(self, denoiser: torch.nn.Module) -> PipelineFamily:

@@ -13,7 +13,7 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
 from ..errors import UsageError
-from .base import Conditioning
+from .base import Conditioning, assign_weights
 from .guidance import GUIDANCE_DIM, timestep_cond
 from .pipeline import PipelineFamily
 from .schedules import VPSchedule, x0_from_output
@@ -96,20 +96,25 @@ class SDFamily(PipelineFamily):
 
     # -- students --
 
-    def with_parameterization(self, prediction_type: str | None = None, zero_snr: bool | None = None) -> SDFamily:
+    def with_parameterization(self, prediction_type: str | None = None, zero_snr: bool | None = None,
+                              share: bool = False) -> SDFamily:
         """The same network read under another prediction type and/or zero-terminal-SNR schedule
         (what step-distillation students switch to: v_prediction with rescaled zero-SNR betas)."""
-        fam = self.clone()
+        fam = self.clone(share)
         fam.schedule = self.schedule.with_parameterization(prediction_type, zero_snr)
         return fam
 
-    def with_guidance_input(self) -> SDFamily:
+    def with_guidance_input(self, share: bool = False) -> SDFamily:
         if self.guidance_embedded:
-            return self.clone()
+            return self.clone(share)
         unet = UNet2DConditionModel.from_config({**self.denoiser.config, "time_cond_proj_dim": GUIDANCE_DIM})
-        missing, unexpected = unet.load_state_dict(self.denoiser.state_dict(), strict=False)
-        if unexpected or set(missing) != {"time_embedding.cond_proj.weight"}:
-            raise UsageError(f"cannot add a guidance input to this UNet (missing {missing}, unexpected {unexpected})")
+        unet.to(self.device, self.dtype)
+        try:
+            missing = assign_weights(unet, self.denoiser, share)
+        except ValueError as e:
+            raise UsageError(f"cannot add a guidance input to this UNet ({e})") from None
+        if set(missing) != {"time_embedding.cond_proj.weight"}:
+            raise UsageError(f"cannot add a guidance input to this UNet (missing {missing})")
         torch.nn.init.zeros_(unet.time_embedding.cond_proj.weight)
         return self._with_denoiser(unet)
 

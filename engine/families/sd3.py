@@ -59,6 +59,6 @@ class SD3Family(PipelineFamily):
         cfg = self.pipe.vae.config
         return self.vae_decode(z / cfg.scaling_factor + cfg.shift_factor)
 
-    def with_guidance_input(self):
+    def with_guidance_input(self, share: bool = False):
         raise UsageError("guidance distillation: SD3Transformer2DModel has no guidance-embedding input; "
                          "use an SD, SDXL or FLUX model")
