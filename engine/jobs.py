@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,9 +145,10 @@ def reconcile(store: Store) -> list[int]:
     database cannot be written (a full disk, a read-only copy) they are still returned, to be shown
     as interrupted, and marked by a later call."""
     lost = []
+    here = socket.gethostname()
     for job in store.jobs(limit=1000):
-        if job["status"] != "running":
-            continue
+        if job["status"] != "running" or (job.get("host") and job["host"] != here):
+            continue  # a job on another machine (a cluster's) is its own launcher's to judge
         if job["pid"] and not _alive(job["pid"]):
             error = "the job's process ended without finishing (killed or crashed)"
         elif not job["pid"] and job["started"] and \
@@ -237,17 +239,30 @@ def follow(store: Store, job_id: int, out=sys.stderr, poll: float = 1.0) -> dict
 
 # -- inside the job's process -------------------------------------------------------------------
 
+def process_state():
+    """accelerate's PartialState of this process. On a machine without CUDA it is told so: launched
+    several at once (`accelerate launch --multi_gpu --num_processes N`, or torchrun), the processes
+    then form a gloo group; told nothing, each would think itself alone."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def run(store: Store, job_id: int, body: Body) -> int:
     """The job's process: run its body and record how it ended - succeeded (with the names it
     returned), canceled (it raised Stopped after a cancel) or failed (the error's first line; the
     traceback goes to the log) - then start the next queued job. Returns the exit code."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     ctx = Context(store, _job(store, job_id), is_main=state.is_main_process)
     previous = signal.signal(signal.SIGTERM, lambda *_: ctx.stop_flag.update(stop=True))  # `cancel` sends it
     if ctx.is_main:
-        store.update_job(job_id, pid=os.getpid() if state.num_processes == 1 else os.getppid())
+        # A job run by hand or by a cluster's launcher (`accelerate launch ... -m engine job-run ID`)
+        # was queued, not claimed: it runs now.
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        store.set_job_status(job_id, "running", only_from=("queued",), started=now)
+        store.update_job(job_id, pid=os.getpid() if state.num_processes == 1 else os.getppid(),
+                         processes=state.num_processes, host=socket.gethostname())
     try:
         names = body(ctx)
     except Exception as e:
@@ -259,7 +274,8 @@ def run(store: Store, job_id: int, body: Body) -> int:
             status, code, fields = "failed", 1, {"error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
     else:
         status, code, fields = "succeeded", 0, {"models": names, "part": ctx.job["parts"]}
-        print("done: " + ", ".join(names), flush=True)
+        if ctx.is_main:
+            print("done: " + ", ".join(names), flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if ctx.is_main:

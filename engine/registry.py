@@ -195,6 +195,8 @@ def takes_guidance(path: Path) -> bool:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if re.fullmatch(r"cpu:\d+", device or ""):  # accelerate names each of several CPU processes' devices so
+        return torch.device("cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device or ""):
         raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -192,6 +192,14 @@ def _arena_counts(db: sqlite_utils.Database) -> None:
         WHERE pair = (SELECT pair FROM battles WHERE id = OLD.battle_id); END""")
 
 
+@MIGRATIONS(name="jobs_processes_host")
+def _jobs_processes_host(db: sqlite_utils.Database) -> None:
+    # How many processes ran a job (`accelerate launch`) and on which machine its main process ran:
+    # a job run by a cluster's own launcher is judged alive only where it runs.
+    for column, kind in (("processes", int), ("host", str)):
+        db["jobs"].add_column(column, kind)
+
+
 def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
     """Databases made before the lab used sqlite-utils' migrations recorded them in a `migrations`
     table of their own: record those as applied, under the same names, and drop that table."""

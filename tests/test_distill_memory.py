@@ -151,20 +151,18 @@ def test_a_lora_student_holds_one_copy_of_the_base(tiny_pipeline):
 
 
 def test_a_bf16_job_holds_its_frozen_teacher_in_bf16_and_trains_in_float32(tiny_pipeline, tmp_path):
-    """Mixed precision bf16 (here on the CPU, as accelerate allows): a LoRA guidance round trains
-    float32 adapters over the bf16 teacher's own weights, its losses finite, its student saved."""
-    from engine.distill.run import Callbacks, run_recipe
-
-    path = str(tiny_pipeline("sd"))
-    store = Store(tmp_path / "lab")
+    """Mixed precision bf16 (here on the CPU, as accelerate allows), a job of its own: a LoRA
+    guidance round with gradient checkpointing trains float32 adapters over the bf16 teacher's own
+    weights, its losses finite, its student saved."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na lighthouse at dusk\n")
-    recipe = Recipe(technique="guidance", teacher=path, name="bf", train_steps=2, warmup=0, batch_size=2,
-                    teacher_steps=4, eval_n=0, ema=None, mixed_precision="bf16", lora=LoraSpec(rank=4),
-                    prompts=str(prompts), gradient_checkpointing=True)
-    losses = []
-    assert run_recipe(recipe, store, tmp_path / "work", Callbacks(report=lambda r: losses.append(r["loss"]),
-                                                                   log=lambda m: None)) == ["bf"]
+    done = run_cli("distill", "guidance", "--teacher", str(tiny_pipeline("sd")), "--name", "bf", "--train-steps", "2",
+                   "--warmup", "0", "--batch-size", "2", "--teacher-steps", "4", "--eval-n", "0", "--ema", "0",
+                   "--mixed-precision", "bf16", "--lora-rank", "4", "--gradient-checkpointing",
+                   "--prompts", str(prompts), data_dir=tmp_path / "lab")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1])["models"] == ["bf"]
+    store = Store(tmp_path / "lab")
+    losses = [m["loss"] for m in store.job_metrics(store.jobs()[0]["id"])]
     assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses)
-    student = registry.load("bf", store=store, device="cpu")
-    assert student.guidance_embedded
+    assert registry.load("bf", store=store, device="cpu").guidance_embedded

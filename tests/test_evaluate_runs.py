@@ -164,7 +164,7 @@ def test_several_processes_share_the_generation(tmp_path, capsys, tiny_model_dir
     argv = ["eval", "--model", str(tiny_model_dir), "--teacher", str(tiny_model_dir), "--steps", "2",
             "--ref-steps", "4", "--limit", "12", "--batch-size", "4", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            "-m", "engine", *argv, "--data-dir", str(tmp_path / "two")],
                           capture_output=True, text=True, env=env, timeout=600)

@@ -47,13 +47,16 @@ UNSET = {"argument_default": argparse.SUPPRESS}
          arg("--device-memory", type=number, default=None,
              help="with --plan or at submit: plan against this many GiB instead of this machine's device"),
          arg("--detach", action="store_true", default=False, help="start the job and return at once"),
+         arg("--queue", action="store_true", default=False,
+             help="create the job and start nothing here: run it with your own launcher, "
+                  "`accelerate launch [...] -m engine job-run ID --data-dir DIR` (a cluster's)"),
          arg("--replace", action="store_true", default=False,
              help="let the job's students take names registered already (the old models are no longer named)"),
          arg("--data-dir", default=None),
          **UNSET)
 def distill(args) -> dict:
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("handler", "command", "detach", "data_dir", "replace", "plan", "device_memory")}
+              if k not in ("handler", "command", "detach", "data_dir", "replace", "plan", "device_memory", "queue")}
     recipe = from_inputs(fields)
     recipe.check()
     memory = None if args.device_memory is None else int(args.device_memory * 2**30)
@@ -65,9 +68,14 @@ def distill(args) -> dict:
     store = open_store(args)
     if args.plan:
         return distill_job.memory_plan(store, recipe, device_bytes=memory).to_json()
-    job_id, warnings = distill_job.submit(store, recipe, replace=args.replace, device_bytes=memory)
+    job_id, warnings = distill_job.submit(store, recipe, replace=args.replace, device_bytes=memory,
+                                          start=not args.queue)
     for w in warnings:
         say(w)
+    if args.queue:
+        say(f"job {job_id} created; run it with: accelerate launch [--num_processes N ...] -m engine job-run "
+            f"{job_id} --data-dir {store.root}")
+        return {"job": job_id, "status": store.job(job_id)["status"], "models": []}
     say(f"job {job_id} queued: {recipe.technique} of {recipe.teacher} -> {recipe.name} "
         f"(log: {log_path(store, job_id)})")
     return job_result(store, job_id, args.detach)

@@ -95,5 +95,6 @@ def run(ctx: jobs.Context) -> list[str]:
             ctx.store.add_job_eval(ctx.id, round=r["round"], model=r["model"], **r["eval"])
 
     done = len(ctx.job["models"] or []) if ctx.job["resume"] else 0
-    callbacks = Callbacks(report=report, round_done=round_done, log=ctx.log, should_stop=ctx.stopping)
+    log = ctx.log if ctx.is_main else (lambda message: None)  # one process speaks for all
+    callbacks = Callbacks(report=report, round_done=round_done, log=log, should_stop=ctx.stopping)
     return run_recipe(recipe, ctx.store, ctx.work_dir, callbacks, start_round=done)

@@ -74,7 +74,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
                start_round: int = 0) -> list[str]:
     """Run rounds start_round.. of the recipe; returns the registered model names of all rounds."""
     acc = make_accelerator(recipe.mixed_precision)
-    device = str(acc.device)
+    device = "cpu" if acc.device.type == "cpu" else str(acc.device)  # several CPU processes: "cpu:N"
     teacher_name = recipe.teacher
     names = []
     for p in plan(recipe):
@@ -99,16 +99,29 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
         walkers = Walkers(teacher, prompt_source(recipe, teacher), batch=recipe.batch_size,
                           steps=recipe.teacher_steps if p.kind == "guidance" else p.student_steps,
                           height=size, width=size, guidance_range=guidance_range,
-                          seed=recipe.seed * 1000 + p.index + 7919 * acc.process_index, jitter=technique.jitter,
+                          seed=recipe.seed * 1000 + p.index, first=acc.process_index * recipe.batch_size,
+                          jitter=technique.jitter,
                           drop_prompt=0.0 if (p.kind == "guidance" or teacher.guidance_embedded) else DROP_PROMPT)
         walkers.warm_up(lambda b, technique=technique: technique.target(b)[1])
-        loss_fn = round_step(technique, student, walkers, recipe.on_policy,
-                             seed=recipe.seed + 104729 * acc.process_index)
+        loss_fn = round_step(technique, student, walkers, recipe.on_policy, seed=recipe.seed,
+                             part=(acc.process_index, acc.num_processes))
 
         loop = LoopConfig(steps=recipe.train_steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip,
                           ema=recipe.ema, checkpoint_every=recipe.checkpoint_every)
-        train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
-                   report=lambda r, i=p.index: callbacks.report({**r, "round": i}), should_stop=callbacks.should_stop)
+        # Under `accelerate launch` the student trains as DistributedDataParallel: the family calls the
+        # wrapper, so gradients are averaged over the processes in the backward.
+        net = student.denoiser
+        student.denoiser = distributed(acc, net)
+        if acc.num_processes > 1:
+            callbacks.log(f"training on {acc.num_processes} processes ({type(student.denoiser).__mro__[1].__name__}), "
+                          f"batch {recipe.batch_size} each")
+        try:
+            train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
+                       report=lambda r, i=p.index: callbacks.report({**r, "round": i}),
+                       should_stop=callbacks.should_stop)
+        finally:
+            student.denoiser = acc.unwrap_model(student.denoiser, keep_fp32_wrapper=False) \
+                if student.denoiser is not net else net
         student.denoiser.eval().requires_grad_(False)
         if recipe.gradient_checkpointing:
             student.denoiser.disable_gradient_checkpointing()
@@ -121,13 +134,15 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
     return names
 
 
-def round_step(technique, student: Family, walkers: Walkers, on_policy: float, seed: int = 0
-               ) -> Callable[[int], torch.Tensor]:
+def round_step(technique, student: Family, walkers: Walkers, on_policy: float, seed: int = 0,
+               part: tuple[int, int] = (0, 1)) -> Callable[[int], torch.Tensor]:
     """The loss of one optimisation step: the teacher's targets at the walkers' states, the student's
     predictions there; then the walkers move on - along the teacher's trajectory, or (a fraction
     `on_policy` of them, drawn afresh each step) by the student's own step, so that the student also
-    learns at the states its own errors lead to when it samples."""
+    learns at the states its own errors lead to when it samples. Process `part[0]` of `part[1]`
+    takes its slice of one draw over every process's walkers, as one process with them all would."""
     gen = torch.Generator().manual_seed(seed)
+    index, processes = part
 
     def loss_fn(step: int) -> torch.Tensor:
         batch = walkers.current()
@@ -135,13 +150,32 @@ def round_step(technique, student: Family, walkers: Walkers, on_policy: float, s
         x0_hat = technique.predict(student, batch)
         loss = round_loss(student, batch, x0_hat, x0_target)
         if on_policy > 0:
-            mine = (torch.rand(walkers.batch, generator=gen) < on_policy).to(z_next.device)
+            draw = torch.rand(walkers.batch * processes, generator=gen)
+            mine = (draw[index * walkers.batch:(index + 1) * walkers.batch] < on_policy).to(z_next.device)
             z_own = step_to_next(technique.teacher, batch, x0_hat.detach())
             z_next = torch.where(mine.view(-1, *[1] * (z_next.dim() - 1)), z_own, z_next)
         walkers.advance(z_next)
         return loss
 
     return loss_fn
+
+
+def distributed(acc, net: torch.nn.Module) -> torch.nn.Module:
+    """`net` prepared by accelerate: DistributedDataParallel over the processes of `accelerate
+    launch` (the module itself in one process), reading through to the module's own attributes
+    (`config`, ...) as the family adapters use them."""
+    if acc.num_processes == 1:
+        return net
+    wrapped = acc.prepare_model(net)
+    if wrapped is not net:
+        class Through(type(wrapped)):
+            def __getattr__(self, name):
+                try:
+                    return super().__getattr__(name)
+                except AttributeError:
+                    return getattr(super().__getattr__("module"), name)
+        wrapped.__class__ = Through
+    return wrapped
 
 
 def make_trainable(student: Family, recipe: Recipe, new: list[str]) -> list[torch.nn.Parameter]:

@@ -1,7 +1,8 @@
 """The one training loop every recipe uses, on accelerate.
 
 accelerate gives device placement, mixed precision, the process group of `accelerate launch`
-(gradients are averaged over processes), and the main-process guard for writing. Checkpoints
+(the student is prepared as DistributedDataParallel by engine/distill/run.py, which averages the
+gradients over processes), and the main-process guard for writing. Checkpoints
 hold the trainable weights (safetensors), the optimiser, scheduler and EMA state, and the step,
 so a killed job resumes where it was.
 """
@@ -38,7 +39,10 @@ class LoopConfig:
 def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() else "no"
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    # The learning-rate schedule counts optimisation steps: accelerate would otherwise step it once
+    # per process per step (a schedule in samples), ending N processes' rounds at 1/N of their steps.
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
+                       step_scheduler_with_optimizer=False)
 
 
 def _lr_lambda(cfg: LoopConfig):
@@ -52,7 +56,9 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
                cfg: LoopConfig, ckpt_dir: Path, *, report: Callable[[dict], None] = lambda r: None,
                should_stop: Callable[[], bool] = lambda: False) -> None:
     """Train `module`'s trainable parameters for cfg.steps, resuming from `ckpt_dir` if it holds a
-    checkpoint. `loss_fn(step)` builds a batch and returns its loss (inside accelerate's autocast)."""
+    checkpoint. `loss_fn(step)` builds a batch and returns its loss (inside accelerate's autocast).
+    A DistributedDataParallel `module` averages the gradients over the processes."""
+    module = acc.unwrap_model(module, keep_fp32_wrapper=True)  # names and checkpoints: the module's own
     params = [p for p in module.parameters() if p.requires_grad]
     names = [n for n, p in module.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -67,12 +73,8 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
         # 1. loss on a fresh batch of walker states
         with acc.autocast():
             loss = loss_fn(step)
-        # 2. backward, average gradients over processes, clip, update
+        # 2. backward (DDP averages the gradients over processes), clip, update
         acc.backward(loss)
-        if acc.num_processes > 1:
-            for p in params:
-                if p.grad is not None:
-                    p.grad = acc.reduce(p.grad, "mean")
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()

@@ -30,10 +30,15 @@ class Batch:
 
 
 class Walkers:
-    """`batch` parallel teacher trajectories on the family's `steps`-step grid (jittered if `jitter`)."""
+    """`batch` parallel teacher trajectories on the family's `steps`-step grid (jittered if `jitter`).
+
+    Each walker draws its randomness (prompts, noise, scales, start) from a stream of its own,
+    seeded by `seed` and its global index `first + k`: so N processes of `batch` walkers (process i
+    passing `first = i * batch`) walk exactly the walkers of one process with N * `batch`."""
 
     def __init__(self, family: Family, prompts, *, batch: int, steps: int, height: int, width: int,
-                 guidance_range: tuple[float, float], seed: int, jitter: bool, drop_prompt: float = 0.0):
+                 guidance_range: tuple[float, float], seed: int, jitter: bool, drop_prompt: float = 0.0,
+                 first: int = 0):
         self.family, self.prompts, self.batch, self.steps = family, prompts, batch, steps
         self.shape = family.noise_shape(1, height, width)[1:]
         self.guidance_range, self.jitter, self.drop_prompt = guidance_range, jitter, drop_prompt
@@ -41,8 +46,8 @@ class Walkers:
         # is trained at the times it will be sampled at.
         self.base_grid = family.schedule.grid(steps, size=(height, width)).t.float().cpu()
         self.mid_grid = family.schedule.grid(2 * steps, size=(height, width)).t.float().cpu()[1::2]
-        self.rng = random.Random(seed)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.rngs = [random.Random(f"{seed}/{first + k}") for k in range(batch)]
+        self.gens = [torch.Generator().manual_seed(seed * 1_000_003 + first + k) for k in range(batch)]
         device, dtype = family.device, family.dtype
         self.z = torch.zeros((batch, *self.shape), device=device, dtype=dtype)
         self.grid = torch.zeros(batch, steps + 1)  # each walker's own time grid, 1 -> 0
@@ -52,21 +57,22 @@ class Walkers:
         for k in range(batch):
             self._restart(k)
         # Spread the walkers over the grid so a batch mixes noise levels from the first step on.
-        self.start = torch.randint(0, steps, (batch,), generator=self.gen)
+        self.start = torch.tensor([int(torch.randint(0, steps, (1,), generator=g)) for g in self.gens])
 
     def _restart(self, k: int) -> None:
         base = self.base_grid.clone()
         if self.jitter:  # cover continuous time, not only one grid's points
             gaps = base[:-1] - base[1:]
-            offs = (torch.rand(self.steps - 1, generator=self.gen) - 0.5) * torch.minimum(gaps[:-1], gaps[1:])
+            offs = (torch.rand(self.steps - 1, generator=self.gens[k]) - 0.5) * torch.minimum(gaps[:-1], gaps[1:])
             base[1:-1] = base[1:-1] + offs
         self.grid[k] = base
         self.i[k] = 0
-        self.z[k] = torch.randn(self.shape, generator=self.gen).to(self.z)
+        self.z[k] = torch.randn(self.shape, generator=self.gens[k]).to(self.z)
         lo, hi = self.guidance_range
-        self.s[k] = self.rng.uniform(lo, hi)
-        text = self.prompts(self.rng, 1)[0]
-        self.texts[k] = "" if self.rng.random() < self.drop_prompt else text
+        rng = self.rngs[k]
+        self.s[k] = rng.uniform(lo, hi)
+        text = self.prompts(rng, 1)[0]
+        self.texts[k] = "" if rng.random() < self.drop_prompt else text
 
     @torch.no_grad()
     def current(self) -> Batch:

@@ -27,9 +27,9 @@ def processes():
     """accelerate's PartialState when this process is one of several launched together, else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    from accelerate import PartialState
+    from ..jobs import process_state
 
-    return PartialState()
+    return process_state()
 
 
 def _settings_key(steps: int, guidance: float, cache: str, fp8: str, height: int, width: int) -> str:

@@ -91,7 +91,9 @@ def frechet_distance(images: torch.Tensor, reference: torch.Tensor, space: nn.Mo
     if len(images) < 2 or len(reference) < 2:
         return Unavailable(f"FID needs at least 2 images on each side, got {len(images)} and {len(reference)}")
     kwargs = {"feature": space} if isinstance(space, nn.Module) else dict(space)
-    metric = FrechetInceptionDistance(normalize=False, **kwargs)
+    # Every image is here already (under `accelerate launch` the main process scores them all):
+    # no gathering from other processes.
+    metric = FrechetInceptionDistance(normalize=False, sync_on_compute=False, **kwargs)
     metric.update(to_nchw(reference), real=True)
     metric.update(to_nchw(images), real=False)
     value = float(metric.compute())
@@ -143,7 +145,7 @@ def clip_scores(images: torch.Tensor, texts: list[str], clip: tuple[nn.Module, o
     from torchmetrics.multimodal.clip_score import CLIPScore
 
     model, processor = clip
-    metric = CLIPScore(model_name_or_path=lambda: (model, processor))
+    metric = CLIPScore(model_name_or_path=lambda: (model, processor), sync_on_compute=False)
     out = []
     for image, text in zip(to_nchw(images), texts):
         metric.update(image, text)
