@@ -109,12 +109,13 @@ def progress(job: dict) -> tuple[float, str]:
 
 def submit(store: Store, kind: str, payload: dict | list, *, name: str, label: str, parts: int,
            units: tuple[str, str] = ("round", "step"), message: str | None = None, env: dict | None = None,
-           start: bool = True) -> int:
+           start: bool = True, launch_config: str | None = None) -> int:
     """Queue a job of `kind` (its body reads `payload`); start it if nothing else is running.
     `env` (e.g. an API key) reaches the job's process alone: it is kept beside the job, readable by
-    this user only, until the job succeeds."""
+    this user only, until the job succeeds. `launch_config`: an accelerate config file the job is
+    launched with, as given (`accelerate launch --config_file`: processes, FSDP, ...)."""
     job_id = store.create_job(kind, name=name, label=label, payload=payload, parts=parts,
-                              part_unit=units[0], step_unit=units[1], message=message)
+                              part_unit=units[0], step_unit=units[1], message=message, launch_config=launch_config)
     if env:
         path = job_dir(store, job_id) / ENV_FILE
         path.touch(mode=0o600)
@@ -172,7 +173,10 @@ def dispatch(store: Store, gpus: int | None = None) -> int | None:
         return None
     gpus = gpus if gpus is not None else _gpu_count()
     args = ["-m", "engine", "job-run", str(job["id"]), "--data-dir", str(store.root)]
-    launcher = ["-m", "accelerate.commands.launch", "--num_processes", str(gpus)] if gpus > 1 else []
+    if job.get("launch_config"):
+        launcher = ["-m", "accelerate.commands.launch", "--config_file", job["launch_config"]]
+    else:
+        launcher = ["-m", "accelerate.commands.launch", "--num_processes", str(gpus)] if gpus > 1 else []
     env_file = job_dir(store, job["id"]) / ENV_FILE
     secrets = json.loads(env_file.read_text()) if env_file.exists() else {}
     # The child imports this very engine, from a checkout or an installed wheel alike.

@@ -200,6 +200,12 @@ def _jobs_processes_host(db: sqlite_utils.Database) -> None:
         db["jobs"].add_column(column, kind)
 
 
+@MIGRATIONS(name="jobs_launch_config")
+def _jobs_launch_config(db: sqlite_utils.Database) -> None:
+    # An accelerate config file a job is launched with (`accelerate launch --config_file`), as given.
+    db["jobs"].add_column("launch_config", str)
+
+
 def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
     """Databases made before the lab used sqlite-utils' migrations recorded them in a `migrations`
     table of their own: record those as applied, under the same names, and drop that table."""
@@ -447,13 +453,15 @@ class Store:
 
     # -- jobs (engine/jobs.py) ----------------------------------------------------------------------
     def create_job(self, kind: str, *, name: str, label: str, payload: dict | list, parts: int,
-                   part_unit: str, step_unit: str, message: str | None = None) -> int:
+                   part_unit: str, step_unit: str, message: str | None = None,
+                   launch_config: str | None = None) -> int:
         """Queue a job: its kind, what it makes or scores, a line saying what it does, its input."""
         with self._write():
             return self.db["jobs"].insert(_encode({
                 "kind": kind, "name": name, "label": label, "payload": payload, "status": "queued",
                 "device": "auto", "created": _now(), "part": 0, "parts": parts, "part_unit": part_unit,
-                "step": 0, "total": 0, "step_unit": step_unit, "resume": 0, "message": message})).last_pk
+                "step": 0, "total": 0, "step_unit": step_unit, "resume": 0, "message": message,
+                "launch_config": launch_config})).last_pk
 
     def job(self, job_id: int) -> dict | None:
         """A job's row with `payload` and `models` decoded, or None."""

@@ -62,3 +62,21 @@ def test_two_processes_train_what_one_does_with_the_doubled_batch(tiny_model_dir
     assert (two - one).norm() / one.norm() < 1e-2
     assert ((two - one).abs() > 1e-5).float().mean() < 1e-2
     assert (two - one).abs().max() < 2e-3  # at most two steps of the learning rate
+
+
+def test_a_job_launched_with_an_accelerate_config_file(tiny_model_dir, tmp_path):
+    """`distill --accelerate-config FILE`: the job's process is `accelerate launch --config_file FILE`,
+    as given (here two processes on this CPU), and it records the processes that ran it."""
+    config = tmp_path / "two.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\n"
+                      "num_processes: 2\nmachine_rank: 0\nmixed_precision: 'no'\ndynamo_config: {}\n"
+                      "use_cpu: false\n")
+    done = run_cli("distill", "guidance", "--teacher", str(tiny_model_dir), "--name", "s", "--train-steps", "2",
+                   "--batch-size", "2", "--eval-n", "0", "--warmup", "0", "--teacher-steps", "4", "--ema", "0",
+                   "--accelerate-config", str(config), data_dir=tmp_path / "lab")
+    assert done.returncode == 0, done.stderr[-2000:]
+    job = Store(tmp_path / "lab").jobs()[0]
+    assert job["status"] == "succeeded" and job["processes"] == 2 and job["launch_config"] == str(config)
+    bad = run_cli("distill", "guidance", "--teacher", str(tiny_model_dir), "--name", "t",
+                  "--accelerate-config", str(tmp_path / "nope.yaml"), data_dir=tmp_path / "lab")
+    assert bad.returncode == 2 and "--accelerate-config must be an accelerate config file" in bad.stderr

@@ -4,6 +4,7 @@ resume or cancel one, and the body of a job's own process."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..distill.recipes import TECHNIQUES, from_inputs
 from ..errors import UsageError
@@ -47,6 +48,8 @@ UNSET = {"argument_default": argparse.SUPPRESS}
          arg("--device-memory", type=number, default=None,
              help="with --plan or at submit: plan against this many GiB instead of this machine's device"),
          arg("--detach", action="store_true", default=False, help="start the job and return at once"),
+         arg("--accelerate-config", default=None, metavar="FILE",
+             help="launch the job with this accelerate config file, as given (processes, machines, FSDP, ...)"),
          arg("--queue", action="store_true", default=False,
              help="create the job and start nothing here: run it with your own launcher, "
                   "`accelerate launch [...] -m engine job-run ID --data-dir DIR` (a cluster's)"),
@@ -56,9 +59,17 @@ UNSET = {"argument_default": argparse.SUPPRESS}
          **UNSET)
 def distill(args) -> dict:
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("handler", "command", "detach", "data_dir", "replace", "plan", "device_memory", "queue")}
+              if k not in ("handler", "command", "detach", "data_dir", "replace", "plan", "device_memory", "queue",
+                          "accelerate_config")}
     recipe = from_inputs(fields)
     recipe.check()
+    config = None
+    if args.accelerate_config is not None:
+        config = Path(args.accelerate_config).expanduser().absolute()
+        if not config.is_file() or config.suffix not in (".yaml", ".yml", ".json"):
+            raise UsageError(f"--accelerate-config must be an accelerate config file (.yaml or .json), "
+                             f"got {args.accelerate_config!r}")
+        config = str(config)
     memory = None if args.device_memory is None else int(args.device_memory * 2**30)
     if memory is not None and memory <= 0:
         raise UsageError(f"--device-memory must be a positive number of GiB, got {args.device_memory:g}")
@@ -69,7 +80,7 @@ def distill(args) -> dict:
     if args.plan:
         return distill_job.memory_plan(store, recipe, device_bytes=memory).to_json()
     job_id, warnings = distill_job.submit(store, recipe, replace=args.replace, device_bytes=memory,
-                                          start=not args.queue)
+                                          start=not args.queue, launch_config=config)
     for w in warnings:
         say(w)
     if args.queue:

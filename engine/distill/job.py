@@ -70,13 +70,14 @@ def validate(recipe: Recipe, store: Store, replace: bool = False, device_bytes: 
 
 
 def submit(store: Store, recipe: Recipe, *, replace: bool = False, start: bool = True,
-           device_bytes: int | None = None) -> tuple[int, list[str]]:
+           device_bytes: int | None = None, launch_config: str | None = None) -> tuple[int, list[str]]:
     """Queue a job for the recipe (validated first, its memory plan against the device or
     `device_bytes`); start it if nothing else is running. The students' names must be free unless `replace`."""
     warnings = validate(recipe, store, replace, device_bytes)
     job_id = jobs.submit(store, KIND, recipe.to_json(), name=recipe.name,
                          label=f"{recipe.technique}: {recipe.teacher} -> {recipe.name}", parts=len(recipe.rounds()),
-                         units=("round", "step"), message=" ".join(warnings) or None, start=start)
+                         units=("round", "step"), message=" ".join(warnings) or None, start=start,
+                         launch_config=launch_config)
     return job_id, warnings
 
 
