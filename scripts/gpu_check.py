@@ -27,15 +27,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gpu_smoke  # noqa: E402
+import gpu_smoke
 
-from engine.distill import memory  # noqa: E402
-from engine.distill.recipes import LoraSpec, Recipe  # noqa: E402
-from engine.distill.run import Plan, build_student, make_trainable, round_step  # noqa: E402
-from engine.distill.techniques import GuidanceRound  # noqa: E402
-from engine.distill.trainer import LoopConfig, make_accelerator, train_loop  # noqa: E402
-from engine.distill.walkers import Walkers  # noqa: E402
-from engine.families import catalog, synthetic  # noqa: E402
+from engine.distill import memory
+from engine.distill.recipes import LoraSpec, Recipe
+from engine.distill.run import Plan, build_student, make_trainable, round_step
+from engine.distill.techniques import GuidanceRound
+from engine.distill.trainer import LoopConfig, make_accelerator, train_loop
+from engine.distill.walkers import Walkers
+from engine.families import catalog, synthetic
 
 PROMPTS = ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen, top view", "a city street in the rain"]
 
@@ -85,8 +85,9 @@ def lora_round(real: bool, device: str, size: int, steps: int) -> dict:
     acc = make_accelerator(recipe.mixed_precision)
     teacher = klein(real, device, memory.compute_dtype(recipe))
     teacher.denoiser.requires_grad_(False)
-    others = sum(memory.module_bytes(m, memory.compute_dtype(recipe).itemsize)
-                 for name, m in teacher.pipe.components.items() if isinstance(m, torch.nn.Module) and name != "transformer")
+    frozen = memory.compute_dtype(recipe).itemsize
+    others = sum(memory.module_bytes(m, frozen) for name, m in teacher.pipe.components.items()
+                 if isinstance(m, torch.nn.Module) and name != "transformer")
     from accelerate import init_empty_weights
     with init_empty_weights(), catalog.quiet():
         meta = synthetic.build("flux2-klein", real=real, device="meta").transformer
