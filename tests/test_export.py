@@ -267,3 +267,18 @@ def test_the_readme_section_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     image = run_outside(code, tmp_path)
     assert image.shape == (32, 32, 3)
+
+
+def test_the_model_card_carries_what_the_lab_measured(lab, tmp_path):
+    store, _ = lab
+    store.add_bench_run("sd", "cpu (2 cores)", {}, [
+        {"key": "step4", "row": "step-distilled", "model": "sd-2step", "steps": 2, "guidance": 4.0, "nfe": 4,
+         "seconds": 0.0123, "speedup": 12.5, "adherence": None},
+        {"key": "step4+fp8w", "row": "+ FP8", "model": "sd-2step", "steps": 2, "guidance": 4.0, "nfe": 4,
+         "seconds": 0.02, "speedup": 7.0}])
+    export(store, "sd-2step", tmp_path / "card")
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "## Measured in the lab" in card
+    assert "speed-up over sd (4 passes, 0.0123 s an image, cpu (2 cores)) | 2 | 4 | 12.5x" in card
+    assert "7x" not in card  # a row with a speed option on top is not this model as exported
+    assert "sd-2step" in card.split("## Lineage")[1]

@@ -235,4 +235,9 @@ def _measurements(store: Store | None, name: str) -> list[str]:
                 settings = run.get("settings") or {}
                 rows.append(f"| {key} (golden set {run.get('golden')}) | {settings.get('steps', '')} | "
                             f"{settings.get('guidance', '')} | {value:.3f} | {result.get('n', '')} |")
+    for bench in store.bench_runs(limit=200):  # speed: the bench rows that ran this model, on their device
+        for r in bench["rows"]:
+            if r.get("model") == name and r.get("speedup") is not None and r.get("key", "").count("+") == 0:
+                rows.append(f"| speed-up over {bench['model']} ({r['nfe']:g} passes, {r['seconds']:g} s an image, "
+                            f"{bench['device']}) | {r['steps']} | {r['guidance']:g} | {r['speedup']:g}x | |")
     return rows
