@@ -166,3 +166,24 @@ def test_a_bf16_job_holds_its_frozen_teacher_in_bf16_and_trains_in_float32(tiny_
     losses = [m["loss"] for m in store.job_metrics(store.jobs()[0]["id"])]
     assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses)
     assert registry.load("bf", store=store, device="cpu").guidance_embedded
+
+
+def test_plans_made_at_once_leave_attention_as_it_was(tiny_pipeline):
+    """The app plans in its worker threads, several at once: attention is torch's own afterwards,
+    and real tensors get it meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch.nn.functional as F
+
+    before = F.scaled_dot_product_attention
+    path = tiny_pipeline("sd")
+    recipe = Recipe(technique="guidance", teacher=str(path), name="s", batch_size=2, mixed_precision="no")
+    q = torch.randn(1, 2, 8, 4)
+    expected = before(q, q, q)
+    with ThreadPoolExecutor(3) as pool:
+        plans = [pool.submit(memory.plan, recipe, path, "sd", device_bytes=2**40) for _ in range(3)]
+        during = [pool.submit(lambda: F.scaled_dot_product_attention(q, q, q)) for _ in range(3)]
+        totals = {p.result().total for p in plans}
+        assert all(torch.allclose(d.result(), expected) for d in during)
+    assert len(totals) == 1
+    assert F.scaled_dot_product_attention is before

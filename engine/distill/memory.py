@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -65,10 +66,14 @@ class MemoryPlan:
 
 # -- the networks, on the meta device ------------------------------------------------------------------
 
+_PATCH = threading.Lock()  # one plan at a time swaps attention (the app plans in its worker threads)
+
+
 @contextmanager
 def flash_like_attention():
-    """Attention that saves, for its backward, what fused kernels save (not the L x L matrix the
-    meta device's math kernel would), so activation bytes are a GPU's."""
+    """Attention on the meta device that saves, for its backward, what fused kernels save (not the
+    L x L matrix the meta device's math kernel would), so activation bytes are a GPU's. Tensors on
+    any other device, in any thread, meanwhile get torch's own attention."""
     import torch
     import torch.nn.functional as F
 
@@ -85,15 +90,19 @@ def flash_like_attention():
             q, k, v, _, _ = ctx.saved_tensors
             return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
-    original = F.scaled_dot_product_attention
-    def fused(query, key, value, *args, **kwargs):
-        return Fused.apply(query, key, value)
+    with _PATCH:
+        original = F.scaled_dot_product_attention
 
-    F.scaled_dot_product_attention = fused
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = original
+        def fused(query, key, value, *args, **kwargs):
+            if query.device.type != "meta":
+                return original(query, key, value, *args, **kwargs)
+            return Fused.apply(query, key, value)
+
+        F.scaled_dot_product_attention = fused
+        try:
+            yield
+        finally:
+            F.scaled_dot_product_attention = original
 
 
 def meta_denoiser(path: Path):
