@@ -386,8 +386,9 @@ def device_memory(device: str = "auto") -> tuple[str, int | None]:
 
 def suggestion(recipe: Recipe, planner, device_bytes: int | None) -> str | None:
     """The first change, in the order a user would reach for them, that makes the job fit
-    `device_bytes`: gradient checkpointing, a LoRA student (rank 64), both, then a smaller batch;
-    None if nothing does. `planner(recipe)` plans a recipe (`plan` or `plan_round`)."""
+    `device_bytes`: gradient checkpointing, a LoRA student (rank 64), both, then a smaller batch,
+    then the recipe as it is sharded over N GPUs; None if nothing does. `planner(recipe)` plans a
+    recipe (`plan` or `plan_round`)."""
     tries = []
     if not recipe.gradient_checkpointing:
         tries.append(("--gradient-checkpointing", replace(recipe, gradient_checkpointing=True)))
@@ -404,4 +405,18 @@ def suggestion(recipe: Recipe, planner, device_bytes: int | None) -> str | None:
         p = replace(planner(candidate), device_bytes=device_bytes)
         if p.fits:
             return f"it fits with {flags} ({p.total / GIB:.1f} GiB)"
+    asked = replace(planner(recipe), device_bytes=device_bytes)
+    for n in (2, 4, 8):
+        p = sharded(asked, n)
+        if p.fits:
+            return (f"it fits sharded over {n} GPUs ({p.total / GIB:.1f} GiB each, planned as FSDP's full sharding "
+                    f"of what trains): --accelerate-config with an FSDP plugin")
     return None
+
+
+def sharded(memory: MemoryPlan, n: int) -> MemoryPlan:
+    """A plan as FSDP's full sharding over `n` GPUs would hold it on each: the student, its
+    gradients, optimiser state and EMA divided by n; the frozen teacher and the activations whole.
+    An estimate: sharding itself has not been measured."""
+    parts = {k: v // n if k in ("student", "gradients", "optimizer", "ema") else v for k, v in memory.parts.items()}
+    return replace(memory, parts=parts, notes=[*memory.notes, f"sharded over {n} GPUs (FSDP, estimated)"])
