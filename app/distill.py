@@ -61,15 +61,17 @@ def plan_text(lab: Lab, form: dict) -> str:
         plan = distill_job.memory_plan(lab.store, recipe)
     except UsageError as e:
         return f"**Memory plan**: none yet ({e})"
-    gib = memory.GIB
-    rows = " · ".join(f"{k} {v / gib:.2f}" for k, v in plan.parts.items())
-    device = f"{plan.device_bytes / gib:.1f} GiB of {plan.device}" if plan.device_bytes else plan.device
-    head = (f"**Memory plan: {plan.total / gib:.2f} GiB** of the {device} "
+    def size(n: int) -> str:
+        return f"{n / memory.GIB:.2f} GiB" if n >= memory.GIB / 10 else f"{n / 2**20:.1f} MiB"
+
+    rows = " · ".join(f"{k} {size(v)}" for k, v in plan.parts.items())
+    device = f"{size(plan.device_bytes)} of {plan.device}" if plan.device_bytes else plan.device
+    head = (f"**Memory plan: {size(plan.total)}** of the {device} "
             f"(batch {plan.batch_size}, {plan.size}×{plan.size}, {plan.trainable:,} trained parameters)")
     verdict = "fits" if plan.fits else "**does not fit**: it would be refused at Launch"
-    other = (f"gradient checkpointing would make activations {plan.activations_checkpointed / gib:.2f} GiB"
+    other = (f"gradient checkpointing would make activations {size(plan.activations_checkpointed)}"
              if not recipe.gradient_checkpointing else "")
-    return f"{head} — {verdict}.  \nGiB: {rows}." + (f"  \n{other}." if other else "")
+    return f"{head} — {verdict}.  \n{rows}." + (f"  \n{other}." if other else "")
 
 
 def job_table(lab: Lab) -> str:

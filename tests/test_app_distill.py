@@ -124,3 +124,15 @@ def test_browser_launch_watch_and_pick_the_student(served, chromium, tmp_path):
     page.get_by_role("option", name="web-g").wait_for(timeout=5_000)
     page.close()
     assert store.model("web-g") is not None
+
+
+def test_the_form_shows_the_memory_plan_of_its_recipe(tmp_path):
+    from app.distill import TECHNIQUES, plan_text
+
+    lab = Lab(Store(tmp_path / "lab"), device="cpu")
+    technique = list(TECHNIQUES)[0]
+    full = plan_text(lab, {"technique": technique, "teacher": "embedded"})
+    lora = plan_text(lab, {"technique": technique, "teacher": "embedded", "lora": True, "lora_rank": 8})
+    assert full.startswith("**Memory plan: ") and "fits" in full and "6,728,908 trained parameters" in full
+    assert "118,784 trained parameters" in lora and "gradient checkpointing would make activations" in lora
+    assert "none yet (teacher: no model named" in plan_text(lab, {"technique": technique, "teacher": "nope"})
