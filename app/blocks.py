@@ -87,6 +87,7 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
 
         for event in (demo.load, distill_tab_.select):
             event(distill_pickers, None, [distill_tab["teacher"], distill_tab["init"]], api_visibility="private")
+        demo.load(lambda: distill.picker(lab), None, distill_tab["picked"], api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
                   api_visibility="private")
         for view, tab_ in ((sweep_view, sweep_tab), (decide_view, decide_tab)):

@@ -90,6 +90,12 @@ def job_table(lab: Lab) -> str:
     return f"<table class='lab-jobs'>{head}{''.join(body)}</table>"
 
 
+def picker(lab: Lab) -> gr.Dropdown:
+    """The Job list as the page opens: every job, the newest picked, so a reload finds them all."""
+    choices = job_choices(lab)
+    return gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+
+
 def job_choices(lab: Lab) -> list[str]:
     return [str(j["id"]) for j in lab.store.jobs(kind=distill_job.KIND, limit=50)]
 
@@ -105,7 +111,10 @@ def interval(adherence: float | None, n: int | None) -> str:
 
 def job_detail(lab: Lab, job_id):
     """Loss curve, per-round quality, log tail and status line of one job."""
-    empty = pd.DataFrame({"step": [], "loss": [], "round": []})
+    # Typed columns: an untyped empty frame reads `round` as a number, and the chart then colours
+    # the rounds as a quantity (and its legend reads -Infinity / Infinity).
+    empty = pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64"),
+                          "round": pd.Series(dtype="str")})
     if not job_id:
         return empty, pd.DataFrame(), "", ""
     job = lab.store.job(int(job_id))
@@ -135,10 +144,12 @@ def job_detail(lab: Lab, job_id):
 
 def act(lab: Lab, verb: str, job_id):
     """Cancel or resume the picked job; returns the refreshed job table."""
+    if not job_id:
+        raise gr.Error(f"{verb}: pick a job first (the Job list below the table)", print_exception=False)
     try:
         {"cancel": jobs.cancel, "resume": jobs.resume}[verb](lab.store, int(job_id))
     except (UsageError, TypeError, ValueError) as e:
-        raise gr.Error(f"{verb}: {e}") from None
+        raise gr.Error(f"{verb}: {e}", print_exception=False) from None
     return job_table(lab)
 
 

@@ -3,7 +3,9 @@ and finding its student in the Compare tab's pickers without a restart."""
 
 import time
 
+import pandas as pd
 import pytest
+import torch
 from gradio_client import Client
 from helpers import serve
 
@@ -136,3 +138,25 @@ def test_the_form_shows_the_memory_plan_of_its_recipe(tmp_path):
     assert full.startswith("**Memory plan: ") and "fits" in full and "6,728,908 trained parameters" in full
     assert "118,784 trained parameters" in lora and "gradient checkpointing would make activations" in lora
     assert "none yet (teacher: no model named" in plan_text(lab, {"technique": technique, "teacher": "nope"})
+
+
+def test_the_loss_curve_is_typed_from_its_first_points(tmp_path):
+    """Before any point the chart's frame names rounds as text (not a number the legend would read
+    as -Infinity / Infinity); a job reports its first step, so two reports already draw a line."""
+    from engine.distill.trainer import LoopConfig, make_accelerator, train_loop
+
+    lab = Lab(Store(tmp_path / "d"))
+    curve, *_ = job_detail(lab, None)
+    assert curve.empty and not pd.api.types.is_numeric_dtype(curve["round"]) and curve["step"].dtype == "int64"
+    reported = []
+    net = torch.nn.Linear(2, 1)
+    train_loop(make_accelerator("no"), net, lambda step: net(torch.ones(1, 2)).pow(2).sum(),
+               LoopConfig(steps=10, lr=1e-2, warmup=0), tmp_path / "ckpt", report=reported.append)
+    assert [r["step"] for r in reported] == [1, 10]
+
+
+def test_cancel_without_a_picked_job_says_so(tmp_path):
+    from app.distill import act
+
+    with pytest.raises(Exception, match="cancel: pick a job first"):
+        act(Lab(Store(tmp_path / "d")), "cancel", None)

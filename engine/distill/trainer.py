@@ -87,7 +87,7 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
         # 3. checkpoint, then report (a job killed in between resumes after what it reported)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps and acc.is_main_process:
             _save_checkpoint(ckpt_dir, done, module, names, opt, sched, ema)
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if done == 1 or done % cfg.log_every == 0 or done == cfg.steps:  # the first step: a curve from the start
             report({"step": done, "total": cfg.steps, "loss": sum(losses) / len(losses),
                     "lr": sched.get_last_lr()[0], "seconds": time.time() - t0})
             losses = []
