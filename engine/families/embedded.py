@@ -130,7 +130,8 @@ class EmbeddedFamily(Family):
     def with_guidance_input(self, share: bool = False) -> EmbeddedFamily:
         if self.guidance_embedded:
             return self.clone(share)
-        unet = build_unet(self.cfg, time_cond_proj_dim=GUIDANCE_DIM).to(self.device, self.dtype)
+        # nn.Module.to: a plain move (ModelMixin.to warns about upcast modules, of which it has none)
+        unet = torch.nn.Module.to(build_unet(self.cfg, time_cond_proj_dim=GUIDANCE_DIM), self.device, self.dtype)
         missing = assign_weights(unet, self.denoiser, share)
         assert set(missing) == {"time_embedding.cond_proj.weight"}, missing
         torch.nn.init.zeros_(unet.time_embedding.cond_proj.weight)

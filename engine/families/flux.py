@@ -29,7 +29,7 @@ def add_guidance_embedder(net: torch.nn.Module, share: bool = False) -> torch.nn
     other weights are `net`'s own tensors."""
     new = type(net).from_config({**net.config, "guidance_embeds": True})
     first = next(net.parameters())
-    new.to(first.device, first.dtype)
+    torch.nn.Module.to(new, first.device, first.dtype)  # a plain move (ModelMixin.to warns)
     try:
         missing = assign_weights(new, net, share)
     except ValueError as e:

@@ -108,7 +108,7 @@ class SDFamily(PipelineFamily):
         if self.guidance_embedded:
             return self.clone(share)
         unet = UNet2DConditionModel.from_config({**self.denoiser.config, "time_cond_proj_dim": GUIDANCE_DIM})
-        unet.to(self.device, self.dtype)
+        torch.nn.Module.to(unet, self.device, self.dtype)  # a plain move (ModelMixin.to warns)
         try:
             missing = assign_weights(unet, self.denoiser, share)
         except ValueError as e:
