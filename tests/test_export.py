@@ -100,6 +100,7 @@ def lab(tmp_path_factory):
              "progressive", 2, 4.0)
     klein = load["flux2-klein"].with_guidance_input()
     register(store, "klein-guidance", klein, teachers["flux2-klein"], "guidance", 2, 4.0)
+    register(store, "flux-2step", _moved(load["flux"].clone()), teachers["flux"], "progressive", 2, 4.0)  # true CFG
     register(store, "flux-dev-2step", _moved(load["flux-dev"].clone()), teachers["flux-dev"], "progressive", 2, 3.5)
     lora_students = (("sd", False), ("sd", True), ("sdxl", False), ("embedded", True), ("flux", False))
     for kind, guided in lora_students:  # LoRA adapter students, saved as adapters over their teacher
@@ -124,7 +125,8 @@ def _moved(student):
 
 
 DIFFUSERS_CASES = ["sd-guidance", "sdxl-guidance", "flux-guidance", "tiny-guidance", "sd-v-2step", "sd-2step",
-                   "sdxl-2step", "flux-dev-2step", "sd-lora", "sdxl-lora", "flux-lora", "tiny-lora-guidance"]
+                   "sdxl-2step", "flux-2step", "flux-dev-2step", "sd-lora", "sdxl-lora", "flux-lora",
+                   "tiny-lora-guidance"]
 
 
 @pytest.mark.parametrize("name", DIFFUSERS_CASES)

@@ -86,10 +86,15 @@ def recommended(family, meta: dict) -> tuple[int, float]:
 
 
 def _call_kwargs(family, meta: dict) -> str:
+    """The pipeline call's arguments that make the lab's image: the guidance as the family's
+    pipeline takes it (a FLUX.1 model without a guidance input: true CFG with the empty prompt)."""
     steps, guidance = recommended(family, meta)
-    size = "" if family.name == "embedded" else f", height={family.default_size}, width={family.default_size}"
-    return (f"num_inference_steps={steps}, guidance_scale={guidance:g}{size}, "
-            f"generator=torch.Generator().manual_seed(0)")
+    if family.name == "embedded":
+        kwargs = {"guidance_scale": guidance}
+    else:
+        kwargs = {**family.pipeline_kwargs(guidance), "height": family.default_size, "width": family.default_size}
+    args = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in kwargs.items())
+    return f"num_inference_steps={steps}, {args}, generator=torch.Generator().manual_seed(0)"
 
 
 # -- diffusers ---------------------------------------------------------------------------------------
