@@ -192,3 +192,16 @@ def test_plans_made_at_once_leave_attention_as_it_was(tiny_pipeline):
         assert all(torch.allclose(d.result(), expected) for d in during)
     assert len(totals) == 1
     assert F.scaled_dot_product_attention is before
+
+
+def test_a_teacher_the_planner_cannot_trace_is_not_refused(tiny_pipeline, tmp_path, monkeypatch):
+    """A denoiser whose forward the meta device cannot run is planned no further: the job is queued
+    with a warning saying so, not refused."""
+    def fails(*args, **kwargs):
+        raise RuntimeError("meta tensors cannot do that")
+
+    monkeypatch.setattr(memory, "saved_bytes", fails)
+    store = Store(tmp_path / "lab")
+    recipe = Recipe(technique="guidance", teacher=str(tiny_pipeline("sd")), name="s", batch_size=2)
+    warnings = distill_job.validate(recipe, store)
+    assert any(w.startswith("warning: no memory plan for this teacher (RuntimeError") for w in warnings)

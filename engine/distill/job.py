@@ -23,11 +23,17 @@ def memory_plan(store: Store, recipe: Recipe, device_bytes: int | None = None):
                        device_bytes=device_bytes)
 
 
-def check_fits(store: Store, recipe: Recipe, device_bytes: int | None = None) -> None:
-    """Refuse, in one line, a job whose plan does not fit its device, saying what would make it fit."""
+def check_fits(store: Store, recipe: Recipe, device_bytes: int | None = None) -> str | None:
+    """Refuse, in one line, a job whose plan does not fit its device, saying what would make it fit.
+    A model the planner cannot trace on the meta device is not refused: the warning returned says so."""
     from . import memory
 
-    plan = memory_plan(store, recipe, device_bytes)
+    try:
+        plan = memory_plan(store, recipe, device_bytes)
+    except UsageError:
+        raise
+    except Exception as e:  # a denoiser whose forward the meta device cannot run
+        return f"warning: no memory plan for this teacher ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     if not plan.fits:
         teacher = registry.resolve(recipe.teacher, store, field="teacher")
         family = registry.check_complete(teacher)
@@ -35,6 +41,7 @@ def check_fits(store: Store, recipe: Recipe, device_bytes: int | None = None) ->
                                 plan.device_bytes)
         raise UsageError(f"memory: this job needs {plan.summary()}, more than {memory.HEADROOM:.0%} of it; "
                          + (fix or "no smaller recipe the lab knows of fits (try a smaller teacher or a larger GPU)"))
+    return None
 
 
 def validate(recipe: Recipe, store: Store, replace: bool = False, device_bytes: int | None = None) -> list[str]:
@@ -64,9 +71,8 @@ def validate(recipe: Recipe, store: Store, replace: bool = False, device_bytes: 
                              f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
         if guided:
             raise UsageError(f"teacher {recipe.teacher!r} is already guidance-distilled: use technique progressive")
-    check_fits(store, recipe, device_bytes)
-    warning = order_warning(recipe.technique, guided)
-    return [warning] if warning else []
+    warnings = [w for w in (check_fits(store, recipe, device_bytes), order_warning(recipe.technique, guided)) if w]
+    return warnings
 
 
 def submit(store: Store, recipe: Recipe, *, replace: bool = False, start: bool = True,
