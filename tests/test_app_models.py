@@ -32,6 +32,7 @@ def test_export_downloads_a_zip_of_a_diffusers_pipeline(app_url):
     assert {"embedded-4step-diffusers/pipeline.py", "embedded-4step-diffusers/unet/config.json",
             "embedded-4step-diffusers/README.md"} <= names
     assert index["_class_name"] == ["pipeline", "ShapesPipeline"]
+    assert "read it before you trust it" in card
     assert "DiffusionPipeline.from_pretrained" in card and "embedded -> `embedded-guidance` -> `embedded-4step`" \
         in card.replace("`embedded` ->", "embedded ->")
     assert "exports" in where

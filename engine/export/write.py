@@ -217,6 +217,9 @@ def model_card(store: Store | None, name: str, family, meta: dict, fmt: str, cal
              f"It samples at {steps} steps with guidance {guidance:g} "
              f"({'one pass per step' if family.guidance_embedded else 'classifier-free guidance, two passes per step'}"
              f"); the scheduler saved with it is the one whose steps are the lab's sampler.", "",
+             *(["`trust_remote_code=True` runs the `pipeline.py` beside the weights: Distillation Lab's own "
+                "pipeline for its embedded family (torch and diffusers only); read it before you trust it.", ""]
+               if family.name == "embedded" else []),
              "## Lineage", "", " -> ".join(f"`{m}`" for m in chain), ""]
     rows = _measurements(store, name)
     if rows:
