@@ -11,6 +11,11 @@ import datetime as dt
 import json
 import os
 import secrets
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process at a time there
+    fcntl = None
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -242,13 +247,30 @@ class Store:
                     raise UsageError(f"data directory: {self.root / DB_NAME} needs an update to this version of the "
                                      f"lab, and it is read-only: make it writable, or use a copy")
             else:
-                if not memory:
-                    self.db.enable_wal()
-                self.migrate()
+                with self._setup_lock():
+                    if not memory:
+                        self.db.enable_wal()
+                    self.migrate()
         except sqlite3.DatabaseError as e:  # a file that is not a database is read, never written over
             where = self.root / DB_NAME if self.root is not None else "the in-memory database"
             raise UsageError(f"data directory: {where} cannot be used as the lab's database ({e}); move it "
                              f"away or restore it from a copy: it was not changed") from None
+
+    @contextmanager
+    def _setup_lock(self):
+        """Processes that open one data directory at once (`accelerate launch`: every process of a
+        job) set it up one after another: switching to WAL and migrating read, then write, and in WAL
+        mode a reader that became a writer behind another's back is refused at once, not made to wait."""
+        if self.root is None or fcntl is None:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{DB_NAME}.setup-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     @property
     def db(self) -> sqlite_utils.Database:

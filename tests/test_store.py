@@ -77,3 +77,22 @@ def test_each_thread_gets_its_own_connection(tmp_path):
         t.join()
     assert not errors
     assert len(s.models()) == 8
+
+
+def test_processes_opening_a_new_data_directory_at_once_all_get_it(tmp_path):
+    """Every process of an `accelerate launch` job opens the data directory at the same moment:
+    each one's setup (WAL, migrations) waits for the others', none is refused."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    import time
+
+    start = time.time() + 4  # every process imported and waiting, then all at once
+    code = (f"import time; from engine.store import Store; time.sleep(max(0, {start} - time.time())); "
+            f"Store({str(tmp_path / 'lab')!r})")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
