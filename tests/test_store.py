@@ -84,10 +84,9 @@ def test_processes_opening_a_new_data_directory_at_once_all_get_it(tmp_path):
     each one's setup (WAL, migrations) waits for the others', none is refused."""
     import subprocess
     import sys
+    import time
 
     from conftest import ROOT
-
-    import time
 
     start = time.time() + 4  # every process imported and waiting, then all at once
     code = (f"import time; from engine.store import Store; time.sleep(max(0, {start} - time.time())); "
