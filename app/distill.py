@@ -61,9 +61,9 @@ def plan_text(lab: Lab, form: dict) -> str:
         plan = distill_job.memory_plan(lab.store, recipe)
     except UsageError as e:
         return f"**Memory plan**: none yet ({e})"
-    def size(n: int) -> str:
-        return f"{n / memory.GIB:.2f} GiB" if n >= memory.GIB / 10 else f"{n / 2**20:.1f} MiB"
-
+    except Exception as e:  # a teacher the planner cannot trace (launching it is not refused: distill/job.py)
+        return f"**Memory plan**: none for this teacher ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    size = memory.human
     rows = " · ".join(f"{k} {size(v)}" for k, v in plan.parts.items())
     device = f"{size(plan.device_bytes)} of {plan.device}" if plan.device_bytes else plan.device
     head = (f"**Memory plan: {size(plan.total)}** of the {device} "

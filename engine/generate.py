@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from PIL import Image
 
 from .accel.runtime import accelerated
 from .families.base import Family
+from .registry import lab_json
 from .request import Request
 from .sampling import sample
 from .store import Store
@@ -19,8 +19,7 @@ def defaults(family: Family) -> tuple[int, float]:
     """The steps and guidance a model runs at when none are asked for: a lab student's
     "recommended" ones (its lab.json, engine/distill/run.py), else its family's own (for a
     diffusers model, what its pipeline's __call__ does by default)."""
-    meta = Path(family.path) / "lab.json" if family.path is not None else None
-    rec = (json.loads(meta.read_text()).get("recommended") or {}) if meta is not None and meta.is_file() else {}
+    rec = (lab_json(Path(family.path)).get("recommended") or {}) if family.path is not None else {}
     steps, guidance = rec.get("steps"), rec.get("guidance")  # a student without a guidance input: None
     return (family.default_steps if steps is None else int(steps),
             family.default_guidance if guidance is None else float(guidance))

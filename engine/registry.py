@@ -17,6 +17,7 @@ import torch
 
 from .errors import UsageError
 from .families import catalog
+from .families.adapter import base_path
 from .families.base import Family
 from .families.embedded import EmbeddedFamily
 from .paths import ASSETS, EMBEDDED_TEACHER
@@ -64,6 +65,20 @@ def lineage(store: Store | None, name: str) -> list[str]:
     return chain[::-1]
 
 
+def lab_json(path: Path) -> dict:
+    """A model directory's lab.json ({} for a plain diffusers directory)."""
+    file = path / "lab.json"
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensors a .safetensors file holds, name -> {dtype, shape, data_offsets}, from its header."""
+    with path.open("rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    header.pop("__metadata__", None)
+    return header
+
+
 def inventory(store: Store | None) -> list[dict]:
     """Every model a picker offers, with where it lives: family, path, lineage (root first), size on
     disk, and for a LoRA adapter student the base it needs."""
@@ -71,13 +86,13 @@ def inventory(store: Store | None) -> list[dict]:
     for name in names(store):
         path = resolve(name, store)
         row = model_row(store, name) or {}
-        meta = json.loads((path / "lab.json").read_text()) if (path / "lab.json").exists() else {}
+        meta = lab_json(path)
         files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
         entry = {"name": name, "family": row.get("family") or meta.get("family"), "path": str(path),
                  "lineage": lineage(store, name), "kind": meta.get("kind") or ("teacher" if not row else None),
                  "bytes": sum(p.stat().st_size for p in files), "created": row.get("created")}
         if "base" in meta:
-            entry["base"] = str((path / meta["base"]).resolve())
+            entry["base"] = str(base_path(path, meta))
         out.append(entry)
     return out
 
@@ -180,11 +195,9 @@ def check_complete(path: Path, field: str = "--model") -> str:
 def takes_guidance(path: Path) -> bool:
     """Whether the model at `path` takes the guidance scale as an input (one pass under guidance),
     read from its files without loading it."""
-    meta = path / "lab.json"
-    if meta.exists():
-        m = json.loads(meta.read_text())
-        if m.get("guidance_input") or m.get("guidance_range"):
-            return True
+    m = lab_json(path)
+    if m.get("guidance_input") or m.get("guidance_range"):
+        return True
     for config in (path / "unet" / "config.json", path / "transformer" / "config.json"):
         if config.exists():
             c = json.loads(config.read_text())

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .. import jobs, registry
 from ..errors import UsageError
 from ..store import Store
@@ -23,20 +25,19 @@ def memory_plan(store: Store, recipe: Recipe, device_bytes: int | None = None):
                        device_bytes=device_bytes)
 
 
-def check_fits(store: Store, recipe: Recipe, device_bytes: int | None = None) -> str | None:
-    """Refuse, in one line, a job whose plan does not fit its device, saying what would make it fit.
-    A model the planner cannot trace on the meta device is not refused: the warning returned says so."""
+def check_fits(recipe: Recipe, teacher: Path, family: str, device_bytes: int | None = None) -> str | None:
+    """Refuse, in one line, a job whose plan on the teacher at `teacher` (checked whole, of `family`)
+    does not fit its device, saying what would make it fit. A model the planner cannot trace on the
+    meta device is not refused: the warning returned says so."""
     from . import memory
 
     try:
-        plan = memory_plan(store, recipe, device_bytes)
+        plan = memory.plan(recipe, teacher, family, device_bytes=device_bytes)
     except UsageError:
         raise
     except Exception as e:  # a denoiser whose forward the meta device cannot run
         return f"warning: no memory plan for this teacher ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     if not plan.fits:
-        teacher = registry.resolve(recipe.teacher, store, field="teacher")
-        family = registry.check_complete(teacher)
         fix = memory.suggestion(recipe, lambda r: memory.plan(r, teacher, family, device_bytes=plan.device_bytes),
                                 plan.device_bytes)
         raise UsageError(f"memory: this job needs {plan.summary()}, more than {memory.HEADROOM:.0%} of it; "
@@ -71,8 +72,8 @@ def validate(recipe: Recipe, store: Store, replace: bool = False, device_bytes: 
                              f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
         if guided:
             raise UsageError(f"teacher {recipe.teacher!r} is already guidance-distilled: use technique progressive")
-    warnings = [w for w in (check_fits(store, recipe, device_bytes), order_warning(recipe.technique, guided)) if w]
-    return warnings
+    return [w for w in (check_fits(recipe, teacher, family, device_bytes), order_warning(recipe.technique, guided))
+            if w]
 
 
 def submit(store: Store, recipe: Recipe, *, replace: bool = False, start: bool = True,

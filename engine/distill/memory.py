@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError
+from ..registry import lab_json, safetensors_header
 from .recipes import LoraSpec, Recipe
 
 HEADROOM = 0.9  # the share of a device's memory a plan may fill
@@ -59,9 +60,14 @@ class MemoryPlan:
 
     def summary(self) -> str:
         """One line: the total against the device, then the parts."""
-        device = f" of the {self.device_bytes / GIB:.1f} GiB of {self.device}" if self.device_bytes else ""
-        parts = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.parts.items())
-        return f"{self.total / GIB:.2f} GiB{device} ({parts} GiB)"
+        device = f" of the {human(self.device_bytes)} of {self.device}" if self.device_bytes else ""
+        parts = ", ".join(f"{k} {human(v)}" for k, v in self.parts.items())
+        return f"{human(self.total)}{device} ({parts})"
+
+
+def human(n: int) -> str:
+    """Bytes as GiB, or MiB below a tenth of one (a tiny model's parts would all read 0.00 GiB)."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
 
 
 # -- the networks, on the meta device ------------------------------------------------------------------
@@ -113,7 +119,7 @@ def meta_denoiser(path: Path):
 
     from ..families.adapter import base_path
 
-    meta = _lab_json(path)
+    meta = lab_json(path)
     if "base" in meta:
         net = meta_denoiser(base_path(path, meta))
         return guidance_student(net) if meta.get("guidance_input") else net
@@ -154,17 +160,15 @@ def other_bytes(path: Path, size: int = PARAM_BYTES) -> int:
     point at `size` bytes), from safetensors headers."""
     from ..families.adapter import base_path
 
-    meta = _lab_json(path)
+    meta = lab_json(path)
     if "base" in meta:
         return other_bytes(base_path(path, meta), size)
     total = 0
     for weights in path.rglob("*.safetensors"):
         if weights.parent.name in ("unet", "transformer") or weights.parent == path:
             continue
-        with weights.open("rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
         total += sum(math.prod(t["shape"]) * INT_BYTES.get(t["dtype"], size)
-                     for k, t in header.items() if k != "__metadata__")
+                     for t in safetensors_header(weights).values())
     return total
 
 
@@ -177,11 +181,11 @@ def module_bytes(net, size: int = PARAM_BYTES) -> int:
 
 def compute_dtype(recipe: Recipe):
     """The dtype the job computes in (accelerate's mixed precision), which is also the dtype its
-    frozen networks are held in (engine/distill/run.py)."""
-    import torch
+    frozen networks are held in (engine/distill/trainer.py)."""
+    from ..registry import DTYPES
+    from .trainer import FROZEN_DTYPE, resolve_mixed_precision
 
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32,
-            "auto": torch.bfloat16 if torch.cuda.is_available() else torch.float32}[recipe.mixed_precision]
+    return DTYPES[FROZEN_DTYPE[resolve_mixed_precision(recipe.mixed_precision)]]
 
 
 def persistent_buffers(net) -> list:
@@ -189,14 +193,9 @@ def persistent_buffers(net) -> list:
             if name not in m._non_persistent_buffers_set]
 
 
-def _lab_json(path: Path) -> dict:
-    file = path / "lab.json"
-    return json.loads(file.read_text()) if file.exists() else {}
-
-
 def image_size(path: Path, family: str, net) -> int:
     """The side the job trains at: the teacher's default size (lab.json), else its native one."""
-    meta = _lab_json(path)
+    meta = lab_json(path)
     if meta.get("default_size"):
         return int(meta["default_size"])
     if "base" in meta:
@@ -315,9 +314,10 @@ def plan(recipe: Recipe, teacher: Path, family: str, *, device: str = "auto",
     the largest of its rounds. `device_bytes` overrides the device's own memory (planning for
     another machine)."""
     net = meta_denoiser(teacher)
-    frozen = compute_dtype(recipe).itemsize
-    plans = [plan_round(recipe, net, other_bytes(teacher, frozen), family, kind, image_size(teacher, family, net),
-                        vae_factor(teacher)) for kind in {r["kind"] for r in recipe.rounds()}]
+    others = other_bytes(teacher, compute_dtype(recipe).itemsize)
+    size, factor = image_size(teacher, family, net), vae_factor(teacher)
+    kinds = {r["kind"] for r in recipe.rounds()}
+    plans = [plan_round(recipe, net, others, family, kind, size, factor) for kind in kinds]
     worst = max(plans, key=lambda p: p.total)
     name, memory = device_memory(device) if device_bytes is None else (device, device_bytes)
     return replace(worst, device=name, device_bytes=memory)

@@ -20,11 +20,9 @@ from ..world import sample_prompts
 from .lora import apply_lora, save_adapter_student
 from .recipes import Recipe, read_prompts
 from .techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_next
-from .trainer import LoopConfig, make_accelerator, train_loop
+from .trainer import FROZEN_DTYPE, LoopConfig, make_accelerator, train_loop
 from .walkers import Walkers
 
-# accelerate's mixed precision -> the dtype frozen networks (the teacher, a LoRA student's base) are held in
-FROZEN_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}
 DROP_PROMPT = 0.1  # progressive rounds of a two-pass CFG model also learn the unconditional branch
 
 

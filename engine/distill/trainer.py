@@ -36,9 +36,20 @@ class LoopConfig:
     log_every: int = 10
 
 
-def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
+# accelerate's mixed precision -> the dtype frozen networks (the teacher, a LoRA student's base) are
+# held in (what trains is float32: engine/distill/run.py `make_trainable`)
+FROZEN_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}
+
+
+def resolve_mixed_precision(mixed_precision: str) -> str:
+    """A recipe's mixed precision as accelerate takes it: "auto" is bf16 on CUDA, none on a CPU."""
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+        return "bf16" if torch.cuda.is_available() else "no"
+    return mixed_precision
+
+
+def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
+    mixed_precision = resolve_mixed_precision(mixed_precision)
     # The learning-rate schedule counts optimisation steps: accelerate would otherwise step it once
     # per process per step (a schedule in samples), ending N processes' rounds at 1/N of their steps.
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ import torch
 
 from .. import registry
 from ..errors import UsageError
+from ..generate import defaults
 from ..store import Store
 from . import check_format, check_out
 
@@ -21,21 +23,14 @@ GUIDANCE_CONFIG = "guidance_input.json"  # the denoiser config change those modu
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def _meta(path: Path) -> dict:
-    file = path / "lab.json"
-    return json.loads(file.read_text()) if file.exists() else {}
-
-
 def stored_dtype(path: Path) -> torch.dtype:
     """The dtype a model directory stores its denoiser in, from a safetensors header: exporting in it
     loses nothing of what the lab samples. An adapter student is merged in float32 when loaded."""
-    if "base" in _meta(path):
+    if "base" in registry.lab_json(path):
         return torch.float32
     for folder in ("unet", "transformer"):
         for weights in sorted((path / folder).glob("*.safetensors")):
-            with weights.open("rb") as f:
-                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-            kinds = {t["dtype"] for k, t in header.items() if k != "__metadata__"}
+            kinds = {t["dtype"] for t in registry.safetensors_header(weights).values()}
             for code in ("F32", "BF16", "F16"):
                 if code in kinds:
                     return DTYPES[code]
@@ -50,19 +45,20 @@ def export(store: Store | None, name: str, out: Path, fmt: str = "diffusers") ->
     check_out(out)
     path = registry.resolve(name, store, field="NAME")
     registry.check_complete(path, field="NAME")
-    meta = _meta(path)
+    meta = registry.lab_json(path)
     if fmt == "lora" and "base" not in meta:
         raise UsageError(f"NAME: {name!r} is not a LoRA adapter student (its recipe saved it merged, or it was "
                          f"trained fully); export it with --format diffusers")
     family = registry.load(name, store=store, device="cpu", dtype="float32")
+    # The call's arguments first: they refuse, in one line, a student no stock pipeline runs as the
+    # lab does, before anything is written.
+    arguments = _call_kwargs(family)
     partial = out.parent / f".{out.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
         # The card's code names the folder by its name: it runs beside it, wherever it was copied.
-        if fmt == "lora":
-            call = _write_lora(family, path, meta, partial, Path(out.name))
-        else:
-            call = _write_diffusers(family, path, meta, partial, Path(out.name))
+        write = _write_lora if fmt == "lora" else _write_diffusers
+        call = write(family, path, meta, partial, Path(out.name), arguments)
         (partial / "README.md").write_text(model_card(store, name, family, meta, fmt, call, out.name))
         if out.exists():
             out.rmdir()
@@ -77,18 +73,11 @@ def export(store: Store | None, name: str, out: Path, fmt: str = "diffusers") ->
         str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()), "load": call}
 
 
-def recommended(family, meta: dict) -> tuple[int, float]:
-    """Steps and guidance a student is meant to sample at (its recipe's), else the family's defaults."""
-    rec = meta.get("recommended") or {}
-    steps = rec.get("steps") or getattr(family, "default_steps", 50)
-    guidance = rec.get("guidance") or getattr(family, "default_guidance", 5.0)
-    return int(steps), float(guidance)
-
-
-def _call_kwargs(family, meta: dict) -> str:
-    """The pipeline call's arguments that make the lab's image: the guidance as the family's
-    pipeline takes it (a FLUX.1 model without a guidance input: true CFG with the empty prompt)."""
-    steps, guidance = recommended(family, meta)
+def _call_kwargs(family) -> str:
+    """The pipeline call's arguments that make the lab's image at the steps and guidance the model
+    runs at by default (engine/generate.py), the guidance as the family's pipeline takes it (a FLUX.1
+    model without a guidance input: true CFG with the empty prompt)."""
+    steps, guidance = defaults(family)
     if family.name == "embedded":
         kwargs = {"guidance_scale": guidance}
     else:
@@ -99,17 +88,16 @@ def _call_kwargs(family, meta: dict) -> str:
 
 # -- diffusers ---------------------------------------------------------------------------------------
 
-def _write_diffusers(family, path: Path, meta: dict, tmp: Path, out: Path) -> str:
+def _write_diffusers(family, path: Path, meta: dict, tmp: Path, out: Path, arguments: str) -> str:
     dtype = stored_dtype(path)
     lab_meta = {k: v for k, v in meta.items() if k not in ("base", "base_sha256", "family", "config")}
     if family.name == "embedded":
         _write_shapes_pipeline(family, tmp, dtype, lab_meta)
         loader = f'DiffusionPipeline.from_pretrained("{out}", trust_remote_code=True)'
     else:
-        family.pipeline_kwargs(5.0)  # refuses a student no stock pipeline runs as the lab does, in one line
         family.save(tmp, dtype=dtype, extra=lab_meta)
         loader = f'DiffusionPipeline.from_pretrained("{out}")'
-    return f'pipe = {loader}\nimage = pipe("a prompt", {_call_kwargs(family, meta)}).images[0]'
+    return f'pipe = {loader}\nimage = pipe("a prompt", {arguments}).images[0]'
 
 
 def _write_shapes_pipeline(family, tmp: Path, dtype: torch.dtype, lab_meta: dict) -> None:
@@ -119,7 +107,7 @@ def _write_shapes_pipeline(family, tmp: Path, dtype: torch.dtype, lab_meta: dict
     from safetensors.torch import save_file
 
     tmp.mkdir(parents=True)
-    torch.nn.Module.to(__import__("copy").deepcopy(family.denoiser), dtype=dtype).save_pretrained(tmp / "unet")
+    torch.nn.Module.to(copy.deepcopy(family.denoiser), dtype=dtype).save_pretrained(tmp / "unet")
     enc = tmp / "text_encoder"
     enc.mkdir()
     cfg = family.text_encoder.config
@@ -143,7 +131,7 @@ def _write_shapes_pipeline(family, tmp: Path, dtype: torch.dtype, lab_meta: dict
 
 # -- LoRA --------------------------------------------------------------------------------------------
 
-def _write_lora(family, path: Path, meta: dict, tmp: Path, out: Path) -> str:
+def _write_lora(family, path: Path, meta: dict, tmp: Path, out: Path, arguments: str) -> str:
     from safetensors import safe_open
 
     from ..families.adapter import ADAPTER_WEIGHTS, NEW_MODULES, check_base
@@ -169,7 +157,6 @@ def _write_lora(family, path: Path, meta: dict, tmp: Path, out: Path) -> str:
         _write_shapes_pipeline(base_family, tmp / "base", stored_dtype(base), {})
         lines = [f'pipe = DiffusionPipeline.from_pretrained("{out}/base", trust_remote_code=True)']
     else:
-        family.pipeline_kwargs(5.0)  # refuses a student no stock pipeline runs as the lab does, in one line
         # The base's own scheduler may not be the lab's sampler (a DDIM that stops short of sigma 0):
         # the one that is travels with the adapter.
         scheduler = family.equivalent_scheduler()
@@ -192,7 +179,7 @@ def _write_lora(family, path: Path, meta: dict, tmp: Path, out: Path) -> str:
             f"pipe.register_modules({component}=net)",
         ]
     lines += [f'pipe.load_lora_weights("{out}")',
-              f'image = pipe("a prompt", {_call_kwargs(family, meta)}).images[0]']
+              f'image = pipe("a prompt", {arguments}).images[0]']
     (tmp / "base.json").write_text(json.dumps({"base": str(base), "base_model": meta.get("base_model"),
                                                "base_sha256": meta.get("base_sha256")}, indent=1))
     return "\n".join(lines).replace("BASE", f'"{base}"')
@@ -203,7 +190,7 @@ def _write_lora(family, path: Path, meta: dict, tmp: Path, out: Path) -> str:
 def model_card(store: Store | None, name: str, family, meta: dict, fmt: str, call: str, folder: str) -> str:
     """README.md of an export: what the model is, where it comes from, what was measured, how to use it."""
     chain = registry.lineage(store, name)
-    steps, guidance = recommended(family, meta)
+    steps, guidance = defaults(family)
     imports = ["import torch", "from diffusers import DiffusionPipeline"]
     scheduler = re.search(r"pipe.scheduler = (\w+)\.", call)
     if scheduler:
