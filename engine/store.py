@@ -197,18 +197,13 @@ def _arena_counts(db: sqlite_utils.Database) -> None:
         WHERE pair = (SELECT pair FROM battles WHERE id = OLD.battle_id); END""")
 
 
-@MIGRATIONS(name="jobs_processes_host")
-def _jobs_processes_host(db: sqlite_utils.Database) -> None:
-    # How many processes ran a job (`accelerate launch`) and on which machine its main process ran:
-    # a job run by a cluster's own launcher is judged alive only where it runs.
-    for column, kind in (("processes", int), ("host", str)):
+@MIGRATIONS(name="jobs_launch")
+def _jobs_launch(db: sqlite_utils.Database) -> None:
+    # How a job is launched and ran: an accelerate config file it is launched with, as given
+    # (`accelerate launch --config_file`); how many processes ran it and on which machine its main
+    # process ran (a job run by a cluster's own launcher is judged alive only where it runs).
+    for column, kind in (("launch_config", str), ("processes", int), ("host", str)):
         db["jobs"].add_column(column, kind)
-
-
-@MIGRATIONS(name="jobs_launch_config")
-def _jobs_launch_config(db: sqlite_utils.Database) -> None:
-    # An accelerate config file a job is launched with (`accelerate launch --config_file`), as given.
-    db["jobs"].add_column("launch_config", str)
 
 
 def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
