@@ -1,4 +1,5 @@
-"""Distill tab: launch guidance / step distillation jobs, watch them, cancel and resume them."""
+"""Distill tab: launch guidance, step, consistency and DMD distillation jobs, watch them, cancel and
+resume them."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from .state import Lab, progress_bar
 
 TECHNIQUES = {"Guidance distillation (one pass instead of two)": "guidance",
               "Step distillation (halve the steps each round)": "progressive",
-              "Both: guidance first, then steps": "guidance+progressive"}
+              "Both: guidance first, then steps": "guidance+progressive",
+              "Consistency (LCM: 1-8 steps, any guidance)": "consistency",
+              "DMD2 (distribution matching: 1-4 steps)": "dmd"}
 STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 DEFAULTS = {f.name: f.default for f in fields(Recipe)}  # the form starts at the recipe's defaults
 STATUS_COLOURS = {"queued": "#888", "running": "#2b6cb0", "succeeded": "#2f855a", "failed": "#c53030",
@@ -128,7 +131,11 @@ def job_detail(lab: Lab, job_id):
             offset += prev
             last_round = m["round"]
         prev = m["step"]
-        points.append({"step": offset + m["step"], "loss": m["loss"], "round": f"round {m['round'] + 1}"})
+        if m.get("fake_loss") is None:
+            points.append({"step": offset + m["step"], "loss": m["loss"], "round": f"round {m['round'] + 1}"})
+        else:  # a DMD job: the generator's loss and the fake score's, two curves
+            points += [{"step": offset + m["step"], "loss": m["loss"], "round": "generator"},
+                       {"step": offset + m["step"], "loss": m["fake_loss"], "round": "fake score"}]
     curve = pd.DataFrame(points) if points else empty
     evals = pd.DataFrame([{"round": e["round"] + 1, "model": e["model"], "steps": e["steps"],
                            "guidance": e["guidance"], "adherence": round(e["adherence"], 3), "n": e["n"],
@@ -174,6 +181,12 @@ def build(lab: Lab) -> dict:
                 from_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["from_steps"], label="Step rounds: from")
                 to_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["to_steps"], label="... to")
             with gr.Row():
+                student_steps = gr.Dropdown([1, 2, 4, 8], value=DEFAULTS["student_steps"],
+                                            label="Consistency / DMD: student steps")
+                real_guidance = gr.Number(DEFAULTS["real_guidance"], label="DMD: guidance of the teacher's score")
+                fake_updates = gr.Number(DEFAULTS["fake_updates"], precision=0,
+                                         label="DMD: fake-score updates per generator step")
+            with gr.Row():
                 eval_n = gr.Number(DEFAULTS["eval_n"], precision=0,
                                    label="Adherence prompts scored after every round (embedded domain; 0: none)")
             with gr.Row():
@@ -187,6 +200,8 @@ def build(lab: Lab) -> dict:
                     on_policy = gr.Slider(0, 1, value=DEFAULTS["on_policy"], step=0.05,
                                           label="On-policy fraction (walkers that follow the student's own steps)")
                     ema = gr.Number(DEFAULTS["ema"], label="EMA decay of the student (0: none)")
+                    target_ema = gr.Number(DEFAULTS["target_ema"],
+                                           label="Consistency: EMA decay of the target network (0: the student)")
                     ckpt = gr.Checkbox(DEFAULTS["gradient_checkpointing"],
                                        label="Gradient checkpointing (less memory, slower steps)")
             warning = gr.Markdown()
@@ -210,7 +225,8 @@ def build(lab: Lab) -> dict:
     form = {"technique": technique, "teacher": teacher, "name": name, "lora": lora, "lora_rank": rank,
             "lora_save": lora_save, "train_steps": train_steps, "lr": lr, "batch_size": batch, "guidance_min": g_min,
             "guidance_max": g_max, "from_steps": from_steps, "to_steps": to_steps, "eval_n": eval_n, "init": init,
-            "on_policy": on_policy, "ema": ema, "gradient_checkpointing": ckpt}
+            "on_policy": on_policy, "ema": ema, "gradient_checkpointing": ckpt, "student_steps": student_steps,
+            "real_guidance": real_guidance, "fake_updates": fake_updates, "target_ema": target_ema}
     go.click(lambda *values: launch(lab, dict(zip(form, values))), list(form.values()), [launched, table, picked],
              api_name="launch")
     for c in (technique, teacher):

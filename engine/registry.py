@@ -232,11 +232,13 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def _load(path: str, device: str, dtype: str) -> Family:
     family = check_complete(Path(path))
     try:
-        return LOADERS[family](Path(path), device=torch.device(device), dtype=DTYPES[dtype])
+        loaded = LOADERS[family](Path(path), device=torch.device(device), dtype=DTYPES[dtype])
     except UsageError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as e:
         raise UsageError(f"--model: could not load {path}: {str(e).splitlines()[0]}") from None
+    loaded.sampler = lab_json(Path(path)).get("sampler", "ddim")  # consistency and DMD students: "consistency"
+    return loaded
 
 
 def load(model: str, *, store: Store | None = None, device: str = "auto", dtype: str = "auto") -> Family:

@@ -2,7 +2,10 @@
 
 Every family samples through `sample`: the family turns its network output into x0_hat, and the
 step below is DDIM (Song et al. 2021, eq. 12 with eta = 0), which for rectified flow is exactly
-the Euler step.
+the Euler step. A consistency or DMD student (its model directory says `"sampler": "consistency"`,
+which the registry sets on the loaded family) samples by multistep consistency sampling instead
+(Song et al. 2023, Algorithm 1): x0 = f(z, t_i), then z = alpha_{i+1} x0 + sigma_{i+1} eps_i with
+fresh noise drawn from the image's own seed, so a seed still fixes the image.
 """
 
 from __future__ import annotations
@@ -21,6 +24,23 @@ def ddim_step(z_t: torch.Tensor, x0_hat: torch.Tensor, alpha_t, sigma_t, alpha_s
     """z_s = alpha_s * x0_hat + sigma_s * eps_hat, eps_hat = (z_t - alpha_t * x0_hat) / sigma_t."""
     eps_hat = (z_t - alpha_t * x0_hat) / sigma_t
     return alpha_s * x0_hat + sigma_s * eps_hat
+
+
+SAMPLERS = ("ddim", "consistency")
+
+
+def consistency_step(x0_hat: torch.Tensor, alpha_s, sigma_s, noise: torch.Tensor) -> torch.Tensor:
+    """z_s = alpha_s * x0_hat + sigma_s * noise: the next state of multistep consistency sampling."""
+    return alpha_s * x0_hat + sigma_s * noise
+
+
+def step_noise(family: Family, seeds: list[int], step: int, like: torch.Tensor) -> torch.Tensor:
+    """Consistency sampling's fresh noise before step `step` (1, 2, ...) of each image, drawn on the CPU
+    from a stream of the image's seed (not the initial noise's, which is step 0)."""
+    shape = like.shape[1:]
+    z = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed((int(s) << 16) + step))
+                     for s in seeds])
+    return z.to(like.device, like.dtype)
 
 
 def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, s: float) -> torch.Tensor:
@@ -67,6 +87,12 @@ def initial_noise(family: Family, batch: int, height: int, width: int, seeds: li
     return z.to(family.device, family.dtype)
 
 
+def sampler_of(family: Family) -> str:
+    """How a model is sampled: "ddim" (every teacher, guidance and progressive students) or
+    "consistency" (consistency and DMD students), as its model directory records it."""
+    return getattr(family, "sampler", "ddim")
+
+
 @torch.no_grad()
 def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, seeds: list[int],
            height: int, width: int, callback: Callable[[int, int], None] | None = None,
@@ -82,11 +108,17 @@ def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, s
         grid = family.schedule.grid(steps, size=(height, width))
         model = Guided.build(family, prompts, guidance)
         z = initial_noise(family, len(prompts), height, width, seeds)
+        consistency = sampler_of(family) == "consistency"
         for i in range(steps):
             traj.step = i
             t = grid.t[i : i + 1].to(z.device)
             x0_hat = model(z, t)
-            z = ddim_step(z, x0_hat, grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1])
+            if not consistency:
+                z = ddim_step(z, x0_hat, grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1])
+            elif i + 1 < steps:
+                z = consistency_step(x0_hat, grid.alpha[i + 1], grid.sigma[i + 1], step_noise(family, seeds, i + 1, z))
+            else:  # the last step's x0 is the image (a grid whose end is only nearly clean adds no noise)
+                z = x0_hat
             record.nfe += model.passes
             if callback:
                 callback(i + 1, steps)

@@ -206,6 +206,12 @@ def _jobs_launch(db: sqlite_utils.Database) -> None:
         db["jobs"].add_column(column, kind)
 
 
+@MIGRATIONS(name="job_metrics_fake_loss")
+def _job_metrics_fake_loss(db: sqlite_utils.Database) -> None:
+    # A DMD job trains two networks: the fake score's loss is the curve beside the generator's.
+    db["job_metrics"].add_column("fake_loss", float)
+
+
 def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
     """Databases made before the lab used sqlite-utils' migrations recorded them in a `migrations`
     table of their own: record those as applied, under the same names, and drop that table."""

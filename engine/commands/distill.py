@@ -14,7 +14,7 @@ from .args import DATA_DIR, Outcome, arg, command, int_in, number, open_store, s
 UNSET = {"argument_default": argparse.SUPPRESS}
 
 
-@command("distill", "start a distillation job (guidance, progressive, or both)",
+@command("distill", "start a distillation job (guidance, progressive, both, consistency or dmd)",
          arg("technique", choices=[*TECHNIQUES, "both"]),
          arg("--teacher", default="embedded"),
          arg("--name", required=True, help="the student's model name"),
@@ -27,6 +27,14 @@ UNSET = {"argument_default": argparse.SUPPRESS}
          arg("--teacher-steps", type=int_in(1, 4096), help="guidance: steps of the teacher trajectories trained on"),
          arg("--from-steps", type=int_in(1, 4096)),
          arg("--to-steps", type=int_in(1, 4096)),
+         arg("--steps", type=int_in(1, 64), dest="student_steps",
+             help="consistency: the steps its student samples at (default 4); dmd: the generator's steps"),
+         arg("--target-ema", type=number, help="consistency: EMA decay of the target network (default 0.95)"),
+         arg("--huber-c", type=number, help="consistency: pseudo-Huber c per sqrt(dimension) (default 0.001)"),
+         arg("--real-guidance", type=number, help="dmd: guidance scale of the teacher's score (default 5)"),
+         arg("--fake-updates", type=int_in(1, 100),
+             help="dmd: fake-score updates per generator update (default 5)"),
+         arg("--fake-lr", type=number, help="dmd: the fake score's learning rate (default: --lr)"),
          arg("--lora-rank", type=int, help="train a LoRA student of this rank"),
          arg("--lora-alpha", type=number),
          arg("--lora-save", choices=["merged", "adapter"]),

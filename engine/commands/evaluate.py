@@ -155,18 +155,48 @@ def _adherence_setup(args, category: str | None):
 
 @command("adherence", "adherence of a model on fresh prompts (embedded domain)",
          *ADHERENCE,
-         arg("--steps", type=STEPS, default=50),
-         arg("--guidance", type=number, default=5.0),
+         arg("--steps", type=STEPS, default=None, help="default: the model's own (a student: its recipe's)"),
+         arg("--guidance", type=number, default=None, help="default: the model's own"),
          arg("--category", default=None),
          *COMMON)
 def adherence(args) -> dict:
-    check_guidance(args.guidance, "--guidance")
+    if args.guidance is not None:
+        check_guidance(args.guidance, "--guidance")
     family, judge, prompts = _adherence_setup(args, args.category)
     from ..evaluate.adherence import evaluate as score_adherence
 
-    result = score_adherence(family, judge, prompts, steps=args.steps, guidance=args.guidance,
+    steps, guidance = _setting(family, args)
+    result = score_adherence(family, judge, prompts, steps=steps, guidance=guidance,
                              batch_size=args.batch_size, progress=progress(""))
     return {**result, "model": args.model}
+
+
+def _setting(family, args) -> tuple[int, float]:
+    """--steps and --guidance, each the model's own where not given (engine/generate.py `defaults`)."""
+    from ..generate import defaults
+
+    steps, guidance = defaults(family)
+    return (steps if args.steps is None else args.steps, guidance if args.guidance is None else args.guidance)
+
+
+@command("diversity", "diversity over seeds of a model on fresh prompts (embedded domain): K seeds per prompt, "
+                      "the judge reads what each prompt leaves unstated",
+         arg("--model", default="embedded"),
+         arg("--n", type=int_in(1, 100000), default=100, help="prompts"),
+         arg("--k", type=int_in(2, 64), default=8, help="seeds per prompt"),
+         arg("--seed", type=SEED, default=0, help="the prompt set (as for adherence)"),
+         arg("--steps", type=STEPS, default=None, help="default: the model's own (a student: its recipe's)"),
+         arg("--guidance", type=number, default=None, help="default: the model's own"),
+         *COMMON)
+def diversity(args) -> dict:
+    if args.guidance is not None:
+        check_guidance(args.guidance, "--guidance")
+    family, judge, prompts = _adherence_setup(args, None)
+    from ..evaluate.diversity import evaluate as score_diversity
+
+    steps, guidance = _setting(family, args)
+    result = score_diversity(family, judge, prompts, steps=steps, guidance=guidance, k=args.k, progress=progress(""))
+    return {**result, "model": args.model, "seed": args.seed}
 
 
 @command("adherence-table", "adherence over steps x guidance, as a Markdown table",

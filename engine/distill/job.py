@@ -72,6 +72,9 @@ def validate(recipe: Recipe, store: Store, replace: bool = False, device_bytes: 
                              f"which cannot (use technique progressive, or an SD, SDXL or FLUX teacher)")
         if guided:
             raise UsageError(f"teacher {recipe.teacher!r} is already guidance-distilled: use technique progressive")
+    if recipe.technique == "consistency" and family in NO_GUIDANCE_INPUT and not guided:
+        raise UsageError(f"technique: a consistency student takes the guidance scale as input; {recipe.teacher!r} is "
+                         f"{NO_GUIDANCE_INPUT[family]}, which cannot (use technique dmd or progressive)")
     return [w for w in (check_fits(recipe, teacher, family, device_bytes), order_warning(recipe.technique, guided))
             if w]
 
@@ -93,9 +96,11 @@ def run(ctx: jobs.Context) -> list[str]:
     recipe = Recipe.from_json(ctx.job["payload"])
 
     def report(r: dict) -> None:
-        ctx.report(r["round"], r["step"], r["total"], loss=r["loss"], lr=r["lr"], seconds=r["seconds"])
+        extra = {"fake_loss": r["fake_loss"]} if "fake_loss" in r else {}  # DMD: the fake score's loss
+        ctx.report(r["round"], r["step"], r["total"], loss=r["loss"], lr=r["lr"], seconds=r["seconds"], **extra)
         if ctx.is_main:
-            ctx.log(f"round {r['round'] + 1} step {r['step']}/{r['total']} loss {r['loss']:.5f} lr {r['lr']:.2e}")
+            ctx.log(f"round {r['round'] + 1} step {r['step']}/{r['total']} loss {r['loss']:.5f} lr {r['lr']:.2e}"
+                    + (f" fake-score loss {extra['fake_loss']:.5f}" if extra else ""))
 
     def round_done(r: dict) -> None:
         ctx.part_done(r["round"], [r["model"]])

@@ -330,7 +330,7 @@ def plan_round(recipe: Recipe, net, others: int, family: str, kind: str, size: i
 
     from .lora import apply_lora_to
 
-    student = guidance_student(net) if kind == "guidance" else net
+    student = guidance_student(net) if kind in ("guidance", "consistency") else net
     before = {n for n, _ in net.named_parameters()}
     new = [n for n, _ in student.named_parameters() if n not in before]
     if student is net:  # the student is a copy of the teacher's denoiser: a fresh meta one to train
@@ -352,12 +352,18 @@ def plan_round(recipe: Recipe, net, others: int, family: str, kind: str, size: i
     parts["optimizer"] = 2 * PARAM_BYTES * n_train  # AdamW's two moments
     if recipe.ema:
         parts["ema"] = PARAM_BYTES * n_train
+    if kind == "consistency" and recipe.target_ema:
+        parts["target network"] = PARAM_BYTES * n_train  # the EMA target's copy of what trains
+    if kind == "dmd":  # the fake score: a second trained copy (or adapter), its gradients and AdamW moments
+        parts["fake score"] = parts["student"] + 3 * PARAM_BYTES * n_train
     torch.nn.Module.to(student, dtype=compute)  # the dtype autocast computes in (meta: no data moves)
     inputs = denoiser_inputs(family, student, recipe.batch_size, size, factor, compute)
     full = saved_bytes(student, inputs, checkpointing=False)
     ckpt = saved_bytes(student, inputs, checkpointing=True) if hasattr(student, "enable_gradient_checkpointing") \
         else full
     parts["activations"] = ckpt if recipe.gradient_checkpointing else full
+    if kind == "dmd":  # the fake score's backward runs while the generator's forward is held
+        parts["activations"] *= 2
     return MemoryPlan(parts=parts, activations_checkpointed=ckpt, device="", device_bytes=None,
                       batch_size=recipe.batch_size, size=size, trainable=n_train)
 

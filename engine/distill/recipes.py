@@ -4,6 +4,10 @@ Techniques (DESIGN.md §4-5):
 - `guidance`: Meng et al. 2023 stage 1, one round; the student takes the guidance scale as input.
 - `progressive`: Salimans & Ho 2022, rounds that halve the step count from `from_steps` to `to_steps`.
 - `guidance+progressive`: both, in the order that works (guidance first; Meng et al. stage 2).
+- `consistency`: consistency distillation (Song et al. 2023; LCM, Luo et al. 2023), one round; the
+  student takes the guidance scale as input and samples in 1-8 steps by consistency sampling.
+- `dmd`: distribution matching distillation (DMD2, Yin et al. 2024), one round; a generator of
+  `student_steps` steps against the teacher's guided score and a fake score trained alongside.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from pathlib import Path
 from ..errors import UsageError, check_fields
 from ..request import check_guidance
 
-TECHNIQUES = ("guidance", "progressive", "guidance+progressive")
+TECHNIQUES = ("guidance", "progressive", "guidance+progressive", "consistency", "dmd")
+FEW_STEP = ("consistency", "dmd")  # one-round techniques whose students sample by consistency sampling
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 STUDENT_PREDICTION = ("auto", "keep")
 RETIRED = {"guidance"}  # fields older recipes carry that nothing reads any more
@@ -57,6 +62,12 @@ class Recipe:
     # §5: eps breaks at high noise with few steps); "keep": the teacher's prediction type
     on_policy: float = 0.0  # fraction of walkers that move on by the student's own prediction rather than the
     # teacher's, so the student also learns at the states its own errors lead to (0: the teacher's trajectories)
+    student_steps: int = 4  # consistency: the steps its student samples (and is scored) at; dmd: the generator's K
+    target_ema: float = 0.95  # consistency: EMA decay of the target network (0: the student itself, no gradient)
+    huber_c: float = 0.001  # consistency: pseudo-Huber c = huber_c * sqrt(dimensions of a sample)
+    real_guidance: float = 5.0  # dmd: guidance scale of the teacher's (real) score
+    fake_updates: int = 5  # dmd: fake-score updates per generator update (DMD2's two time-scale rule)
+    fake_lr: float | None = None  # dmd: the fake score's learning rate (None: lr)
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward
     # (diffusers' own switch on the denoiser): less memory, about a third more time per step
     seed: int = 0
@@ -76,6 +87,8 @@ class Recipe:
     # -- the rounds it will run -------------------------------------------------------------------
     def rounds(self) -> list[dict]:
         """[{'kind': 'guidance'} | {'kind': 'progressive', 'teacher_steps': N, 'student_steps': N // 2}]"""
+        if self.technique in FEW_STEP:
+            return [{"kind": self.technique, "student_steps": self.student_steps}]
         out = []
         if "guidance" in self.technique:
             out.append({"kind": "guidance"})
@@ -113,8 +126,24 @@ class Recipe:
             if ratio != 2 ** round(math.log2(ratio)):
                 raise UsageError(f"from_steps / to_steps must be a power of two (each round halves the steps), "
                                  f"got {self.from_steps} -> {self.to_steps}")
-        if "guidance" in self.technique:
+        if self.technique in ("guidance", "guidance+progressive", "consistency"):
             _positive_int("teacher_steps", self.teacher_steps, 4096)
+        if self.technique in FEW_STEP:
+            _positive_int("student_steps", self.student_steps, 64)
+        if self.technique == "consistency":
+            if self.teacher_steps < 2:
+                raise UsageError(f"teacher_steps must be at least 2 for consistency (the teacher's grid), "
+                                 f"got {self.teacher_steps}")
+            if not (isinstance(self.target_ema, (int, float)) and 0 <= self.target_ema < 1):
+                raise UsageError(f"target_ema must be a number in [0, 1), got {self.target_ema}")
+            if not (isinstance(self.huber_c, (int, float)) and math.isfinite(self.huber_c) and self.huber_c > 0):
+                raise UsageError(f"huber_c must be a positive number, got {self.huber_c}")
+        if self.technique == "dmd":
+            check_guidance(self.real_guidance, "real_guidance")
+            _positive_int("fake_updates", self.fake_updates, 100)
+            if self.fake_lr is not None and not (isinstance(self.fake_lr, (int, float)) and math.isfinite(self.fake_lr)
+                                                 and 0 < self.fake_lr <= 1):
+                raise UsageError(f"fake_lr must be a number in (0, 1], got {self.fake_lr}")
         if self.lora is not None:
             r = self.lora.rank
             if not isinstance(r, int) or not 1 <= r <= 1024:

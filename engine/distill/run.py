@@ -17,9 +17,11 @@ from ..families.adapter import merge_lora
 from ..families.base import Family
 from ..store import Store
 from ..world import sample_prompts
+from .consistency import ConsistencyRound
+from .dmd import DMDRound
 from .lora import apply_lora, save_adapter_student
-from .recipes import Recipe, read_prompts
-from .techniques import GuidanceRound, ProgressiveRound, round_loss, step_to_next
+from .recipes import FEW_STEP, Recipe, read_prompts
+from .techniques import GuidanceRound, ProgressiveRound, step_to_next
 from .trainer import FROZEN_DTYPE, LoopConfig, make_accelerator, train_loop
 from .walkers import Walkers
 
@@ -51,7 +53,9 @@ def plan(recipe: Recipe) -> list[Plan]:
     out = []
     for i, r in enumerate(rounds):
         last = i == len(rounds) - 1
-        if r["kind"] == "guidance":
+        if r["kind"] in FEW_STEP:
+            out.append(Plan(i, r["kind"], recipe.name, student_steps=r["student_steps"]))
+        elif r["kind"] == "guidance":
             out.append(Plan(i, "guidance", recipe.name if last else f"{recipe.name}-guidance"))
         else:
             name = recipe.name if last else f"{recipe.name}-r{i + 1}-{r['student_steps']}step"
@@ -85,24 +89,20 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
         teacher = registry.load(teacher_name, store=store, device=device, dtype=FROZEN_DTYPE[acc.mixed_precision])
         teacher.denoiser.requires_grad_(False)
         callbacks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
-                  + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else ""))
+                      + (f" ({p.teacher_steps} -> {p.student_steps} steps)" if p.kind == "progressive" else "")
+                      + (f" ({p.student_steps}-step student)" if p.kind in FEW_STEP else ""))
         student, trainable_new = build_student(p, teacher, recipe)
         if recipe.init and p.index == 0:
             student = _from_init(recipe, store, device, student)
+            student.sampler = "consistency" if p.kind in FEW_STEP else "ddim"
         make_trainable(student, recipe, trainable_new)
-        technique = GuidanceRound(teacher) if p.kind == "guidance" else ProgressiveRound(teacher)
-        size = teacher.default_size
-        guidance_range = (recipe.guidance_min, recipe.guidance_max) if (
-            p.kind == "guidance" or teacher.guidance_embedded) else (1.0, 1.0)
-        walkers = Walkers(teacher, prompt_source(recipe, teacher), batch=recipe.batch_size,
-                          steps=recipe.teacher_steps if p.kind == "guidance" else p.student_steps,
-                          height=size, width=size, guidance_range=guidance_range,
-                          seed=recipe.seed * 1000 + p.index, first=acc.process_index * recipe.batch_size,
-                          jitter=technique.jitter,
-                          drop_prompt=0.0 if (p.kind == "guidance" or teacher.guidance_embedded) else DROP_PROMPT)
-        walkers.warm_up(lambda b, technique=technique: technique.target(b)[1])
-        loss_fn = round_step(technique, student, walkers, recipe.on_policy, seed=recipe.seed,
-                             part=(acc.process_index, acc.num_processes))
+        technique, walkers = round_technique(p, recipe, teacher, student, acc)
+        if isinstance(technique, DMDRound):
+            technique.fake.denoiser = distributed(acc, technique.fake.denoiser)
+            loss_fn = technique.loss_fn(walkers)
+        else:
+            loss_fn = round_step(technique, student, walkers, recipe.on_policy, seed=recipe.seed,
+                                 part=(acc.process_index, acc.num_processes))
 
         loop = LoopConfig(steps=recipe.train_steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip,
                           ema=recipe.ema, checkpoint_every=recipe.checkpoint_every)
@@ -116,7 +116,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
         try:
             train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
                        report=lambda r, i=p.index: callbacks.report({**r, "round": i}),
-                       should_stop=callbacks.should_stop)
+                       should_stop=callbacks.should_stop, technique=technique)
         finally:
             student.denoiser = acc.unwrap_model(student.denoiser, keep_fp32_wrapper=False) \
                 if student.denoiser is not net else net
@@ -132,6 +132,34 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
     return names
 
 
+def round_technique(p: Plan, recipe: Recipe, teacher: Family, student: Family, acc):
+    """The round's technique and the walkers that feed it (spread over the walkers' first grid
+    points by the technique's own steps before training starts)."""
+    size = teacher.default_size
+    common = {"prompts": prompt_source(recipe, teacher), "batch": recipe.batch_size, "height": size, "width": size,
+              "seed": recipe.seed * 1000 + p.index, "first": acc.process_index * recipe.batch_size}
+    if p.kind == "dmd":
+        fake, _ = build_student(Plan(p.index, "fake", ""), teacher, recipe)
+        make_trainable(fake, recipe, [])
+        technique = DMDRound(teacher, student, fake, real_guidance=recipe.real_guidance,
+                             fake_updates=recipe.fake_updates, fake_lr=recipe.fake_lr or recipe.lr,
+                             grad_clip=recipe.grad_clip, seed=recipe.seed * 1000 + p.index + acc.process_index)
+        walkers = Walkers(teacher, steps=p.student_steps, guidance_range=(recipe.real_guidance,) * 2,
+                          jitter=False, **common)
+        walkers.warm_up(technique.warm_up_step)
+        return technique, walkers
+    if p.kind == "consistency":
+        technique = ConsistencyRound(teacher, student, target_ema=recipe.target_ema, huber_c=recipe.huber_c)
+    else:
+        technique = GuidanceRound(teacher) if p.kind == "guidance" else ProgressiveRound(teacher)
+    guided = p.kind in ("guidance", "consistency") or teacher.guidance_embedded
+    walkers = Walkers(teacher, steps=p.student_steps if p.kind == "progressive" else recipe.teacher_steps,
+                      guidance_range=(recipe.guidance_min, recipe.guidance_max) if guided else (1.0, 1.0),
+                      jitter=technique.jitter, drop_prompt=0.0 if guided else DROP_PROMPT, **common)
+    walkers.warm_up(lambda b: technique.target(b)[1])
+    return technique, walkers
+
+
 def round_step(technique, student: Family, walkers: Walkers, on_policy: float, seed: int = 0,
                part: tuple[int, int] = (0, 1)) -> Callable[[int], torch.Tensor]:
     """The loss of one optimisation step: the teacher's targets at the walkers' states, the student's
@@ -143,10 +171,11 @@ def round_step(technique, student: Family, walkers: Walkers, on_policy: float, s
     index, processes = part
 
     def loss_fn(step: int) -> torch.Tensor:
+        technique.before_step()
         batch = walkers.current()
         x0_target, z_next = technique.target(batch)
         x0_hat = technique.predict(student, batch)
-        loss = round_loss(student, batch, x0_hat, x0_target)
+        loss = technique.loss(student, batch, x0_hat, x0_target)
         if on_policy > 0:
             draw = torch.rand(walkers.batch * processes, generator=gen)
             mine = (draw[index * walkers.batch:(index + 1) * walkers.batch] < on_policy).to(z_next.device)
@@ -198,16 +227,17 @@ def build_student(p: Plan, teacher: Family, recipe: Recipe) -> tuple[Family, lis
     student of an eps-predicting UNet predicts v instead (same schedule, so the
     teacher's trajectories stay valid; the round's loss in x0 space teaches the new reading)."""
     share = recipe.lora is not None  # a LoRA student trains over its teacher's own frozen weights
-    if p.kind == "guidance":
+    if p.kind in ("guidance", "consistency"):
         student = teacher.with_guidance_input(share=share)
         before = {n for n, _ in teacher.denoiser.named_parameters()}
         new = [n for n, _ in student.denoiser.named_parameters() if n not in before]
-    elif (recipe.student_prediction == "auto" and getattr(teacher, "prediction_type", None) == "epsilon"
-            and hasattr(teacher, "with_parameterization")):
+    elif (p.kind == "progressive" and recipe.student_prediction == "auto"
+            and getattr(teacher, "prediction_type", None) == "epsilon" and hasattr(teacher, "with_parameterization")):
         student, new = teacher.with_parameterization("v_prediction", share=share), []
     else:
         student, new = teacher.clone(share=share), []
     student.shares_base = share
+    student.sampler = "consistency" if p.kind in FEW_STEP else "ddim"
     return student, new
 
 
@@ -220,12 +250,22 @@ def _from_init(recipe: Recipe, store: Store, device: str, fresh: Family) -> Fami
     return init
 
 
+def recommended(recipe: Recipe, p: Plan, student: Family) -> tuple[int, float | None]:
+    """The steps and guidance a round's student is scored at and runs at by default: a step
+    student its own steps; a DMD generator its teacher's real guidance where it takes a scale, else
+    one pass (1); a student with a guidance input 5 (None: the family's own)."""
+    steps = p.student_steps if p.kind in ("progressive", *FEW_STEP) else recipe.eval_steps
+    if p.kind == "dmd":
+        return steps, recipe.real_guidance if student.guidance_embedded else 1.0
+    return steps, 5.0 if student.guidance_embedded else None
+
+
 def _finish_round(recipe: Recipe, p: Plan, store: Store, student: Family, parent: str, new: list[str],
                   work_dir: Path, callbacks: Callbacks) -> dict:
-    steps = p.student_steps if p.kind == "progressive" else recipe.eval_steps
+    steps, guidance = recommended(recipe, p, student)
     meta = {"recipe": recipe.to_json(), "round": p.index, "kind": p.kind, "parent": parent,
             "guidance_range": [recipe.guidance_min, recipe.guidance_max] if student.guidance_embedded else None,
-            "recommended": {"steps": steps, "guidance": 5.0 if student.guidance_embedded else None}}
+            "recommended": {"steps": steps, "guidance": guidance}, "sampler": student.sampler}
     path = store.new_dir("models")
     if recipe.lora and recipe.lora.save == "adapter":
         base = registry.resolve(recipe.teacher, store)
@@ -241,15 +281,15 @@ def _finish_round(recipe: Recipe, p: Plan, store: Store, student: Family, parent
                          round=p.index)
     result = {"round": p.index, "model": p.model_name, "path": str(path)}
     if recipe.eval_n and student.judge() is not None:
-        result["eval"] = _evaluate(student, recipe, steps)
+        result["eval"] = _evaluate(student, recipe, steps, 5.0 if guidance is None else guidance)
     callbacks.log(f"round {p.index + 1} done: registered {p.model_name}"
               + (f", adherence {result['eval']['adherence']:.3f}" if "eval" in result else ""))
     return result
 
 
-def _evaluate(student: Family, recipe: Recipe, steps: int) -> dict:
+def _evaluate(student: Family, recipe: Recipe, steps: int, guidance: float) -> dict:
     """The round's student on `eval_n` fresh prompts of its domain, scored by the domain's judge."""
-    res = adherence(student, student.judge(), sample_prompts(recipe.eval_n, seed=0), steps=steps, guidance=5.0,
-                    batch_size=min(100, recipe.eval_n))
-    return {"steps": steps, "guidance": 5.0, "adherence": res["adherence"], "by_category": res["by_category"],
+    res = adherence(student, student.judge(), sample_prompts(recipe.eval_n, seed=0), steps=steps,
+                    guidance=guidance, batch_size=min(100, recipe.eval_n))
+    return {"steps": steps, "guidance": guidance, "adherence": res["adherence"], "by_category": res["by_category"],
             "n": res["n"]}

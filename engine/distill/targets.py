@@ -42,6 +42,30 @@ def weighted_x0_loss(x0_hat: torch.Tensor, x0_target: torch.Tensor, alpha: torch
     return (truncated_snr_weight(alpha.float(), sigma.float()) * per_sample).mean()
 
 
+def pseudo_huber_loss(x0_hat: torch.Tensor, x0_target: torch.Tensor, c_scale: float) -> torch.Tensor:
+    """Consistency models' loss (Song & Dhariwal 2023): mean over the batch of
+    sqrt(||x0_hat - x0_target||^2 + c^2) - c, the norm over a whole sample, c = c_scale * sqrt(its dimensions)."""
+    c = c_scale * x0_hat[0].numel() ** 0.5
+    sq = ((x0_hat.float() - x0_target.float()) ** 2).flatten(1).sum(1)
+    return (torch.sqrt(sq + c * c) - c).mean()
+
+
+def dmd_gradient(x_g: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """DMD2's generator gradient in x0 space (Yin et al. 2024, eq. 2 with their normaliser):
+    g = w * (x0_fake - x0_real), w = 1 / mean|x_g - x0_real| per sample. Descending it moves a
+    sample towards what the real score denoises it to and away from what the fake one does."""
+    w = 1.0 / (x_g - x0_real).abs().flatten(1).mean(1).clamp_min(1e-8)
+    return w.view(-1, *([1] * (x_g.dim() - 1))) * (x0_fake - x0_real)
+
+
+def dmd_generator_loss(x_g: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """0.5 * ||x_g - stopgrad(x_g - g)||^2 (mean over elements): a loss whose gradient in x_g is g
+    (over the number of elements), so autograd carries DMD's gradient into the generator."""
+    x = x_g.float()
+    g = dmd_gradient(x.detach(), x0_real.float(), x0_fake.float())
+    return 0.5 * torch.nn.functional.mse_loss(x, (x.detach() - g), reduction="mean")
+
+
 def _b(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-sample (B,) or scalar value over a batch like `like` (B, ...)."""
     v = torch.as_tensor(v, device=like.device, dtype=like.dtype)

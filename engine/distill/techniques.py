@@ -6,6 +6,8 @@
   and the x0 for which one student step t -> s lands at the same z_s. On a guidance-distilled
   teacher both use the walker's s (Meng et al. stage 2).
 Both are learned with the same loss (`round_loss`); `step_to_next` moves a walker by a prediction.
+Consistency distillation (engine/distill/consistency.py) has the same shape with its own target and
+loss; DMD (engine/distill/dmd.py) trains two networks and builds its own step.
 """
 
 from __future__ import annotations
@@ -30,7 +32,44 @@ def step_to_next(f: Family, b: Batch, x0: torch.Tensor) -> torch.Tensor:
     return ddim_step(z, x0.to(z.dtype), _bcast(a_t, z), _bcast(s_t, z), _bcast(a_n, z), _bcast(s_n, z))
 
 
-class GuidanceRound:
+def guided_x0(teacher: Family, b: Batch) -> torch.Tensor:
+    """The teacher's x0 at the walkers' states under each walker's guidance scale: one pass for a
+    guidance-embedded teacher, else its unconditional and conditional passes batched, combined."""
+    if teacher.guidance_embedded:
+        return teacher.x0(b.z, b.t, b.cond, b.s)
+    x0 = teacher.x0(torch.cat([b.z, b.z]), torch.cat([b.t, b.t]), b.uncond.cat(b.cond))
+    x0_uncond, x0_cond = x0.chunk(2)
+    return guided_x0_target(x0_uncond, x0_cond, b.s)
+
+
+class Round:
+    """What a round's step asks of its technique (engine/distill/run.py `round_step`)."""
+
+    teacher: Family
+    jitter = True
+
+    def before_step(self) -> None:
+        """Called before each step's batch (a consistency round updates its target network here)."""
+
+    def target(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the x0 the student should predict at b, each walker's next state)."""
+        raise NotImplementedError
+
+    def predict(self, student: Family, b: Batch) -> torch.Tensor:
+        return student.x0(b.z, b.t, b.cond, b.s if student.guidance_embedded else None)
+
+    def loss(self, student: Family, b: Batch, x0_hat: torch.Tensor, x0_target: torch.Tensor) -> torch.Tensor:
+        return round_loss(student, b, x0_hat, x0_target)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the technique beside the student (nothing, here)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class GuidanceRound(Round):
     """Teacher: a two-pass CFG model. Student: the teacher plus a guidance-scale input."""
 
     jitter = True  # guided sampling is used at any step count: learn continuous time
@@ -51,7 +90,7 @@ class GuidanceRound:
         return student.x0(b.z, b.t, b.cond, b.s)
 
 
-class ProgressiveRound:
+class ProgressiveRound(Round):
     """Teacher: N steps. Student: N / 2 steps, starting from the teacher's weights."""
 
     jitter = False  # the student is trained on exactly the grid it will sample on

@@ -65,10 +65,13 @@ def _lr_lambda(cfg: LoopConfig):
 
 def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor],
                cfg: LoopConfig, ckpt_dir: Path, *, report: Callable[[dict], None] = lambda r: None,
-               should_stop: Callable[[], bool] = lambda: False) -> None:
+               should_stop: Callable[[], bool] = lambda: False, technique=None) -> None:
     """Train `module`'s trainable parameters for cfg.steps, resuming from `ckpt_dir` if it holds a
     checkpoint. `loss_fn(step)` builds a batch and returns its loss (inside accelerate's autocast).
-    A DistributedDataParallel `module` averages the gradients over the processes."""
+    A DistributedDataParallel `module` averages the gradients over the processes. A `technique`
+    with state of its own (a consistency target network; DMD's fake score and its optimiser) has it
+    checkpointed beside the student's (`state_dict` / `load_state_dict`) and may add `metrics()`
+    to each report."""
     module = acc.unwrap_model(module, keep_fp32_wrapper=True)  # names and checkpoints: the module's own
     params = [p for p in module.parameters() if p.requires_grad]
     names = [n for n, p in module.named_parameters() if p.requires_grad]
@@ -76,7 +79,7 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     ema = EMAModel(params, decay=cfg.ema, foreach=True) if cfg.ema else None
     opt, sched = acc.prepare(opt, sched)
-    start = _load_checkpoint(ckpt_dir, module, names, opt, sched, ema)
+    start = _load_checkpoint(ckpt_dir, module, names, opt, sched, ema, technique)
     t0, losses = time.time(), []
     for step in range(start, cfg.steps):
         if should_stop():
@@ -97,16 +100,17 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
         done = step + 1
         # 3. checkpoint, then report (a job killed in between resumes after what it reported)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps and acc.is_main_process:
-            _save_checkpoint(ckpt_dir, done, module, names, opt, sched, ema)
+            _save_checkpoint(ckpt_dir, done, module, names, opt, sched, ema, technique)
         if done == 1 or done % cfg.log_every == 0 or done == cfg.steps:  # the first step: a curve from the start
+            extra = technique.metrics() if hasattr(technique, "metrics") else {}
             report({"step": done, "total": cfg.steps, "loss": sum(losses) / len(losses),
-                    "lr": sched.get_last_lr()[0], "seconds": time.time() - t0})
+                    "lr": sched.get_last_lr()[0], "seconds": time.time() - t0, **extra})
             losses = []
     if ema:
         ema.copy_to(params)
 
 
-def _save_checkpoint(d: Path, step: int, module, names, opt, sched, ema) -> None:
+def _save_checkpoint(d: Path, step: int, module, names, opt, sched, ema, technique=None) -> None:
     """Write the checkpoint beside the last one, then swap it in: a crash leaves either the old or
     the new one, and a write that fails (a full disk) leaves the old one and takes its partial
     files with it, so they hold no space."""
@@ -116,7 +120,8 @@ def _save_checkpoint(d: Path, step: int, module, names, opt, sched, ema) -> None
         state = dict(module.named_parameters())
         save_file({n: state[n].detach().float().contiguous().cpu() for n in names}, tmp / "trainable.safetensors")
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "ema": ema.state_dict() if ema else None}, tmp / "optimizer.pt")
+                    "ema": ema.state_dict() if ema else None,
+                    "technique": technique.state_dict() if technique is not None else {}}, tmp / "optimizer.pt")
         (tmp / "step.json").write_text(json.dumps({"step": step}))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,7 +135,7 @@ def _save_checkpoint(d: Path, step: int, module, names, opt, sched, ema) -> None
         tmp.rename(d)
 
 
-def _load_checkpoint(d: Path, module, names, opt, sched, ema) -> int:
+def _load_checkpoint(d: Path, module, names, opt, sched, ema, technique=None) -> int:
     if not (d / "step.json").exists():
         return 0
     weights = load_file(d / "trainable.safetensors")
@@ -143,4 +148,6 @@ def _load_checkpoint(d: Path, module, names, opt, sched, ema) -> int:
     sched.load_state_dict(rest["scheduler"])
     if ema and rest["ema"]:
         ema.load_state_dict(rest["ema"])
+    if technique is not None:
+        technique.load_state_dict(rest.get("technique") or {})
     return json.loads((d / "step.json").read_text())["step"]

@@ -101,6 +101,7 @@ class Family:
     denoiser: nn.Module  # the network that runs once per pass (what caching, FP8 and LoRA act on)
     guidance_embedded: bool = False  # True: takes the guidance scale as an input, one pass per step
     guidance_embedding: str = "lcm"  # how a UNet's guidance input reads the scale (families/guidance.py)
+    sampler: str = "ddim"  # "consistency" for consistency and DMD students (engine/sampling.py); from lab.json
     shares_base: bool = False  # a LoRA student whose frozen weights are its teacher's own tensors
     default_size: int = 512  # image side used when none is asked for
     default_steps: int = 50  # sampling steps when none are asked for (pipeline families: their pipeline's)
