@@ -28,6 +28,9 @@ from .args import COMMON, SEED, STEPS, THREADS, arg, command, int_in, number, op
              help="cache thresholds (default: the calibrated one and twice it)"),
          arg("--student", action="append", default=[], metavar="ROLE=NAME",
              help=f"use this model for a row: {', '.join(ROLES)} (repeatable)"),
+         arg("--diversity", type=int_in(0, 100000), default=0,
+             help="embedded domain: prompts whose seeds score each row's diversity (default 0: no diversity column)"),
+         arg("--diversity-k", type=int_in(2, 64), default=8, help="seeds per prompt for diversity"),
          arg("--json", action="store_true", help="print JSON instead of Markdown"),
          THREADS,
          *COMMON)
@@ -36,7 +39,8 @@ def bench(args):
     timing_batch = tuple(args.timing_batch) if len(args.timing_batch) > 1 else args.timing_batch[0]
     cfg = BenchConfig(model=args.model, steps=args.steps, guidance=args.guidance, n=args.n, timing=args.timing,
                       seed=args.seed, batch_size=args.batch_size, timing_batch=timing_batch,
-                      thresholds=tuple(args.thresholds) if args.thresholds else None, students=students)
+                      thresholds=tuple(args.thresholds) if args.thresholds else None, students=students,
+                      diversity=args.diversity, diversity_k=args.diversity_k)
     cfg.check()
     from .. import registry
     from ..decide.bench import markdown, run

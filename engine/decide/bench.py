@@ -1,13 +1,16 @@
 """`python -m engine bench`: the seed's decision table, measured on one model and one machine.
 
 Rows: the teacher (full steps, CFG); its guidance-distilled, step-distilled (8 and 4 steps) and
-both-distilled students; FP8 on the teacher and on the fastest student; TeaCache (or the model's
+both-distilled students; its consistency student at 4 and 2 steps and its DMD students at 4 and 1;
+FP8 on the teacher and on the fastest student; TeaCache (or the model's
 diffusers cache) at the calibrated threshold and a faster one, on the teacher and on the 4-step
 student. Per row: NFE and passes skipped, seconds per image (median of timed runs of `timing_batch`
 images, timed round-robin across the rows so a busy machine slows every row alike), speed-up over the teacher,
 peak and parameter memory, and quality: adherence (embedded domain, GenEval-style, by the judge)
-and PSNR to the teacher's image and to the same model without the speed feature, at the same
-prompt and seed. A student that does not exist yet gets a row that says so.
+FID to the teacher's images in the judge's feature space, PSNR to the teacher's image and to the
+same model without the speed feature, at the same prompt and seed, and (`diversity` > 0) diversity
+over seeds with its bootstrap interval (engine/evaluate/diversity.py). A student that does not
+exist yet gets a row that says so.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from ..accel.runtime import accelerated, calibration, supported_caches
 from ..distill.recipes import Recipe
 from ..errors import UsageError
 from ..evaluate.adherence import score, summarize
+from ..evaluate.diversity import evaluate as diversity
+from ..evaluate.metrics import JudgeFeatures, frechet_distance
 from ..families.base import Family
 from ..measure import psnr_per_image
 from ..sampling import sample
@@ -35,7 +40,12 @@ STUDENT_NAMES = {
     "step8": ("{m}-8step", "{m}-progressive-8step"),
     "step4": ("{m}-4step", "{m}-progressive-4step"),
     "both": ("{m}-guidance-4step", "{m}-both-4step", "{m}-guidance+progressive-4step"),
+    "consistency4": ("{m}-consistency", "{m}-lcm"),
+    "consistency2": ("{m}-consistency", "{m}-lcm"),  # a consistency student samples at any few steps
+    "dmd4": ("{m}-dmd4", "{m}-dmd-4step"),
+    "dmd1": ("{m}-1step", "{m}-dmd1", "{m}-dmd-1step"),
 }
+FEW_STEP_ROLES = {"consistency4": 4, "consistency2": 2, "dmd4": 4, "dmd1": 1}  # role -> sampling steps
 
 
 @dataclass
@@ -74,7 +84,14 @@ def discover(store, teacher: str) -> dict[str, str]:
             continue
         rounds = [_round_of(r) for r in (registry.model_row(store, n) for n in chain) if r]
         guided = any(r and r["kind"] == "guidance" for r in rounds)
-        if this["kind"] == "guidance":
+        if this["kind"] == "consistency":  # one consistency student serves both rows, unless each has its own
+            for role, steps in (("consistency4", 4), ("consistency2", 2)):
+                if role not in found or this["student_steps"] == steps:
+                    found[role] = row["name"]
+        elif this["kind"] == "dmd":
+            if f"dmd{this['student_steps']}" in FEW_STEP_ROLES:
+                found[f"dmd{this['student_steps']}"] = row["name"]
+        elif this["kind"] == "guidance":
             found["guidance"] = row["name"]
         elif this["student_steps"] in (4, 8):
             role = "both" if guided and this["student_steps"] == 4 else f"step{this['student_steps']}"
@@ -120,6 +137,16 @@ def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float]
             f"{cfg.model}-{role}")
         missing = None if name else f"no student yet: distil one (e.g. `{wanted}`) or pass --student {role}=NAME"
         rows.append(Row(role, label, name, steps, g, missing=missing))
+    few = {"consistency4": "consistency, 4 steps", "consistency2": "consistency, 2 steps", "dmd4": "DMD2, 4 steps",
+           "dmd1": "DMD2, 1 step"}
+    for role, label in few.items():
+        name = _student(store, cfg.model, role, cfg, discovered)
+        missing = None if name else (f"no student yet: distil one (`distill {role.rstrip('0123456789')} --steps "
+                                     f"{FEW_STEP_ROLES[role]}`) or pass --student {role}=NAME")
+        # a DMD generator without a guidance input runs one pass at guidance 1; the others at the table's scale
+        guidance = g if name is None or role.startswith("consistency") or registry.takes_guidance(
+            registry.resolve(name, store)) else 1.0
+        rows.append(Row(role, label, name, FEW_STEP_ROLES[role], guidance, missing=missing))
     fastest = "both" if found["both"] else "step4"
     if found[fastest]:
         rows.append(Row(f"{fastest}+fp8w", f"{roles[fastest][0]} + FP8 weights", found[fastest], 4, g,
@@ -197,6 +224,15 @@ def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "aut
             images[row.key], results[row.key] = _quality(fam, row, prompts, judge, cfg, store)
         except UsageError as e:
             results[row.key] = {"missing": str(e)}
+    # 1b. diversity: K seeds of each of `diversity` prompts, read by the judge
+    if cfg.diversity and judge is not None:
+        div_prompts = sample_prompts(cfg.diversity, cfg.seed + 2)
+        for row in (r for r in rows if "missing" not in results[r.key]):
+            say(f"diversity: {row.label} ({cfg.diversity} prompts x {cfg.diversity_k} seeds)")
+            with accelerated(families[row.model], row.cache, row.fp8, steps=row.steps, store=store):
+                d = diversity(families[row.model], judge, div_prompts, steps=row.steps, guidance=row.guidance,
+                              k=cfg.diversity_k, batch_size=cfg.batch_size)
+            results[row.key].update({"diversity": d["diversity"], "diversity_interval": d["interval"]})
     # 2. speed: single images, round-robin over the rows, after one warm-up each
     live = [r for r in rows if "missing" not in results[r.key]]
     sizes = batches(cfg)
@@ -225,6 +261,9 @@ def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "aut
                 sec_b = statistics.median(t["seconds"] for t in timings[b][row.key])
                 r.update({f"seconds_b{b}": round(sec_b, 4), f"speedup_b{b}": round(teacher_s[b] / sec_b, 2)})
             r["psnr_teacher"] = round(float(psnr_per_image(images[row.key], images["teacher"]).mean()), 2)
+            fid = frechet_distance(images[row.key], images["teacher"], JudgeFeatures(judge)) if judge else None
+            if isinstance(fid, float):
+                r["fid"] = round(fid, 3)
             if row.base in images:
                 r["psnr_base"] = round(float(psnr_per_image(images[row.key], images[row.base]).mean()), 2)
         out_rows.append(r)
@@ -243,7 +282,8 @@ def describe_device(device: torch.device) -> str:
 
 COLUMNS = [("row", "row"), ("model", "model"), ("nfe", "NFE"), ("skipped", "skipped"), ("seconds", "s/image"),
            ("speedup", "speed-up"), ("peak_mem_mb", "peak MB"), ("param_mem_mb", "params MB"),
-           ("adherence", "adherence"), ("psnr_teacher", "PSNR vs teacher"), ("psnr_base", "PSNR vs base")]
+           ("adherence", "adherence"), ("fid", "FID (judge)"), ("diversity", "diversity (95%)"),
+           ("psnr_teacher", "PSNR vs teacher"), ("psnr_base", "PSNR vs base")]
 
 
 def _runs(b: int) -> str:
@@ -284,6 +324,9 @@ def markdown(result: dict) -> str:
                 cells.append(f"{v:.2f}×")
             elif k == "adherence":
                 cells.append(f"{v:.3f}")
+            elif k == "diversity":
+                lo, hi = r.get("diversity_interval") or (v, v)
+                cells.append(f"{v:.3f} ({lo:.2f}–{hi:.2f})")
             elif isinstance(v, float):
                 cells.append(f"{v:g}")
             else:

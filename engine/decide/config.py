@@ -8,7 +8,8 @@ from ..accel.options import check_threshold, parse_cache
 from ..errors import UsageError
 from ..request import Request, check_guidance
 
-ROLES = ("guidance", "step8", "step4", "both")  # the students a bench table has a row for
+ROLES = ("guidance", "step8", "step4", "both", "consistency4", "consistency2", "dmd4", "dmd1")  # the students
+# a bench table has a row for
 MAX_CELLS = 36
 
 
@@ -25,6 +26,8 @@ class BenchConfig:
     batch_size: int = 30  # images per batch in the quality pass
     thresholds: tuple[float, ...] | None = None  # cache thresholds; None: the calibrated one and twice it
     students: dict[str, str] = field(default_factory=dict)  # role (ROLES) -> model name, instead of discovery
+    diversity: int = 0  # embedded domain: prompts whose K seeds score each row's diversity (0: no diversity column)
+    diversity_k: int = 8  # seeds per prompt for diversity
 
     def check(self) -> None:
         """Raise UsageError naming the first bad field and what is allowed."""
@@ -34,6 +37,10 @@ class BenchConfig:
                 raise UsageError(f"student must be ROLE=NAME with ROLE one of {', '.join(ROLES)}, got {role}={name}")
         for th in self.thresholds or ():
             check_threshold(th, "thresholds")
+        if not isinstance(self.diversity, int) or self.diversity < 0:
+            raise UsageError(f"diversity must be a whole number of prompts >= 0, got {self.diversity}")
+        if not isinstance(self.diversity_k, int) or not 2 <= self.diversity_k <= 64:
+            raise UsageError(f"diversity_k must be a whole number of seeds in 2..64, got {self.diversity_k}")
 
 
 @dataclass

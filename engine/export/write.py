@@ -49,6 +49,10 @@ def export(store: Store | None, name: str, out: Path, fmt: str = "diffusers") ->
     if fmt == "lora" and "base" not in meta:
         raise UsageError(f"NAME: {name!r} is not a LoRA adapter student (its recipe saved it merged, or it was "
                          f"trained fully); export it with --format diffusers")
+    if meta.get("sampler", "ddim") != "ddim":
+        raise UsageError(f"NAME: {name!r} samples by consistency sampling (a {meta.get('kind')} student), which the "
+                         f"lab does not export yet: no stock diffusers scheduler draws its fresh noise from the "
+                         f"image's seed as the lab does, so its images would not be the lab's")
     family = registry.load(name, store=store, device="cpu", dtype="float32")
     # The call's arguments first: they refuse, in one line, a student no stock pipeline runs as the
     # lab does, before anything is written.
