@@ -6,7 +6,7 @@ import gradio as gr
 
 from engine.accel.options import CACHES, FP8_MODES
 from engine.errors import UsageError
-from engine.generate import run
+from engine.generate import run, run_seeds
 from engine.request import GUIDANCE_RANGE, Request
 
 from .state import Lab, enlarge
@@ -70,6 +70,33 @@ def generate_pair(lab: Lab, prompt, seed, model_a, steps_a, guidance_a, model_b,
     return images[0], images[1], (images[0], images[1]), readouts[0], readouts[1]
 
 
+def generate_seeds(lab: Lab, prompt, seed, k, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b,
+                   cache_a="none", threshold_a="", fp8_a="off", cache_b="none", threshold_b="", fp8_b="off",
+                   progress=gr.Progress()):
+    """Both sides at K seeds each (seed, seed + 1, ...): two galleries and their readouts."""
+    grids, readouts = [], []
+    sides = ((model_a, steps_a, guidance_a, cache_a, threshold_a, fp8_a),
+             (model_b, steps_b, guidance_b, cache_b, threshold_b, fp8_b))
+    for i, (model, steps, guidance, cache, threshold, fp8) in enumerate(sides):
+        side = SIDES[i][0]
+        try:
+            req = Request(prompt=prompt or "", steps=int(steps), guidance=float(guidance),
+                          seed=int(seed) if seed is not None else -1, cache=cache_spec(cache, threshold),
+                          fp8=fp8 or "off")
+            req.check()
+            family = lab.load(model)
+            images, record = run_seeds(family, req, int(k), model_name=model, store=lab.store,
+                                       callback=lambda j, n, i=i, side=side: progress(
+                                           (i + j / n) / 2, desc=f"{side}: step {j}/{n}"))
+        except UsageError as e:
+            raise gr.Error(f"{side} side: {e}") from None
+        grids.append([(enlarge(im, 256), f"seed {s}") for im, s in zip(images, record["seeds"])])
+        readouts.append(f"**{record['model']}** · {record['steps']} steps · guidance {record['guidance']:g} · "
+                        f"seeds {record['seeds'][0]}–{record['seeds'][-1]}  \n"
+                        f"NFE **{record['nfe']}** per image · **{record['seconds']:.2f} s** for {len(images)} images")
+    return grids[0], grids[1], readouts[0], readouts[1]
+
+
 def build(lab: Lab) -> dict:
     """Lay out the tab inside the current Blocks context; returns the components tests use."""
     with gr.Row():
@@ -102,7 +129,22 @@ def build(lab: Lab) -> dict:
         out_b = gr.Markdown()
     with gr.Accordion("Slider view", open=False):
         slider = gr.ImageSlider(label="Left | Right", type="pil", format="png", max_height=500)
+    with gr.Accordion("Seeds view: the prompt at several seeds on each side (a student that draws the same "
+                      "image for every seed shows it at a glance)", open=True):
+        with gr.Row():
+            n_seeds = gr.Slider(4, 8, value=8, step=1, label="Seeds (from the seed above)", scale=3)
+            go_seeds = gr.Button("Generate seeds", scale=1)
+        with gr.Row(equal_height=True):
+            grid_a = gr.Gallery(label="Left: seeds", columns=4, height=360, object_fit="contain", preview=False)
+            grid_b = gr.Gallery(label="Right: seeds", columns=4, height=360, object_fit="contain", preview=False)
+        with gr.Row():
+            seeds_a = gr.Markdown()
+            seeds_b = gr.Markdown()
     go.click(lambda *a, progress=gr.Progress(): generate_pair(lab, *a, progress=progress),
              [prompt, seed, *pickers, *speed], [img_a, img_b, slider, out_a, out_b], api_name="compare")
+    go_seeds.click(lambda *a, progress=gr.Progress(): generate_seeds(lab, *a, progress=progress),
+                   [prompt, seed, n_seeds, *pickers, *speed], [grid_a, grid_b, seeds_a, seeds_b],
+                   api_name="compare_seeds")
     return {"prompt": prompt, "seed": seed, "models": [pickers[0], pickers[3]], "generate": go,
-            "images": [img_a, img_b], "caches": [speed[0], speed[3]], "fp8": [speed[2], speed[5]]}
+            "images": [img_a, img_b], "caches": [speed[0], speed[3]], "fp8": [speed[2], speed[5]],
+            "seeds": n_seeds, "grids": [grid_a, grid_b]}

@@ -8,9 +8,10 @@ from pathlib import Path
 from PIL import Image
 
 from .accel.runtime import accelerated
+from .errors import UsageError
 from .families.base import Family
 from .registry import lab_json
-from .request import Request
+from .request import MAX_SEED, Request
 from .sampling import sample
 from .store import Store
 
@@ -23,6 +24,33 @@ def defaults(family: Family) -> tuple[int, float]:
     steps, guidance = rec.get("steps"), rec.get("guidance")  # a student without a guidance input: None
     return (family.default_steps if steps is None else int(steps),
             family.default_guidance if guidance is None else float(guidance))
+
+
+MAX_SEEDS = 16
+
+
+def run_seeds(family: Family, req: Request, k: int, *, model_name: str, store: Store | None = None,
+              callback=None, log=None) -> tuple[list[Image.Image], dict]:
+    """One prompt at K seeds (req.seed, req.seed + 1, ...) in one batch: the images and their record
+    (NFE per image; seconds for the whole batch). Where a model draws the same image for every seed,
+    this shows it at a glance."""
+    req.check()
+    if not isinstance(k, int) or not 2 <= k <= MAX_SEEDS:
+        raise UsageError(f"seeds must be a whole number in 2..{MAX_SEEDS}, got {k}")
+    if req.steps is None or req.guidance is None:
+        steps, guidance = defaults(family)
+        req = replace(req, steps=steps if req.steps is None else req.steps,
+                      guidance=guidance if req.guidance is None else req.guidance)
+    h, w = req.height or family.default_size, req.width or family.default_size
+    family.check_size(h, w)
+    seeds = [(req.seed + j) % (MAX_SEED + 1) for j in range(k)]
+    with accelerated(family, req.cache, req.fp8, steps=req.steps, store=store, log=log) as acc:
+        images, m = sample(family, [req.prompt] * k, steps=req.steps, guidance=req.guidance, seeds=seeds,
+                           height=h, width=w, callback=callback)
+    record = {"model": model_name, "prompt": req.prompt, "steps": req.steps, "guidance": req.guidance,
+              "seeds": seeds, "height": h, "width": w, **m.to_json(), "cache": acc.cache, "fp8": acc.fp8,
+              "param_mem_mb": acc.param_mem_mb}
+    return [Image.fromarray(x.numpy()) for x in images], record
 
 
 def run(family: Family, req: Request, *, model_name: str, store: Store | None = None,

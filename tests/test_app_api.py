@@ -29,6 +29,21 @@ def test_compare_returns_two_large_images_and_measurements(app_url):
     assert len(store.generations()) == 2
 
 
+def test_compare_seeds_view_shows_each_side_at_several_seeds(app_url):
+    """One prompt at K seeds per side, in a grid: the teacher draws a different image for each seed."""
+    url, _ = app_url
+    client = Client(url, verbose=False)
+    grid_a, grid_b, ra, rb = client.predict("a circle", 3, 4, "embedded", 4, 5.0, "embedded-4step", 4, 5.0,
+                                            api_name="/compare_seeds")
+    assert [g["caption"] for g in grid_a] == [f"seed {s}" for s in (3, 4, 5, 6)] and len(grid_b) == 4
+    pixels = [Image.open(g["image"]).convert("RGB").tobytes() for g in grid_a]
+    assert len(set(pixels)) == 4  # four seeds, four images
+    assert Image.open(grid_a[0]["image"]).size[0] >= 256  # big enough to judge
+    assert "NFE **8** per image" in ra and "seeds 3–6" in ra and "NFE **4** per image" in rb
+    with pytest.raises(Exception, match="maximum value 8"):
+        client.predict("a circle", 3, 9, "embedded", 4, 5.0, "embedded", 4, 5.0, api_name="/compare_seeds")
+
+
 def test_compare_reports_bad_input_without_crashing(app_url):
     url, _ = app_url
     client = Client(url, verbose=False)
