@@ -23,6 +23,12 @@ TECHNIQUES = {"Guidance distillation (one pass instead of two)": "guidance",
               "Consistency (LCM: 1-8 steps, any guidance)": "consistency",
               "DMD2 (distribution matching: 1-4 steps)": "dmd"}
 STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+# The techniques that read each technique-specific field of the form (the others hide it).
+FIELDS_OF = {"guidance_min": ("guidance", "guidance+progressive", "consistency"),
+             "guidance_max": ("guidance", "guidance+progressive", "consistency"),
+             "from_steps": ("progressive", "guidance+progressive"), "to_steps": ("progressive", "guidance+progressive"),
+             "student_steps": ("consistency", "dmd"), "real_guidance": ("dmd",), "fake_updates": ("dmd",),
+             "target_ema": ("consistency",)}
 DEFAULTS = {f.name: f.default for f in fields(Recipe)}  # the form starts at the recipe's defaults
 STATUS_COLOURS = {"queued": "#888", "running": "#2b6cb0", "succeeded": "#2f855a", "failed": "#c53030",
                   "canceled": "#975a16", "interrupted": "#c05621"}
@@ -160,6 +166,11 @@ def act(lab: Lab, verb: str, job_id):
     return job_table(lab)
 
 
+def first(field: str) -> bool:
+    """Whether the form's first technique reads `field` (the form opens on it)."""
+    return next(iter(TECHNIQUES.values())) in FIELDS_OF[field]
+
+
 def build(lab: Lab) -> dict:
     gr.Markdown("Train a faster student from a teacher. Each job runs in its own process; its students "
                 "appear in every model picker when it finishes. Guidance distillation must come first: "
@@ -176,15 +187,18 @@ def build(lab: Lab) -> dict:
                 lr = gr.Number(DEFAULTS["lr"], label="Learning rate")
                 batch = gr.Number(DEFAULTS["batch_size"], label="Batch size", precision=0)
             with gr.Row():
-                g_min = gr.Number(DEFAULTS["guidance_min"], label="Guidance range: min")
-                g_max = gr.Number(DEFAULTS["guidance_max"], label="Guidance range: max")
-                from_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["from_steps"], label="Step rounds: from")
-                to_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["to_steps"], label="... to")
+                g_min = gr.Number(DEFAULTS["guidance_min"], label="Guidance range: min", visible=first("guidance_min"))
+                g_max = gr.Number(DEFAULTS["guidance_max"], label="Guidance range: max", visible=first("guidance_max"))
+                from_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["from_steps"], label="Step rounds: from",
+                                         visible=first("from_steps"))
+                to_steps = gr.Dropdown(STEP_CHOICES, value=DEFAULTS["to_steps"], label="... to",
+                                       visible=first("to_steps"))
             with gr.Row():
                 student_steps = gr.Dropdown([1, 2, 4, 8], value=DEFAULTS["student_steps"],
-                                            label="Consistency / DMD: student steps")
-                real_guidance = gr.Number(DEFAULTS["real_guidance"], label="DMD: guidance of the teacher's score")
-                fake_updates = gr.Number(DEFAULTS["fake_updates"], precision=0,
+                                            label="Student steps (consistency, DMD)", visible=first("student_steps"))
+                real_guidance = gr.Number(DEFAULTS["real_guidance"], label="DMD: guidance of the teacher's score",
+                                          visible=first("real_guidance"))
+                fake_updates = gr.Number(DEFAULTS["fake_updates"], precision=0, visible=first("fake_updates"),
                                          label="DMD: fake-score updates per generator step")
             with gr.Row():
                 eval_n = gr.Number(DEFAULTS["eval_n"], precision=0,
@@ -200,7 +214,7 @@ def build(lab: Lab) -> dict:
                     on_policy = gr.Slider(0, 1, value=DEFAULTS["on_policy"], step=0.05,
                                           label="On-policy fraction (walkers that follow the student's own steps)")
                     ema = gr.Number(DEFAULTS["ema"], label="EMA decay of the student (0: none)")
-                    target_ema = gr.Number(DEFAULTS["target_ema"],
+                    target_ema = gr.Number(DEFAULTS["target_ema"], visible=first("target_ema"),
                                            label="Consistency: EMA decay of the target network (0: the student)")
                     ckpt = gr.Checkbox(DEFAULTS["gradient_checkpointing"],
                                        label="Gradient checkpointing (less memory, slower steps)")
@@ -231,6 +245,13 @@ def build(lab: Lab) -> dict:
              api_name="launch")
     for c in (technique, teacher):
         c.change(lambda t, m: warning_for(lab, t, m), [technique, teacher], warning)
+    # Only the fields the chosen technique reads are shown.
+    shown = {g_min: FIELDS_OF["guidance_min"], g_max: FIELDS_OF["guidance_max"], from_steps: FIELDS_OF["from_steps"],
+             to_steps: FIELDS_OF["to_steps"], student_steps: FIELDS_OF["student_steps"],
+             real_guidance: FIELDS_OF["real_guidance"], fake_updates: FIELDS_OF["fake_updates"],
+             target_ema: FIELDS_OF["target_ema"]}
+    technique.change(lambda t: [gr.update(visible=TECHNIQUES.get(t, t) in kinds) for kinds in shown.values()],
+                     technique, list(shown))
     # The memory plan follows the fields it depends on (and is there when the page opens).
     for c in (technique, teacher, lora, rank, batch, ckpt, from_steps, init):
         c.change(lambda *values: plan_text(lab, dict(zip(form, values))), list(form.values()), memory_plan)

@@ -26,7 +26,7 @@ from .store import Store
 # The shipped models: the embedded teacher and the students of the full recipe (made by
 # `python -m engine distill ...` and copied into assets/), present when their files are.
 SHIPPED = {"embedded": EMBEDDED_TEACHER, "embedded-guidance": ASSETS / "embedded-guidance",
-           "embedded-4step": ASSETS / "embedded-4step"}
+           "embedded-4step": ASSETS / "embedded-4step", "embedded-1step": ASSETS / "embedded-1step"}
 BUILTIN = {name: path for name, path in SHIPPED.items() if (path / "lab.json").exists()}
 LOADERS = {"embedded": EmbeddedFamily.load, **catalog.LOADERS}
 

@@ -3,11 +3,13 @@
     python -m engine distill guidance --teacher embedded --name embedded-guidance ...
     python -m engine distill progressive --teacher embedded-guidance --from-steps 64 --to-steps 4 \
         --name embedded-4step ...
-    python scripts/ship_students.py --data-dir lab-data [--guidance SRC] [--step4 SRC]
+    python -m engine distill dmd --teacher embedded-guidance --steps 1 --name embedded-1step ...
+    python scripts/ship_students.py --data-dir lab-data [--guidance SRC] [--step4 SRC] [--step1 SRC]
 
---guidance / --step4 name the models in that data directory to ship as `embedded-guidance` and
-`embedded-4step` (default: those names), for a student trained under another name (a longer run
-started with --init, say); the round history and the recipes are renamed with them.
+--guidance / --step4 / --step1 name the models in that data directory to ship as `embedded-guidance`,
+`embedded-4step` and `embedded-1step` (default: those names), for a student trained under another
+name (a longer run started with --init, say); the round history and the recipes are renamed with
+them. A student trained in another data directory is shipped from there with --X-data-dir.
 
 Each shipped student keeps its recipe, and its lab.json gains the adherence measured after every
 round of the jobs that made it (including rounds whose weights are not shipped), so the lineage
@@ -30,7 +32,8 @@ from engine import registry  # noqa: E402
 from engine.paths import ASSETS  # noqa: E402
 from engine.store import Store  # noqa: E402
 
-SHIP = {"embedded-guidance": "embedded", "embedded-4step": "embedded-guidance"}
+SHIP = {"embedded-guidance": "embedded", "embedded-4step": "embedded-guidance", "embedded-1step": "embedded-guidance"}
+FLAGS = {"embedded-guidance": "guidance", "embedded-4step": "step4", "embedded-1step": "step1"}
 
 
 def shipped_name(model: str, rename: dict[str, str]) -> str:
@@ -58,13 +61,12 @@ def round_history(store: Store, name: str, rename: dict[str, str]) -> list[dict]
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--guidance", default="embedded-guidance", help="the model shipped as embedded-guidance")
-    p.add_argument("--step4", default="embedded-4step", help="the model shipped as embedded-4step")
-    p.add_argument("--guidance-data-dir", default=None, help="where --guidance was trained (default --data-dir)")
+    for name, flag in FLAGS.items():
+        p.add_argument(f"--{flag}", default=name, help=f"the model shipped as {name}")
+        p.add_argument(f"--{flag}-data-dir", default=None, help=f"where --{flag} was trained (default --data-dir)")
     args = p.parse_args()
-    stores = {"embedded-guidance": Store(args.guidance_data_dir or args.data_dir),
-              "embedded-4step": Store(args.data_dir)}
-    source = {"embedded-guidance": args.guidance, "embedded-4step": args.step4}
+    stores = {name: Store(getattr(args, f"{flag}_data_dir") or args.data_dir) for name, flag in FLAGS.items()}
+    source = {name: getattr(args, flag) for name, flag in FLAGS.items()}
     rename = {src: name for name, src in source.items()}
     for name, parent in SHIP.items():
         store = stores[name]

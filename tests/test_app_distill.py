@@ -83,6 +83,30 @@ def _extra_compare_args(client):
     return [p["parameter_default"] for p in params]
 
 
+def test_launch_a_dmd_job_through_the_api(served):
+    """The form's DMD fields reach the recipe; the job trains the generator and its fake score (two
+    curves) and registers a one-step student that samples by consistency sampling."""
+    from app.distill import job_detail
+    from engine import registry
+
+    url, store = served
+    client = Client(url, verbose=False)
+    dmd = form("tiny", "api-dmd", steps=4)
+    dmd[0] = "DMD2 (distribution matching: 1-4 steps)"
+    # ..., gradient checkpointing, student steps, real guidance, fake-score updates, target EMA
+    text, _, _ = client.predict(*dmd, False, 1, 4.0, 2, 0.95, api_name="/launch")
+    assert "dmd of **tiny**" in text
+    picked = str(max(j["id"] for j in store.jobs()))
+    job = wait_done(store, int(picked))
+    assert job["status"] == "succeeded", (job, jobs.log_path(store, job["id"]).read_text())
+    recipe = job["payload"]
+    assert (recipe["technique"], recipe["student_steps"], recipe["real_guidance"], recipe["fake_updates"]) == \
+        ("dmd", 1, 4.0, 2)
+    assert registry.load("api-dmd", store=store, device="cpu").sampler == "consistency"
+    curve, _, _, _ = job_detail(Lab(store), picked)
+    assert set(curve["round"]) == {"generator", "fake score"}
+
+
 def test_bad_form_is_refused_with_the_field_named(served):
     url, store = served
     client = Client(url, verbose=False)
@@ -95,6 +119,10 @@ def test_bad_form_is_refused_with_the_field_named(served):
         client.predict(*form("tiny", ""), api_name="/launch")
     with pytest.raises(Exception, match="init"):
         client.predict(*form("tiny", "bad", init="no-such-model"), api_name="/launch")
+    bad = form("tiny", "bad")
+    bad[0] = "DMD2 (distribution matching: 1-4 steps)"
+    with pytest.raises(Exception, match="real_guidance must be"):
+        client.predict(*bad, False, 1, 99.0, 2, 0.95, api_name="/launch")
     assert len(store.jobs()) == before
 
 
@@ -103,6 +131,13 @@ def test_browser_launch_watch_and_pick_the_student(served, chromium, tmp_path):
     page = chromium.new_page(viewport={"width": 1400, "height": 1600})
     page.goto(url)
     page.get_by_role("tab", name="Distill").click()
+    # the form shows the fields of the chosen technique alone
+    assert page.get_by_label("Guidance range: min").is_visible() and not page.get_by_text("Student steps").count()
+    page.get_by_text("DMD2 (distribution matching").click()
+    page.get_by_label("DMD: guidance of the teacher's score").wait_for()
+    assert not page.get_by_label("Guidance range: min").count()
+    page.get_by_text("Guidance distillation (one pass").click()
+    page.get_by_label("Guidance range: min").wait_for()
     page.get_by_label("Teacher").fill("tiny")
     page.keyboard.press("Enter")
     page.get_by_label("Student name").fill("web-g")
