@@ -1,7 +1,8 @@
 """The seed's decision guide, answered from a model's own `bench` rows rather than generic numbers.
 
 The guide: a small training budget -> guidance distillation (~2x); maximum throughput -> step
-distillation (6-12x); real time -> both, plus FP8 (~24x); no retraining -> caching (~2x). Here the
+distillation (6-12x); real time -> both, plus FP8 (~24x); no retraining -> caching (~2x); one to four
+steps -> consistency or distribution matching (at a cost in diversity, which bench measures). Here the
 answers (can you retrain, how much training, what hardware, what latency, how much quality you can
 give up) decide which measured rows are open to you; among those the recommendation is the
 fastest row within the quality budget, or, with a latency target, the best-quality row that
@@ -31,6 +32,10 @@ NEEDS = {  # row key prefix -> (training budget, needs FP8-compute hardware, the
     "step4+fp8w": ("large", False, "maximum throughput: step distillation + FP8"),
     "step4+": ("large", False, "step distillation, with caching on top"),
     "both+": ("large", False, "guidance + step distillation, with caching on top"),
+    "consistency4": ("large", False, "few steps at any guidance: consistency distillation (LCM)"),
+    "consistency2": ("large", False, "few steps at any guidance: consistency distillation (LCM)"),
+    "dmd4": ("large", False, "real time: distribution matching (DMD2); check diversity"),
+    "dmd1": ("large", False, "one pass: distribution matching (DMD2); check diversity"),
 }
 
 
