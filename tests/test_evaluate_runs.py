@@ -91,6 +91,22 @@ def test_a_real_family_with_tiny_clip_and_feature_networks(tmp_path, tiny_pipeli
     assert plain["clip_score"] is None and plain["feature_distance"] is None
     assert plain["psnr"] == pytest.approx(r["psnr"])  # the same cached images
     assert store.db["eval_images"].count == 8  # 4 reference + 4 candidate, generated once for both runs
+    # diversity over seeds of a real model: CLIP image features of each prompt's K images
+    assert r["diversity"] is None and "--diversity-k" in r["unavailable"]["diversity"]
+    seeds = runs.run(EvalConfig(**{**cfg.__dict__, "diversity_k": 3}), store)
+    assert 0 < seeds["diversity"] <= 2 and seeds["by_category"]["things"]["diversity"] is not None
+    assert "diversity" not in seeds["unavailable"]
+    assert "needs the embedded judge or a CLIP model" in runs.run(
+        EvalConfig(**{**cfg.__dict__, "clip_model": None, "diversity_k": 3}), store)["unavailable"]["diversity"]
+
+
+def test_embedded_diversity_in_a_run_and_its_report(tmp_path, capsys):
+    data = str(tmp_path / "d")
+    r = cli_json(capsys, "eval", "--model", "embedded", "--steps", "8", "--limit", "12", "--ref-steps", "8",
+                 "--diversity-k", "4", "--data-dir", data, "--device", "cpu", "--report", str(tmp_path / "r.md"))
+    lo, hi = r["diversity_interval"]
+    assert 0 < lo <= r["diversity"] <= hi <= 1 and r["diversity_k"] == 4
+    assert "| diversity over seeds ↑ |" in (tmp_path / "r.md").read_text()
 
 
 def test_lineage_runs_in_a_background_job(tmp_path, tiny_model_dir):

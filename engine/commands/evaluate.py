@@ -50,6 +50,8 @@ from .distill import job_result
          arg("--clip-model", default=None, help="transformers CLIP directory (or cached hub id) for CLIP score"),
          arg("--inception", default=None, help="FID Inception weights for real models (default: torch hub cache)"),
          arg("--batch-size", type=int_in(1, 4096), default=16),
+         arg("--diversity-k", type=int_in(0, 64), default=0,
+             help="seeds per prompt for diversity over seeds (embedded: the judge; else CLIP features); 0: none"),
          arg("--report", default=None, help="write a Markdown report here (per-category table, worst prompts)"),
          arg("--vlm-url", default=None, help="OpenAI-compatible endpoint for the VLM judge, e.g. http://host/v1"),
          arg("--vlm-model", default=None),
@@ -74,6 +76,7 @@ def evaluate(args):
                      cache=args.cache, fp8=args.fp8, limit=args.limit, teacher=args.teacher, ref_steps=args.ref_steps,
                      ref_guidance=args.ref_guidance, height=args.height, width=args.width,
                      clip_model=args.clip_model, inception=args.inception, vlm=vlm_cfg, batch_size=args.batch_size,
+                     diversity_k=args.diversity_k,
                      device=args.device, dtype=args.dtype)
     cfg.check()
     if args.report and not Path(args.report).parent.exists():

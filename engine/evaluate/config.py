@@ -10,9 +10,10 @@ from ..request import Request, check_guidance
 from .golden import DEFAULT_EMBEDDED
 from .vlm import VLMConfig
 
-METRICS = ("fid", "adherence", "clip_score", "psnr", "feature_distance")  # what a run reports, overall and per category
+# what a run reports, overall and per category
+METRICS = ("fid", "adherence", "clip_score", "psnr", "feature_distance", "diversity")
 LABELS = {"fid": "FID ↓", "adherence": "adherence ↑", "clip_score": "CLIP score ↑", "psnr": "PSNR to teacher (dB) ↑",
-          "feature_distance": "feature distance to teacher ↓"}
+          "feature_distance": "feature distance to teacher ↓", "diversity": "diversity over seeds ↑"}
 
 
 @dataclass
@@ -33,6 +34,7 @@ class EvalConfig:
     inception: str | None = None  # FID Inception weights file for real models; None: the torch hub cache
     vlm: VLMConfig | None = None  # optional VLM judge
     batch_size: int = 16  # images generated per forward batch
+    diversity_k: int = 0  # seeds per prompt for diversity over seeds (0: not measured)
     device: str = "auto"
     dtype: str = "auto"
 
@@ -47,6 +49,9 @@ class EvalConfig:
             raise UsageError(f"limit must be a positive integer, got {self.limit!r}")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 4096:
             raise UsageError(f"batch_size must be an integer in 1..4096, got {self.batch_size!r}")
+        if not isinstance(self.diversity_k, int) or not (self.diversity_k == 0 or 2 <= self.diversity_k <= 64):
+            raise UsageError(f"diversity_k must be 0 (none) or a whole number of seeds in 2..64, "
+                             f"got {self.diversity_k!r}")
         if self.vlm is not None:
             self.vlm.check()
 

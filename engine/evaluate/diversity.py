@@ -95,15 +95,38 @@ def evaluate(family: Family, judge: world_judge.Judge, prompts: list[Prompt], *,
     """Embedded-domain diversity of a model over `prompts`, each at K seeds (`seeds(prompt, j)`),
     about `batch_size` images a batch."""
     per_prompt = []
+    for part, images in _batches(family, prompts, k, steps, guidance, seeds, batch_size, progress):
+        readings = world_judge.predict(judge, world_judge.to_tensor(images.numpy()))
+        per_prompt += [prompt_diversity(p, readings[j * k:(j + 1) * k]) for j, p in enumerate(part)]
+    return {**summarize(per_prompt, k), "steps": steps, "guidance": guidance}
+
+
+def per_prompt(family: Family, prompts: list[Prompt], *, steps: int, guidance: float, k: int,
+               judge: world_judge.Judge | None = None, features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               batch_size: int = 64) -> list[float | None]:
+    """Each prompt's diversity over K seeds: the judge's reading of its unstated attributes (None for a
+    prompt that states them all), else the mean pairwise cosine distance of `features(images)`."""
+    out: list[float | None] = []
+    for part, images in _batches(family, prompts, k, steps, guidance, seed_of, batch_size, None):
+        if judge is not None:
+            readings = world_judge.predict(judge, world_judge.to_tensor(images.numpy()))
+            for j, p in enumerate(part):
+                d = prompt_diversity(p, readings[j * k:(j + 1) * k])
+                out.append(sum(d.values()) / len(d) if d else None)
+        else:
+            f = features(images)
+            out += [feature_diversity(f[j * k:(j + 1) * k]) for j in range(len(part))]
+    return out
+
+
+def _batches(family, prompts, k, steps, guidance, seeds, batch_size, progress):
+    """(prompts, their images at K seeds each), about `batch_size` images at a time."""
     chunk = max(1, batch_size // k)
     for i in range(0, len(prompts), chunk):
         part = prompts[i:i + chunk]
-        images = render_seeds(family, part, k, steps=steps, guidance=guidance, seeds=seeds)
-        readings = world_judge.predict(judge, world_judge.to_tensor(images.numpy()))
-        per_prompt += [prompt_diversity(p, readings[j * k:(j + 1) * k]) for j, p in enumerate(part)]
+        yield part, render_seeds(family, part, k, steps=steps, guidance=guidance, seeds=seeds)
         if progress:
-            progress(len(per_prompt), len(prompts))
-    return {**summarize(per_prompt, k), "steps": steps, "guidance": guidance}
+            progress(min(i + chunk, len(prompts)), len(prompts))
 
 
 def feature_diversity(features: torch.Tensor) -> float:

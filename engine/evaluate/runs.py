@@ -95,6 +95,7 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
     result, items = score(prompts, images, ref, s)
     for it, row, ref_row in zip(items, rows, ref_rows):
         it["image"], it["ref_image"] = row["image"], ref_row["image"]
+    add_diversity(result, family, s, prompts, cfg)
     result.update({"model": cfg.model, "teacher": teacher_name, "golden": gs.name, "golden_sha": gs.sha,
                    "settings": {**cfg.settings(), "height": h, "width": w},
                    "reference": {"model": teacher_name, "steps": cfg.ref_steps, "guidance": cfg.ref_guidance},
@@ -107,6 +108,36 @@ def run(cfg: EvalConfig, store: Store, *, progress: Progress | None = None,
     result["run"] = run_id
     store.update_eval_result(run_id, result)
     return result
+
+
+def add_diversity(result: dict, family, s, prompts: list[Prompt], cfg: EvalConfig) -> None:
+    """Diversity over `cfg.diversity_k` seeds per prompt, overall (with its bootstrap interval) and per
+    category: the judge's reading of what prompts leave unstated (embedded), else CLIP image features."""
+    from ..accel.runtime import accelerated
+    from . import diversity, metrics
+
+    result["diversity"] = None
+    if not cfg.diversity_k:
+        result["unavailable"]["diversity"] = "not measured: give --diversity-k K (seeds per prompt)"
+        return
+    judge = None if isinstance(s.judge, metrics.Unavailable) else s.judge
+    if judge is None and isinstance(s.clip, metrics.Unavailable):
+        result["unavailable"]["diversity"] = f"needs the embedded judge or a CLIP model ({s.clip.reason})"
+        return
+    features = None if judge is not None else (lambda images: metrics.clip_image_features(images, s.clip))
+    with accelerated(family, cfg.cache, cfg.fp8, steps=cfg.steps):
+        scores = diversity.per_prompt(family, prompts, steps=cfg.steps, guidance=cfg.guidance, k=cfg.diversity_k,
+                                      judge=judge, features=features, batch_size=cfg.batch_size * 4)
+    by_cat: dict[str, list[float]] = defaultdict(list)
+    for p, v in zip(prompts, scores):
+        if v is not None:
+            by_cat[p.category].append(v)
+    values = [v for v in scores if v is not None]
+    result["diversity"] = mean(values)
+    result["diversity_interval"] = list(diversity.bootstrap_interval(values)) if values else None
+    result["diversity_k"] = cfg.diversity_k
+    for c, row in result["by_category"].items():
+        row["diversity"] = mean(by_cat.get(c, []))
 
 
 def vlm_items(prompts: list[Prompt], images: torch.Tensor) -> list[vlm.Item]:
