@@ -97,6 +97,19 @@ def generate_seeds(lab: Lab, prompt, seed, k, model_a, steps_a, guidance_a, mode
     return grids[0], grids[1], readouts[0], readouts[1]
 
 
+def model_setting(lab: Lab, model):
+    """The steps and guidance a picked student was made for (its lab.json), as slider updates; a model
+    without a recommendation leaves the sliders as they are."""
+    from engine import registry
+
+    try:
+        rec = registry.lab_json(registry.resolve(model, lab.store)).get("recommended") or {}
+    except UsageError:
+        rec = {}
+    return (gr.update(value=rec["steps"]) if rec.get("steps") else gr.update(),
+            gr.update(value=rec["guidance"]) if rec.get("guidance") is not None else gr.update())
+
+
 def build(lab: Lab) -> dict:
     """Lay out the tab inside the current Blocks context; returns the components tests use."""
     with gr.Row():
@@ -114,6 +127,8 @@ def build(lab: Lab) -> dict:
                 gd = gr.Slider(*GUIDANCE_RANGE, value=guidance, step=0.5,
                                label="Guidance scale (1 = no CFG: one pass a step)")
                 pickers += [model, st, gd]
+                # a student opens at the steps and guidance it was made for (a DMD student: 1 step)
+                model.input(lambda m: model_setting(lab, m), model, [st, gd])
                 with gr.Row():
                     cache = gr.Dropdown(list(CACHES), value="none", label="Cache", scale=2,
                                         info="skip denoiser passes whose input barely changed")

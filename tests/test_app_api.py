@@ -53,3 +53,13 @@ def test_compare_reports_bad_input_without_crashing(app_url):
         client.predict("a red circle", -1, "embedded", 2, 5.0, "embedded", 2, 1.0, api_name="/compare")
     with pytest.raises(Exception, match="prompt"):
         client.predict("", 3, "embedded", 2, 5.0, "embedded", 2, 1.0, api_name="/compare")
+
+
+def test_picking_a_student_sets_the_steps_and_guidance_it_was_made_for(tmp_path):
+    from app.compare import model_setting
+
+    lab = Lab(Store(tmp_path / "d"))
+    steps, guidance = model_setting(lab, "embedded-4step")
+    assert steps["value"] == 4 and guidance["value"] == 5.0
+    assert model_setting(lab, "embedded") == ({"__type__": "update"}, {"__type__": "update"})  # the teacher: as set
+    assert model_setting(lab, "no-such-model") == ({"__type__": "update"}, {"__type__": "update"})
