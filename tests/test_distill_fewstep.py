@@ -269,7 +269,8 @@ def test_consistency_and_dmd_on_every_family(kind, tmp_path, tiny_pipeline):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox in the snow\na lighthouse at dusk\n")
     common = dict(teacher=teacher, train_steps=2, warmup=0, batch_size=2, teacher_steps=4, student_steps=2,
-                  eval_n=0, checkpoint_every=1000, ema=None, prompts=str(prompts), fake_updates=2)
+                  eval_n=0, checkpoint_every=1000, ema=None, prompts=str(prompts), fake_updates=2,
+                  gan_weight=0.01)  # DMD with the GAN head: it reads every family's middle block
     techniques = ["dmd"] if kind == "sd3" else ["consistency", "dmd"]
     if kind == "sd3":
         with pytest.raises(UsageError, match="consistency student takes the guidance scale"):
@@ -303,6 +304,7 @@ def test_consistency_and_dmd_on_every_family(kind, tmp_path, tiny_pipeline):
     (["consistency", "--target-ema", "1"], "target_ema"),
     (["dmd", "--real-guidance", "99"], "real_guidance"),
     (["dmd", "--fake-lr", "-1"], "fake_lr"),
+    (["dmd", "--gan-weight", "-1"], "gan_weight"),
 ])
 def test_cli_refuses_bad_few_step_recipes_in_one_line(args, message, tmp_path, capsys):
     from engine import cli
@@ -340,3 +342,52 @@ def test_a_consistency_lora_adapter_loads_onto_its_teacher_and_matches_the_merge
     teacher, _ = sample(registry.load(str(tiny_model_dir), device="cpu"), ["a red star", "a face"], **kw)
     assert (a.int() - b.int()).abs().max() <= 1
     assert (a.int() - teacher.int()).abs().max() > 1  # the adapter changed something: the comparison can fail
+
+
+def test_the_gan_head_tells_the_teachers_samples_from_the_generators_and_checkpoints(tiny_family):
+    """DMD2's GAN term: the head on the fake score's middle features learns to tell the teacher's own
+    samples from the generator's (its loss falls), and the generator's GAN gradient reaches it; the
+    head and its optimiser round-trip through the round's state."""
+    torch.manual_seed(0)
+    teacher = tiny_family
+    teacher.denoiser.requires_grad_(False)
+
+    def fresh():
+        torch.manual_seed(0)
+        student, fake = teacher.clone(), teacher.clone()
+        student.denoiser.requires_grad_(True)
+        fake.denoiser.requires_grad_(True)
+        return DMDRound(teacher, student, fake, real_guidance=4.0, fake_updates=1, fake_lr=1e-3, grad_clip=1.0,
+                        seed=0, gan_weight=1.0)
+
+    tech = fresh()
+    w = walkers(teacher, 2, guidance=(4.0, 4.0))
+    fn = tech.loss_fn(w)
+    loss = fn(0)
+    loss.backward()
+    assert tech.pool is not None and tech.gan.head is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tech.student.denoiser.parameters())
+    b = w.current()
+    with torch.no_grad():
+        x_g = tech.generate(b)
+
+    def gan_loss():
+        with torch.no_grad():
+            real, rb = tech.pool
+            g = torch.Generator().manual_seed(5)
+            t = torch.full((x_g.shape[0],), 0.3)
+            tech.fake_x0(0.7 * x_g + 0.3 * torch.randn(x_g.shape, generator=g), t, b)
+            d_fake = tech.gan.logits()
+            tech.fake_x0(0.7 * real + 0.3 * torch.randn(real.shape, generator=g), t, rb)
+            d_real = tech.gan.logits()
+            return (torch.nn.functional.softplus(-d_real).mean() + torch.nn.functional.softplus(d_fake).mean()).item()
+
+    before = gan_loss()
+    for _ in range(30):
+        tech.fake_update(x_g, b)
+    assert gan_loss() < before
+    state = copy.deepcopy(tech.state_dict())
+    other = fresh()
+    other.load_state_dict(state)
+    for p, q in zip(tech.gan.head.parameters(), other.gan.head.parameters()):
+        assert torch.equal(p.cpu(), q.cpu())

@@ -35,6 +35,9 @@ UNSET = {"argument_default": argparse.SUPPRESS}
          arg("--fake-updates", type=int_in(1, 100),
              help="dmd: fake-score updates per generator update (default 5)"),
          arg("--fake-lr", type=number, help="dmd: the fake score's learning rate (default: --lr)"),
+         arg("--gan-weight", type=number,
+             help="dmd: weight of the GAN term on the fake score's features, the teacher's samples as real "
+                  "(default 0: off; DMD2 uses about 0.003-0.01)"),
          arg("--lora-rank", type=int, help="train a LoRA student of this rank"),
          arg("--lora-alpha", type=number),
          arg("--lora-save", choices=["merged", "adapter"]),

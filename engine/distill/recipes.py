@@ -68,6 +68,7 @@ class Recipe:
     real_guidance: float = 5.0  # dmd: guidance scale of the teacher's (real) score
     fake_updates: int = 5  # dmd: fake-score updates per generator update (DMD2's two time-scale rule)
     fake_lr: float | None = None  # dmd: the fake score's learning rate (None: lr)
+    gan_weight: float = 0.0  # dmd: weight of DMD2's GAN term, a classifier on the fake score's features (0: off)
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward
     # (diffusers' own switch on the denoiser): less memory, about a third more time per step
     seed: int = 0
@@ -144,6 +145,9 @@ class Recipe:
             if self.fake_lr is not None and not (isinstance(self.fake_lr, (int, float)) and math.isfinite(self.fake_lr)
                                                  and 0 < self.fake_lr <= 1):
                 raise UsageError(f"fake_lr must be a number in (0, 1], got {self.fake_lr}")
+            if not (isinstance(self.gan_weight, (int, float)) and math.isfinite(self.gan_weight)
+                    and 0 <= self.gan_weight <= 10):
+                raise UsageError(f"gan_weight must be a number in 0..10 (0: no GAN term), got {self.gan_weight}")
         if self.lora is not None:
             r = self.lora.rank
             if not isinstance(r, int) or not 1 <= r <= 1024:

@@ -143,7 +143,8 @@ def round_technique(p: Plan, recipe: Recipe, teacher: Family, student: Family, a
         make_trainable(fake, recipe, [])
         technique = DMDRound(teacher, student, fake, real_guidance=recipe.real_guidance,
                              fake_updates=recipe.fake_updates, fake_lr=recipe.fake_lr or recipe.lr,
-                             grad_clip=recipe.grad_clip, seed=recipe.seed * 1000 + p.index + acc.process_index)
+                             grad_clip=recipe.grad_clip, seed=recipe.seed * 1000 + p.index + acc.process_index,
+                             gan_weight=recipe.gan_weight)
         walkers = Walkers(teacher, steps=p.student_steps, guidance_range=(recipe.real_guidance,) * 2,
                           jitter=False, **common)
         walkers.warm_up(technique.warm_up_step)
