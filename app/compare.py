@@ -148,7 +148,7 @@ def build(lab: Lab) -> dict:
                       "image for every seed shows it at a glance)", open=True):
         with gr.Row():
             n_seeds = gr.Slider(4, 8, value=8, step=1, label="Seeds (from the seed above)", scale=3)
-            go_seeds = gr.Button("Generate seeds", scale=1)
+            go_seeds = gr.Button("Show seeds", scale=1)
         with gr.Row(equal_height=True):
             grid_a = gr.Gallery(label="Left: seeds", columns=4, height=360, object_fit="contain", preview=False)
             grid_b = gr.Gallery(label="Right: seeds", columns=4, height=360, object_fit="contain", preview=False)
