@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import gradio as gr
 
 from engine.accel.options import CACHES, FP8_MODES
@@ -44,27 +46,42 @@ def cache_spec(method, threshold) -> str:
     return method if method == "none" or not threshold else f"{method}:{threshold}"
 
 
-def generate_pair(lab: Lab, prompt, seed, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b,
-                  cache_a="none", threshold_a="", fp8_a="off", cache_b="none", threshold_b="", fp8_b="off",
-                  progress=gr.Progress()):
-    """Generate both sides; returns (image a, image b, slider pair, readout a, readout b)."""
-    images, readouts = [], []
-    sides = ((model_a, steps_a, guidance_a, cache_a, threshold_a, fp8_a),
-             (model_b, steps_b, guidance_b, cache_b, threshold_b, fp8_b))
-    for i, (model, steps, guidance, cache, threshold, fp8) in enumerate(sides):
+@contextmanager
+def side_errors(side: str):
+    """Bad input on one side, as a message naming the side (no traceback in the console)."""
+    try:
+        yield
+    except UsageError as e:
+        raise gr.Error(f"{side} side: {e}", print_exception=False) from None
+
+
+def each_side(lab: Lab, prompt, seed, values: tuple, progress):
+    """For each side's widget values (model, steps, guidance, cache, threshold, fp8): its name, model
+    name, loaded model, checked request and a step callback for the page's progress bar; bad input
+    is refused naming the side."""
+    for i, (model, steps, guidance, cache, threshold, fp8) in enumerate(values):
         side = SIDES[i][0]
-        try:
+        with side_errors(side):
             req = Request(prompt=prompt or "", steps=int(steps), guidance=float(guidance),
                           seed=int(seed) if seed is not None else -1, cache=cache_spec(cache, threshold),
                           fp8=fp8 or "off")
             req.check()
             family = lab.load(model)
-            image, record = run(family, req, model_name=model, store=lab.store,
-                                callback=lambda k, n, i=i, side=side: progress((i + k / n) / 2,
-                                                                               desc=f"{side}: step {k}/{n}"),
-                                log=lambda m, i=i, side=side: progress(i / 2, desc=f"{side}: {m}"))
-        except UsageError as e:
-            raise gr.Error(f"{side} side: {e}") from None
+        yield side, model, family, req, lambda k, n, i=i, side=side: progress((i + k / n) / 2,
+                                                                              desc=f"{side}: step {k}/{n}")
+
+
+def generate_pair(lab: Lab, prompt, seed, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b,
+                  cache_a="none", threshold_a="", fp8_a="off", cache_b="none", threshold_b="", fp8_b="off",
+                  progress=gr.Progress()):
+    """Generate both sides; returns (image a, image b, slider pair, readout a, readout b)."""
+    images, readouts = [], []
+    values = ((model_a, steps_a, guidance_a, cache_a, threshold_a, fp8_a),
+              (model_b, steps_b, guidance_b, cache_b, threshold_b, fp8_b))
+    for side, model, family, req, step in each_side(lab, prompt, seed, values, progress):
+        with side_errors(side):
+            image, record = run(family, req, model_name=model, store=lab.store, callback=step,
+                                log=lambda m, side=side: progress(None, desc=f"{side}: {m}"))
         images.append(enlarge(image))
         readouts.append(_readout(record))
     return images[0], images[1], (images[0], images[1]), readouts[0], readouts[1]
@@ -75,21 +92,11 @@ def generate_seeds(lab: Lab, prompt, seed, k, model_a, steps_a, guidance_a, mode
                    progress=gr.Progress()):
     """Both sides at K seeds each (seed, seed + 1, ...): two galleries and their readouts."""
     grids, readouts = [], []
-    sides = ((model_a, steps_a, guidance_a, cache_a, threshold_a, fp8_a),
-             (model_b, steps_b, guidance_b, cache_b, threshold_b, fp8_b))
-    for i, (model, steps, guidance, cache, threshold, fp8) in enumerate(sides):
-        side = SIDES[i][0]
-        try:
-            req = Request(prompt=prompt or "", steps=int(steps), guidance=float(guidance),
-                          seed=int(seed) if seed is not None else -1, cache=cache_spec(cache, threshold),
-                          fp8=fp8 or "off")
-            req.check()
-            family = lab.load(model)
-            images, record = run_seeds(family, req, int(k), model_name=model, store=lab.store,
-                                       callback=lambda j, n, i=i, side=side: progress(
-                                           (i + j / n) / 2, desc=f"{side}: step {j}/{n}"))
-        except UsageError as e:
-            raise gr.Error(f"{side} side: {e}") from None
+    values = ((model_a, steps_a, guidance_a, cache_a, threshold_a, fp8_a),
+              (model_b, steps_b, guidance_b, cache_b, threshold_b, fp8_b))
+    for side, model, family, req, step in each_side(lab, prompt, seed, values, progress):
+        with side_errors(side):
+            images, record = run_seeds(family, req, int(k), model_name=model, store=lab.store, callback=step)
         grids.append([(enlarge(im, 256), f"seed {s}") for im, s in zip(images, record["seeds"])])
         readouts.append(f"**{record['model']}** · {record['steps']} steps · guidance {record['guidance']:g} · "
                         f"seeds {record['seeds'][0]}–{record['seeds'][-1]}  \n"
