@@ -81,7 +81,7 @@ def main() -> None:
         meta = json.loads((dst / "lab.json").read_text())
         trained_parent = meta.get("parent")
         recipe = meta.get("recipe") or {}
-        if recipe.get("init") in source and recipe["init"] not in rename:  # it continued an earlier run
+        if recipe.get("init") and recipe["init"] not in rename and recipe["init"] not in SHIP:  # it continued a run
             recipe["init"] = f"{recipe['init']} (an earlier run, since replaced by this one)"
         for key in ("name", "teacher", "init"):
             if recipe.get(key) in rename:
