@@ -146,7 +146,13 @@ def test_bench_finds_students_through_the_lineage_their_jobs_recorded(memory_sto
     register("fast", "fast-r2-8step", "guidance+progressive", 2, from_steps=16, to_steps=4)
     register("plain", "embedded", "progressive", 1, from_steps=16, to_steps=4)
     register("other", "someone-else", "guidance", 0)
-    assert discover(memory_store, "embedded") == {"guidance": "fast-guidance", "both": "fast", "step4": "plain"}
+    assert discover(memory_store, "embedded") == {"guidance": "fast-guidance", "both": "fast", "step4": "plain",
+                                                  "dmd1": "embedded-1step"}  # shipped
+    # a consistency student serves the 4- and 2-step rows; a DMD student the row of its own steps
+    register("lcm", "embedded", "consistency", 0, student_steps=4)
+    register("g4", "embedded", "dmd", 0, student_steps=4)
+    found = discover(memory_store, "embedded")
+    assert (found["consistency4"], found["consistency2"], found["dmd4"]) == ("lcm", "lcm", "g4")
 
 
 def test_sweep_cli_prints_the_cells_and_writes_their_images(tiny_model_dir, tmp_path, data_dir, capsys):
@@ -167,7 +173,8 @@ def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
         pytest.skip("the shipped students are not in assets/")
     # the 4-step student was step-distilled from the guidance student: it fills the "both" row
     store = Store(tmp_path / "fresh")
-    assert discover(store, "embedded") == {"guidance": "embedded-guidance", "both": "embedded-4step"}
+    assert discover(store, "embedded") == {"guidance": "embedded-guidance", "both": "embedded-4step",
+                                           "dmd1": "embedded-1step"}
     # ... and only there: its conventional name does not make it a steps-only student as well
     from engine.decide.bench import plan
     from engine.families.embedded import EmbeddedFamily
@@ -177,3 +184,6 @@ def test_bench_finds_the_shipped_students_in_a_fresh_data_directory(tmp_path):
     assert rows["both"].model == "embedded-4step" and rows["guidance"].model == "embedded-guidance"
     assert rows["step4"].model is None and rows["step8"].model is None and "both+teacache@0.4" in rows
     assert "embedded-progressive-4step" in rows["step4"].missing  # not a name that is taken
+    # the shipped DMD2 student has a row of its own, at one step and the guidance its input takes
+    assert (rows["dmd1"].model, rows["dmd1"].steps, rows["dmd1"].guidance) == ("embedded-1step", 1, 5.0)
+    assert rows["consistency4"].model is None and "distill consistency --steps 4" in rows["consistency4"].missing
