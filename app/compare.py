@@ -26,13 +26,17 @@ def sides(lab: Lab) -> tuple:
     return SIDES
 
 
+def steps_text(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
 def _readout(record: dict) -> str:
     speed = []
     if record.get("cache", "none") != "none":
         speed.append(f"cache {record['cache']}")
     if record.get("fp8", "off") != "off":
         speed.append(f"FP8 {record['fp8']}")
-    return (f"**{record['model']}** · {record['steps']} step{'s' if record['steps'] != 1 else ''} · guidance {record['guidance']:g}"
+    return (f"**{record['model']}** · {steps_text(record['steps'])} · guidance {record['guidance']:g}"
             + "".join(f" · {x}" for x in speed) + "  \n"
             f"NFE **{record['nfe']}** · skipped **{record['skipped']}** · **{record['seconds']:.2f} s** · "
             f"peak memory {record['peak_mem_mb']:.0f} MB"
@@ -98,7 +102,7 @@ def generate_seeds(lab: Lab, prompt, seed, k, model_a, steps_a, guidance_a, mode
         with side_errors(side):
             images, record = run_seeds(family, req, int(k), model_name=model, store=lab.store, callback=step)
         grids.append([(enlarge(im, 256), f"seed {s}") for im, s in zip(images, record["seeds"])])
-        readouts.append(f"**{record['model']}** · {record['steps']} step{'s' if record['steps'] != 1 else ''} · guidance {record['guidance']:g} · "
+        readouts.append(f"**{record['model']}** · {steps_text(record['steps'])} · guidance {record['guidance']:g} · "
                         f"seeds {record['seeds'][0]}–{record['seeds'][-1]}  \n"
                         f"NFE **{record['nfe']}** per image · **{record['seconds']:.2f} s** for {len(images)} images")
     return grids[0], grids[1], readouts[0], readouts[1]
