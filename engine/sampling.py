@@ -26,15 +26,12 @@ def ddim_step(z_t: torch.Tensor, x0_hat: torch.Tensor, alpha_t, sigma_t, alpha_s
     return alpha_s * x0_hat + sigma_s * eps_hat
 
 
-SAMPLERS = ("ddim", "consistency")
-
-
 def consistency_step(x0_hat: torch.Tensor, alpha_s, sigma_s, noise: torch.Tensor) -> torch.Tensor:
     """z_s = alpha_s * x0_hat + sigma_s * noise: the next state of multistep consistency sampling."""
     return alpha_s * x0_hat + sigma_s * noise
 
 
-def step_noise(family: Family, seeds: list[int], step: int, like: torch.Tensor) -> torch.Tensor:
+def step_noise(seeds: list[int], step: int, like: torch.Tensor) -> torch.Tensor:
     """Consistency sampling's fresh noise before step `step` (1, 2, ...) of each image, drawn on the CPU
     from a stream of the image's seed (not the initial noise's, which is step 0)."""
     shape = like.shape[1:]
@@ -116,7 +113,7 @@ def sample(family: Family, prompts: list[str], *, steps: int, guidance: float, s
             if not consistency:
                 z = ddim_step(z, x0_hat, grid.alpha[i], grid.sigma[i], grid.alpha[i + 1], grid.sigma[i + 1])
             elif i + 1 < steps:
-                z = consistency_step(x0_hat, grid.alpha[i + 1], grid.sigma[i + 1], step_noise(family, seeds, i + 1, z))
+                z = consistency_step(x0_hat, grid.alpha[i + 1], grid.sigma[i + 1], step_noise(seeds, i + 1, z))
             else:  # the last step's x0 is the image (a grid whose end is only nearly clean adds no noise)
                 z = x0_hat
             record.nfe += model.passes

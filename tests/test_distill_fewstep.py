@@ -136,7 +136,7 @@ def test_consistency_sampling_by_hand(tiny_family):
         for i in range(3):
             x0 = fam.x0(z, grid.t[i:i + 1], cond)
             if i < 2:
-                z = consistency_step(x0, grid.alpha[i + 1], grid.sigma[i + 1], step_noise(fam, [5], i + 1, z))
+                z = consistency_step(x0, grid.alpha[i + 1], grid.sigma[i + 1], step_noise([5], i + 1, z))
     out, m = sample(fam, ["a red star"], steps=3, guidance=1.0, seeds=[5], height=32, width=32, output_type="latent")
     assert torch.allclose(out, x0, atol=1e-5) and m.nfe == 3
     again, _ = sample(fam, ["a red star"], steps=3, guidance=1.0, seeds=[5], height=32, width=32, output_type="latent")
