@@ -29,20 +29,27 @@ def defaults(family: Family) -> tuple[int, float]:
 MAX_SEEDS = 16
 
 
-def run_seeds(family: Family, req: Request, k: int, *, model_name: str, store: Store | None = None,
-              callback=None, log=None) -> tuple[list[Image.Image], dict]:
-    """One prompt at K seeds (req.seed, req.seed + 1, ...) in one batch: the images and their record
-    (NFE per image; seconds for the whole batch). Where a model draws the same image for every seed,
-    this shows it at a glance."""
+def resolved(family: Family, req: Request) -> tuple[Request, int, int]:
+    """The request checked, with the model's own steps and guidance where it asks for none, and the
+    image size (the family's native one where none is asked for), checked against the family."""
     req.check()
-    if not isinstance(k, int) or not 2 <= k <= MAX_SEEDS:
-        raise UsageError(f"seeds must be a whole number in 2..{MAX_SEEDS}, got {k}")
     if req.steps is None or req.guidance is None:
         steps, guidance = defaults(family)
         req = replace(req, steps=steps if req.steps is None else req.steps,
                       guidance=guidance if req.guidance is None else req.guidance)
     h, w = req.height or family.default_size, req.width or family.default_size
     family.check_size(h, w)
+    return req, h, w
+
+
+def run_seeds(family: Family, req: Request, k: int, *, model_name: str, store: Store | None = None,
+              callback=None, log=None) -> tuple[list[Image.Image], dict]:
+    """One prompt at K seeds (req.seed, req.seed + 1, ...) in one batch: the images and their record
+    (NFE per image; seconds for the whole batch). Where a model draws the same image for every seed,
+    this shows it at a glance."""
+    if not isinstance(k, int) or not 2 <= k <= MAX_SEEDS:
+        raise UsageError(f"seeds must be a whole number in 2..{MAX_SEEDS}, got {k}")
+    req, h, w = resolved(family, req)
     seeds = [(req.seed + j) % (MAX_SEED + 1) for j in range(k)]
     with accelerated(family, req.cache, req.fp8, steps=req.steps, store=store, log=log) as acc:
         images, m = sample(family, [req.prompt] * k, steps=req.steps, guidance=req.guidance, seeds=seeds,
@@ -57,14 +64,7 @@ def run(family: Family, req: Request, *, model_name: str, store: Store | None = 
         callback=None, log=None) -> tuple[Image.Image, dict]:
     """Generate one image. Returns the image and its record (the CLI's JSON line). `log` hears
     of slow one-off work (a cache calibrating itself for this model)."""
-    req.check()
-    if req.steps is None or req.guidance is None:
-        steps, guidance = defaults(family)
-        req = replace(req, steps=steps if req.steps is None else req.steps,
-                      guidance=guidance if req.guidance is None else req.guidance)
-    h = req.height or family.default_size
-    w = req.width or family.default_size
-    family.check_size(h, w)
+    req, h, w = resolved(family, req)
     with accelerated(family, req.cache, req.fp8, steps=req.steps, store=store, log=log) as acc:
         images, m = sample(family, [req.prompt], steps=req.steps, guidance=req.guidance, seeds=[req.seed],
                            height=h, width=w, callback=callback)

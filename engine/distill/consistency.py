@@ -60,7 +60,7 @@ class ConsistencyRound(Round):
 
     @torch.no_grad()
     def target(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        z_u = step_to_next(self.teacher, b, guided_x0(self.teacher, b))
+        z_u = step_to_next(self.teacher, b, guided_x0(self.teacher, b.z, b.t, b, b.s))
         with self.target_network() as f:
             x0_target = consistency_target(f, z_u, b.t_next, b)
         return x0_target, z_u

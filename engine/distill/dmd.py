@@ -22,6 +22,7 @@ import torch
 from ..families.base import Family
 from ..sampling import ddim_step
 from .targets import dmd_generator_loss, weighted_x0_loss
+from .techniques import guided_x0
 from .walkers import Batch, Walkers
 
 T_RANGE = (0.02, 0.98)  # times at which the two scores are compared (DMD2 leaves out both ends)
@@ -106,11 +107,7 @@ class DMDRound:
 
     def real_x0(self, x_t: torch.Tensor, t: torch.Tensor, b: Batch) -> torch.Tensor:
         """The teacher's guided x0 at `real_guidance` (one pass if it takes the scale as input)."""
-        f, s = self.teacher, self.real_guidance
-        if f.guidance_embedded:
-            return f.x0(x_t, t, b.cond, torch.full_like(t, s))
-        x0_uncond, x0_cond = f.x0(torch.cat([x_t, x_t]), torch.cat([t, t]), b.uncond.cat(b.cond)).chunk(2)
-        return x0_uncond + s * (x0_cond - x0_uncond)
+        return guided_x0(self.teacher, x_t, t, b, torch.full((t.shape[0],), self.real_guidance, device=x_t.device))
 
     def fake_x0(self, x_t: torch.Tensor, t: torch.Tensor, b: Batch) -> torch.Tensor:
         return self.fake.x0(x_t, t, b.cond, b.s if self.fake.guidance_embedded else None)

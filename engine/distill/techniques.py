@@ -32,14 +32,13 @@ def step_to_next(f: Family, b: Batch, x0: torch.Tensor) -> torch.Tensor:
     return ddim_step(z, x0.to(z.dtype), _bcast(a_t, z), _bcast(s_t, z), _bcast(a_n, z), _bcast(s_n, z))
 
 
-def guided_x0(teacher: Family, b: Batch) -> torch.Tensor:
-    """The teacher's x0 at the walkers' states under each walker's guidance scale: one pass for a
-    guidance-embedded teacher, else its unconditional and conditional passes batched, combined."""
+def guided_x0(teacher: Family, z: torch.Tensor, t: torch.Tensor, b: Batch, s: torch.Tensor) -> torch.Tensor:
+    """The teacher's x0 at (z, t) for the batch's prompts under the per-sample guidance scales s: one
+    pass for a guidance-embedded teacher, else its unconditional and conditional passes batched, combined."""
     if teacher.guidance_embedded:
-        return teacher.x0(b.z, b.t, b.cond, b.s)
-    x0 = teacher.x0(torch.cat([b.z, b.z]), torch.cat([b.t, b.t]), b.uncond.cat(b.cond))
-    x0_uncond, x0_cond = x0.chunk(2)
-    return guided_x0_target(x0_uncond, x0_cond, b.s)
+        return teacher.x0(z, t, b.cond, s)
+    x0_uncond, x0_cond = teacher.x0(torch.cat([z, z]), torch.cat([t, t]), b.uncond.cat(b.cond)).chunk(2)
+    return guided_x0_target(x0_uncond, x0_cond, s)
 
 
 class Round:
@@ -80,11 +79,8 @@ class GuidanceRound(Round):
     @torch.no_grad()
     def target(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_w, the walker's next state on the teacher's guided trajectory)."""
-        f = self.teacher
-        x0 = f.x0(torch.cat([b.z, b.z]), torch.cat([b.t, b.t]), b.uncond.cat(b.cond))
-        x0_uncond, x0_cond = x0.chunk(2)
-        x0_w = guided_x0_target(x0_uncond, x0_cond, b.s)
-        return x0_w, step_to_next(f, b, x0_w)
+        x0_w = guided_x0(self.teacher, b.z, b.t, b, b.s)
+        return x0_w, step_to_next(self.teacher, b, x0_w)
 
     def predict(self, student: Family, b: Batch) -> torch.Tensor:
         return student.x0(b.z, b.t, b.cond, b.s)
