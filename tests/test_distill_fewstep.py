@@ -393,13 +393,14 @@ def test_the_gan_head_tells_the_teachers_samples_from_the_generators_and_checkpo
         assert torch.equal(p.cpu(), q.cpu())
 
 
-@pytest.mark.parametrize("kind", ["sd", "sdxl", "flux", "flux2-klein"])
+@pytest.mark.parametrize("kind", ["sd", "sdxl", "flux", "flux2-klein", "sd3"])
 def test_losses_fall_on_every_family(kind, tiny_pipeline):
     """On each family's tiny random pipeline the consistency loss of a student on fixed walker batches
-    falls by 30% as it trains, and the DMD fake score's loss at fixed noise by 10% (the tiny
-    transformers learn it slowly: FLUX.1 14% and FLUX.2 klein 12% in 60 updates). SD3 (no guidance
-    input, so no consistency student) is left out: its tiny transformer's fake-score loss fell 1% in
-    60 updates; its DMD job runs in `test_consistency_and_dmd_on_every_family`."""
+    falls by 30% as it trains (SD3 has no guidance input, so no consistency student), and the DMD fake
+    score's loss at fixed noise by 20% in 60 updates. The fake score learns structured samples (smooth
+    ramps, a stand-in for a trained generator's images): a random teacher's generator draws nearly
+    white noise, where any denoiser sits near its floor from the start (tiny SD3's fake score began at
+    1.06 there, below the 1.13 of the best scalar shrinkage, and had nothing left to learn)."""
     torch.manual_seed(0)
     teacher = registry.load(str(tiny_pipeline(kind)), device="cpu", dtype="float32")
     teacher.denoiser.requires_grad_(False)
@@ -408,6 +409,34 @@ def test_losses_fall_on_every_family(kind, tiny_pipeline):
     w = Walkers(teacher, prompts, batch=2, steps=4, height=size, width=size, guidance_range=(2.0, 5.0), seed=0,
                 jitter=False)
     b = w.current()
+    if kind != "sd3":
+        _consistency_loss_falls(teacher, b)
+    fake = teacher.clone()
+    fake.denoiser.requires_grad_(True)
+    dmd = DMDRound(teacher, teacher.clone(), fake, real_guidance=4.0, fake_updates=1, fake_lr=2e-3, grad_clip=1.0,
+                   seed=0)
+    with torch.no_grad():
+        shape = dmd.generate(b).shape
+    h, w_ = shape[-2:]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w_), indexing="ij")
+    ramps = torch.stack([(xx, yy, xx * yy, -xx)[c % 4] for c in range(shape[1])])
+    x_g = torch.stack([ramps, -ramps])
+    t = torch.tensor([0.3, 0.7])
+    a_t, s_t = teacher.schedule.alpha_sigma(t)
+    view = (-1, *([1] * (x_g.dim() - 1)))
+    x_t = a_t.view(view) * x_g + s_t.view(view) * torch.randn(x_g.shape, generator=torch.Generator().manual_seed(1))
+
+    def fake_loss():
+        with torch.no_grad():
+            return weighted_x0_loss(dmd.fake_x0(x_t, t, b), x_g, a_t, s_t).item()
+
+    before = fake_loss()
+    for _ in range(60):
+        dmd.fake_update(x_g, b)
+    assert fake_loss() < 0.8 * before
+
+
+def _consistency_loss_falls(teacher, b):
     student = teacher.with_guidance_input()
     student.denoiser.requires_grad_(True)
     with torch.no_grad():  # away from the target, so there is a loss to lower
@@ -428,22 +457,3 @@ def test_losses_fall_on_every_family(kind, tiny_pipeline):
         opt.step()
     with torch.no_grad():
         assert consistency_loss().item() < 0.7 * before
-    fake = teacher.clone()
-    fake.denoiser.requires_grad_(True)
-    dmd = DMDRound(teacher, teacher.clone(), fake, real_guidance=4.0, fake_updates=1, fake_lr=2e-3, grad_clip=1.0,
-                   seed=0)
-    with torch.no_grad():
-        x_g = dmd.generate(b)
-    t = torch.tensor([0.3, 0.7])
-    a_t, s_t = teacher.schedule.alpha_sigma(t)
-    view = (-1, *([1] * (x_g.dim() - 1)))
-    x_t = a_t.view(view) * x_g + s_t.view(view) * torch.randn(x_g.shape, generator=torch.Generator().manual_seed(1))
-
-    def fake_loss():
-        with torch.no_grad():
-            return weighted_x0_loss(dmd.fake_x0(x_t, t, b), x_g, a_t, s_t).item()
-
-    before = fake_loss()
-    for _ in range(60):
-        dmd.fake_update(x_g, b)
-    assert fake_loss() < 0.9 * before
