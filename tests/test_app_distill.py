@@ -138,7 +138,9 @@ def test_browser_launch_watch_and_pick_the_student(served, chromium, tmp_path):
     assert not page.get_by_label("Guidance range: min").count()
     page.get_by_text("Guidance distillation (one pass").click()
     page.get_by_label("Guidance range: min").wait_for()
-    page.get_by_label("Teacher").fill("tiny")
+    page.get_by_text("DMD2 (distribution matching").click()  # and back: the job launched is a DMD2 one
+    page.get_by_label("DMD: guidance of the teacher's score").wait_for()
+    page.get_by_label("Teacher", exact=True).fill("tiny")
     page.keyboard.press("Enter")
     page.get_by_label("Student name").fill("web-g")
     page.get_by_label("Training steps per round").fill("3")
@@ -150,6 +152,8 @@ def test_browser_launch_watch_and_pick_the_student(served, chromium, tmp_path):
     row = page.locator("table.lab-jobs tr", has_text="web-g")
     row.get_by_text("succeeded").first.wait_for(timeout=300_000)
     assert page.locator("table.lab-jobs progress").count() >= 1
+    job = next(j for j in store.jobs() if j["name"] == "web-g")
+    assert job["payload"]["technique"] == "dmd" and job["status"] == "succeeded"
     page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
     page.get_by_role("tab", name="Compare").click()
     for _ in range(20):  # the pickers refresh when the tab opens
