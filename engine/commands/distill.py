@@ -149,16 +149,25 @@ def cancel(args) -> dict:
 @command("job-run", argparse.SUPPRESS, arg("job", type=int), DATA_DIR)
 def job_run(args) -> None:
     """The body of a job's own process: its kind's body, run by the kind-agnostic runner."""
-    from .. import jobs
-    from ..distill import job as distill_job
-    from ..evaluate import job as eval_job
+    import importlib
 
-    bodies = {distill_job.KIND: distill_job.run, eval_job.KIND: eval_job.run}
+    from .. import jobs
+
     store = open_store(args)
     job = store.job(args.job)
-    if job is not None and job["kind"] not in bodies:
+    if job is not None and job["kind"] not in JOB_BODIES:
         store.set_job_status(args.job, "failed", error=f"unknown job kind {job['kind']!r}")
         raise SystemExit(1)
-    raise SystemExit(jobs.run(store, args.job, bodies[job["kind"]] if job else None))
+    body = None
+    if job is not None:
+        module, _, name = JOB_BODIES[job["kind"]].partition(":")
+        body = getattr(importlib.import_module(module), name)
+    raise SystemExit(jobs.run(store, args.job, body))
+
+
+# Each kind of job and its body (imported in the job's process alone).
+JOB_BODIES = {"distill": "engine.distill.job:run", "eval": "engine.evaluate.job:run",
+              "bench": "engine.decide.job:run_bench", "sweep": "engine.decide.job:run_sweep",
+              "arena": "engine.arena.job:run"}
 
 
