@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from . import arena, compare, decide, distill, evaluate, leaderboard, models, sweep
+from . import jobs as jobs_tab
 from .access import REFUSED, Access
 from .state import Lab
 
@@ -63,7 +64,10 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
                 evaluate_view = evaluate.build(lab)
             with gr.Tab("Models", id="Models", visible=shown) as models_tab:
                 models_view = models.build(lab)
-        admin_tabs = [compare_tab, distill_tab_, board_tab, sweep_tab, decide_tab, evaluate_tab, models_tab]
+            with gr.Tab("Jobs", id="Jobs", visible=shown) as jobs_tab_:
+                jobs_view = jobs_tab.build(lab)
+        admin_tabs = [compare_tab, distill_tab_, board_tab, sweep_tab, decide_tab, evaluate_tab, models_tab,
+                      jobs_tab_]
 
         def by_role(request: gr.Request):
             """Admins see every tab; a rater the Arena alone, selected."""
@@ -88,6 +92,8 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
         for event in (demo.load, distill_tab_.select):
             event(distill_pickers, None, [distill_tab["teacher"], distill_tab["init"]], api_visibility="private")
         demo.load(lambda: distill.picker(lab), None, distill_tab["picked"], api_visibility="private")
+        for event in (demo.load, jobs_tab_.select):
+            event(jobs_view["refresh"], None, [jobs_view["table"], jobs_view["picked"]], api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
                   api_visibility="private")
         for view, tab_ in ((sweep_view, sweep_tab), (decide_view, decide_tab)):

@@ -7,6 +7,7 @@ speed-versus-quality chart or a lineage is only useful when each point says what
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 COLOURS = ["#222222", "#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0ca678", "#c92a2a", "#5c7cfa"]
@@ -147,5 +148,76 @@ def lines(x_labels: list[str], series: dict[str, list[float | None]], y_title: s
         ly = top + 14 + 18 * k
         out.append(f'<line x1="{w - right + 14}" x2="{w - right + 34}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" '
                    f'stroke-width="{width}"/><text x="{w - right + 40}" y="{ly}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def smoothed(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not
+    pulled towards zero. weight 0: the values themselves."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** (i + 1)) if weight else v)
+    return out
+
+
+def curves(series: dict[str, list[tuple[float, float]]], x_title: str, y_title: str, *, log_y: bool = False,
+           smooth: float = 0.0, title: str = "") -> str:
+    """Training curves: one line per series over a numeric x (a loss over steps), drawn from its
+    first point; with `smooth` the raw values stay as a faint line under the smoothed one. Returns
+    an <svg> element, or a line saying why there is nothing to draw."""
+    w, h = 720, 320
+    left, right, top, bottom = 64, 130, 24, 44
+    if log_y:
+        series = {k: [(x, y) for x, y in pts if y is not None and y > 0] for k, pts in series.items()}
+    series = {k: [(x, y) for x, y in pts if y is not None and y == y] for k, pts in series.items()}
+    series = {k: pts for k, pts in series.items() if pts}
+    if not series:
+        return "<p class='lab-empty'><em>No loss reported yet: the curve starts at the job's first step.</em></p>"
+    fy = (lambda v: math.log10(v)) if log_y else (lambda v: v)
+    xs = [x for pts in series.values() for x, _ in pts]
+    ys = [fy(y) for pts in series.values() for _, y in pts]
+    x0, x1 = min(xs), max(xs)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    y0, y1 = _padded(ys, 0.08)
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * (w - left - right)
+
+    def py(v: float) -> float:
+        return top + (y1 - fy(v)) / (y1 - y0) * (h - top - bottom)
+
+    out = [_open(w, h, title or f"{y_title} against {x_title}", "lab-loss-chart"),
+           f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="none" '
+           f'stroke="#ccc"/>']
+    for k in range(5):
+        v = y0 + (y1 - y0) * k / 4
+        shown = 10 ** v if log_y else v
+        y = top + (y1 - v) / (y1 - y0) * (h - top - bottom)
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{shown:.3g}</text>')
+        out.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        x = x0 + (x1 - x0) * k / 4
+        out.append(f'<text x="{px(x):.1f}" y="{h - bottom + 16}" text-anchor="middle" fill="#555">{x:.4g}</text>')
+    out.append(f'<text x="{(left + w - right) / 2}" y="{h - 6}" text-anchor="middle">{escape(x_title)}</text>')
+    out.append(_y_title(y_title + (" (log scale)" if log_y else ""), (h - bottom + top) / 2))
+    for k, (name, pts) in enumerate(series.items()):
+        colour = COLOURS[(k + 1) % len(COLOURS)]
+        raw = [y for _, y in pts]
+        lines_ = [(raw, 0.25, 1)] if smooth else []
+        lines_.append((smoothed(raw, smooth) if smooth else raw, 1.0, 2))
+        for values, opacity, width in lines_:
+            path = " ".join(f"{px(x):.1f},{py(v):.1f}" for (x, _), v in zip(pts, values))
+            cls = "series" if opacity == 1.0 else "raw"
+            out.append(f'<polyline class="{cls}" data-series="{escape(name)}" points="{path}" fill="none" '
+                       f'stroke="{colour}" stroke-width="{width}" stroke-opacity="{opacity}"/>')
+        if len(pts) == 1:  # one point: a dot, so the first report shows at once
+            out.append(f'<circle cx="{px(pts[0][0]):.1f}" cy="{py(pts[0][1]):.1f}" r="3" fill="{colour}"/>')
+        ly = top + 14 + 32 * k
+        out.append(f'<line x1="{w - right + 12}" x2="{w - right + 32}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" '
+                   f'stroke-width="2"/><text x="{w - right + 38}" y="{ly}">{escape(name)}</text>')
+        last = pts[-1][1]
+        out.append(f'<text x="{w - right + 38}" y="{ly + 13}" fill="#555" font-size="11">last {last:.4g}</text>')
     out.append("</svg>")
     return "".join(out)

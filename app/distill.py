@@ -15,6 +15,8 @@ from engine.distill import job as distill_job
 from engine.distill.recipes import Recipe, from_inputs, order_warning
 from engine.errors import UsageError
 
+from . import state
+from .chart import curves
 from .state import Lab, progress_bar
 
 TECHNIQUES = {"Guidance distillation (one pass instead of two)": "guidance",
@@ -88,25 +90,37 @@ def job_table(lab: Lab) -> str:
     rows = lab.store.jobs(kind=distill_job.KIND, limit=50)
     if not rows:
         return "<p>No jobs yet: fill in the recipe above and press <b>Launch</b>.</p>"
-    head = "<tr><th>job</th><th>status</th><th>technique: teacher → student</th><th>progress</th><th>models</th></tr>"
+    return jobs_html(rows, "technique: teacher → student")
+
+
+def jobs_html(rows: list[dict], what: str, kinds: bool = False) -> str:
+    """Jobs as an HTML table: id, (kind,) status, what it does, progress with pace and time left,
+    time taken, the models it made or scored."""
+    head = (f"<tr><th>job</th>{'<th>kind</th>' if kinds else ''}<th>status</th><th>{what}</th><th>progress</th>"
+            "<th>time</th><th>models</th></tr>")
     body = []
     for j in rows:
         colour = STATUS_COLOURS.get(j["status"], "#000")
+        status = "canceling" if j["status"] == "running" and j.get("phase") == "canceling" else j["status"]
         models = ", ".join(j["models"] or [])
-        body.append(f"<tr><td>{j['id']}</td><td style='color:{colour};font-weight:600'>{j['status']}</td>"
+        spent = jobs.elapsed(j)
+        kind = f"<td>{html.escape(j['kind'])}</td>" if kinds else ""
+        body.append(f"<tr><td>{j['id']}</td>{kind}"
+                    f"<td style='color:{colour};font-weight:600'>{status}</td>"
                     f"<td>{html.escape(j['label']).replace(' -&gt; ', ' → ')}</td>"
-                    f"<td>{progress_bar(j)}</td><td>{html.escape(models)}</td></tr>")
+                    f"<td>{progress_bar(j)}</td><td>{jobs.clock(spent) if spent is not None else '—'}</td>"
+                    f"<td>{html.escape(models)}</td></tr>")
     return f"<table class='lab-jobs'>{head}{''.join(body)}</table>"
 
 
 def picker(lab: Lab) -> gr.Dropdown:
     """The Job list as the page opens: every job, the newest picked, so a reload finds them all."""
     choices = job_choices(lab)
-    return gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+    return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
 
-def job_choices(lab: Lab) -> list[str]:
-    return [str(j["id"]) for j in lab.store.jobs(kind=distill_job.KIND, limit=50)]
+def job_choices(lab: Lab) -> list[tuple[str, str]]:
+    return state.job_choices(lab.store, distill_job.KIND)
 
 
 def interval(adherence: float | None, n: int | None) -> str:
@@ -118,41 +132,54 @@ def interval(adherence: float | None, n: int | None) -> str:
     return f"{lo:.3f}–{hi:.3f}"
 
 
-def job_detail(lab: Lab, job_id):
-    """Loss curve, per-round quality, log tail and status line of one job."""
-    # Typed columns: an untyped empty frame reads `round` as a number, and the chart then colours
-    # the rounds as a quantity (and its legend reads -Infinity / Infinity).
-    empty = pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64"),
-                          "round": pd.Series(dtype="str")})
-    if not job_id:
-        return empty, pd.DataFrame(), "", ""
-    job = lab.store.job(int(job_id))
-    if job is None:
-        return empty, pd.DataFrame(), "", ""
-    metrics = lab.store.job_metrics(job["id"])
-    # one x axis over all rounds: step counts restart each round
-    offset, last_round, prev, points = 0, None, 0, []
+def loss_series(metrics: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """The job's loss points as curves over one step axis (step counts restart each round): one
+    curve per round, or for a DMD job the generator's and the fake score's."""
+    offset, last_round, prev = 0, None, 0
+    series: dict[str, list[tuple[float, float]]] = {}
     for m in metrics:
         if m["round"] != last_round:
             offset += prev
             last_round = m["round"]
         prev = m["step"]
+        x = offset + m["step"]
         if m.get("fake_loss") is None:
-            points.append({"step": offset + m["step"], "loss": m["loss"], "round": f"round {m['round'] + 1}"})
-        else:  # a DMD job: the generator's loss and the fake score's, two curves
-            points += [{"step": offset + m["step"], "loss": m["loss"], "round": "generator"},
-                       {"step": offset + m["step"], "loss": m["fake_loss"], "round": "fake score"}]
-    curve = pd.DataFrame(points) if points else empty
+            series.setdefault(f"round {m['round'] + 1}", []).append((x, m["loss"]))
+        else:
+            series.setdefault("generator", []).append((x, m["loss"]))
+            series.setdefault("fake score", []).append((x, m["fake_loss"]))
+    return series
+
+
+SAMPLES_SHOWN = 6
+
+
+def samples(lab: Lab, job_id: int) -> list[tuple[str, str]]:
+    """The student's images at fixed seeds as training went, newest first: (file, 'round 1 · step 200')."""
+    folder = jobs.job_dir(lab.store, job_id) / "samples"
+    files = sorted(folder.glob("round*-step*.png"), key=lambda f: (int(f.stem.split("-")[0][5:]),
+                                                                 int(f.stem.split("step")[1])))
+    return [(str(f), f"{f.stem.split('-')[0].replace('round', 'round ')} · step {int(f.stem.split('step')[1])}")
+            for f in reversed(files[-SAMPLES_SHOWN:])]
+
+
+def job_detail(lab: Lab, job_id, log_y: bool = False, smooth: float = 0.6):
+    """Loss chart, per-round quality, log tail, status line and the student's samples of one job."""
+    nothing = ("<p class='lab-empty'><em>Pick a job to see its loss.</em></p>", pd.DataFrame(), "",
+               "No job picked: launch one above, or pick one from the Job list.", [])
+    if not job_id:
+        return nothing
+    job = lab.store.job(int(job_id))
+    if job is None:
+        return nothing
+    chart = curves(loss_series(lab.store.job_metrics(job["id"])), "step", "training loss", log_y=bool(log_y),
+                   smooth=float(smooth or 0), title=f"training loss of job {job['id']}")
     evals = pd.DataFrame([{"round": e["round"] + 1, "model": e["model"], "steps": e["steps"],
                            "guidance": e["guidance"], "adherence": round(e["adherence"], 3), "n": e["n"],
                            "95% interval": interval(e["adherence"], e["n"]),
                            **{k: round(v, 2) for k, v in e["by_category"].items()}}
                           for e in lab.store.job_evals(job["id"])])
-    log = jobs.log_path(lab.store, job["id"])
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
-    status = f"**Job {job['id']}: {job['status']}**" + (f" — {job['error']}" if job["error"] else "") + \
-        (f"  \n{job['message']}" if job["message"] else "")
-    return curve, evals, tail, status
+    return chart, evals, state.log_tail(lab.store, job["id"]), state.job_status(job), samples(lab, job["id"])
 
 
 def act(lab: Lab, verb: str, job_id):
@@ -225,15 +252,24 @@ def build(lab: Lab) -> dict:
     gr.Markdown("### Jobs")
     table = gr.HTML(job_table(lab))
     with gr.Row():
-        picked = gr.Dropdown(job_choices(lab), label="Job", scale=1)
+        picked = gr.Dropdown(job_choices(lab), label="Job", scale=3)
         cancel_btn = gr.Button("Cancel job", scale=0)
         resume_btn = gr.Button("Resume job", scale=0)
     status = gr.Markdown()
     with gr.Row():
-        curve = gr.LinePlot(x="step", y="loss", color="round", title="Training loss", height=300, scale=2)
-        evals = gr.Dataframe(label="Adherence after every round (the loss compounds; the interval is Wilson's 95%)",
-                             interactive=False, scale=3,
-                             headers=["round", "model", "steps", "guidance", "adherence", "n", "95% interval"])
+        with gr.Column(scale=3):
+            curve = gr.HTML(job_detail(lab, None)[0], elem_classes="lab-loss")
+            with gr.Row():
+                log_y = gr.Checkbox(False, label="Log scale")
+                smooth = gr.Slider(0, 0.99, value=0.6, step=0.01,
+                                   label="Smoothing (moving average; the raw loss stays faint beneath)")
+        with gr.Column(scale=2):
+            sample_view = gr.Gallery(label="The student's images at 4 fixed seeds as it trains (newest first)",
+                                     columns=1, height=420, object_fit="contain", preview=False,
+                                     elem_classes="lab-samples")
+    evals = gr.Dataframe(label="Adherence after every round (the loss compounds; the interval is Wilson's 95%)",
+                         interactive=False,
+                         headers=["round", "model", "steps", "guidance", "adherence", "n", "95% interval"])
     log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True)
 
     form = {"technique": technique, "teacher": teacher, "name": name, "lora": lora, "lora_rank": rank,
@@ -255,9 +291,23 @@ def build(lab: Lab) -> dict:
     # The memory plan follows the fields it depends on (and is there when the page opens).
     for c in (technique, teacher, lora, rank, batch, ckpt, from_steps, init):
         c.change(lambda *values: plan_text(lab, dict(zip(form, values))), list(form.values()), memory_plan)
-    picked.change(lambda j: job_detail(lab, j), picked, [curve, evals, log, status])
+    detail = [curve, evals, log, status, sample_view]
+    for c in (picked, log_y, smooth):
+        c.change(lambda j, y, s: job_detail(lab, j, y, s), [picked, log_y, smooth], detail)
     cancel_btn.click(lambda j: act(lab, "cancel", j), picked, table, api_name="cancel")
     resume_btn.click(lambda j: act(lab, "resume", j), picked, table, api_name="resume")
+    shown_state = gr.State({})  # what the page shows already: the timer sends only what changed
+
+    def tick(j, y, s, shown):
+        chart, evals_, log_, status_, images = job_detail(lab, j, y, s)
+        choices = job_choices(lab)
+        new = {"choices": choices, "images": images}
+        out = [job_table(lab), chart, evals_, log_, status_]
+        out.append(images if images != shown.get("images") else gr.skip())
+        out.append(gr.Dropdown(choices=choices) if choices != shown.get("choices") else gr.skip())
+        return *out, new
+
     timer = gr.Timer(2.0)
-    timer.tick(lambda j: (job_table(lab), *job_detail(lab, j)), picked, [table, curve, evals, log, status])
+    timer.tick(tick, [picked, log_y, smooth, shown_state], [table, *detail, picked, shown_state],
+               api_visibility="private")
     return {"teacher": teacher, "init": init, "table": table, "picked": picked}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from PIL import Image
@@ -32,7 +33,37 @@ def enlarge(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
 
 
 def progress_bar(job: dict) -> str:
-    """A job's progress as an HTML bar and its words, e.g. 'round 2/4, step 150/300'."""
+    """A job's progress as an HTML bar and its words, e.g. 'round 2/4, step 150/300, 3.1 step/s, 1:05 left'."""
     fraction, text = jobs.progress(job)
     return (f'<progress value="{fraction:.3f}" max="1" style="width:160px"></progress> {100 * fraction:.0f}% '
-            f'<small>{text}</small>')
+            f'<small>{html.escape(text)}</small>')
+
+
+def job_status(job: dict) -> str:
+    """A job's status line (markdown): state, progress and pace, time taken, device use, error."""
+    fraction, text = jobs.progress(job)
+    state = "canceling" if job["status"] == "running" and job.get("phase") == "canceling" else job["status"]
+    line = f"**Job {job['id']}: {state}** — {text}"
+    spent = jobs.elapsed(job)
+    if spent is not None:
+        line += f" · {'took' if job['status'] in jobs.TERMINAL else 'running for'} {jobs.clock(spent)}"
+    if job["status"] == "running" and job.get("device_mem_mb"):
+        line += f" · GPU memory {job['device_mem_mb'] / 1024:.1f} GiB peak"
+        if job.get("device_util") is not None:
+            line += f", {job['device_util']:.0f}% busy"
+    if job.get("error"):
+        line += f"  \n{job['error']}"
+    if job.get("message"):
+        line += f"  \n{job['message']}"
+    return line
+
+
+def job_choices(store: Store, kind: str | None = None) -> list[tuple[str, str]]:
+    """Jobs for a picker, newest first: ('12 · guidance: embedded → g · running', '12')."""
+    return [(f"{j['id']} · {j['label'].replace(' -> ', ' → ')} · {j['status']}", str(j["id"]))
+            for j in store.jobs(kind=kind, limit=100)]
+
+
+def log_tail(store: Store, job_id: int, lines: int = 40) -> str:
+    log = jobs.log_path(store, job_id)
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""

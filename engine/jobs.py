@@ -49,6 +49,8 @@ class Context:
     is_main: bool = True  # several processes run one job under `accelerate launch`: only the main one writes
     stop_flag: dict = field(default_factory=lambda: {"stop": False})
 
+    pace: dict = field(default_factory=dict)  # the clock of the current part: its first step and when
+
     @property
     def id(self) -> int:
         return self.job["id"]
@@ -62,9 +64,25 @@ class Context:
         as a point of the job's curve."""
         if not self.is_main:
             return
-        self.store.update_job(self.id, part=part, step=step, total=total)
+        now = time.monotonic()
+        if self.pace.get("part") != part or step < self.pace["step"]:
+            self.pace = {"part": part, "step": step, "time": now}
+        fields: dict = {"part": part, "step": step, "total": total, "phase": None}
+        elapsed, done = now - self.pace["time"], step - self.pace["step"]
+        if done > 0 and elapsed > 0:
+            rate = done / elapsed
+            parts_left = max(0, (self.job["parts"] or 1) - part - 1)  # later parts assumed as long as this one
+            fields.update(rate=rate, eta=(total - step + parts_left * total) / rate)
+        fields.update(_device_use())
+        self.store.update_job(self.id, **fields)
         if metrics:
             self.store.add_job_metric(self.id, round=part, step=step, **metrics)
+
+    def phase(self, text: str) -> None:
+        """What the job is doing between steps ("loading the teacher"), shown until the next report."""
+        if self.is_main:
+            self.store.update_job(self.id, phase=text)
+        self.log(text)
 
     def part_done(self, part: int, models: list[str]) -> None:
         """Part `part` finished and made or scored `models` (kept on the job as they come)."""
@@ -86,6 +104,20 @@ class Context:
 Body = Callable[[Context], list[str]]
 
 
+def _device_use() -> dict:
+    """This process's peak GPU memory (MiB) and the GPU's utilisation (%), where there is a GPU (and,
+    for the utilisation, NVML); nothing on a CPU. Read only if the job has imported torch."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    out = {"device_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
+    try:
+        out["device_util"] = float(torch.cuda.utilization())
+    except Exception:  # no NVML: memory alone
+        pass
+    return out
+
+
 def job_dir(store: Store, job_id: int) -> Path:
     d = store.root / "jobs" / str(job_id)
     d.mkdir(parents=True, exist_ok=True)
@@ -97,14 +129,43 @@ def log_path(store: Store, job_id: int) -> Path:
 
 
 def progress(job: dict) -> tuple[float, str]:
-    """How far a job is, 0..1, and in words: 'round 2/4, step 150/300'."""
+    """How far a job is, 0..1, and in words: 'round 2/4, step 150/300, 3.2 step/s, 1:05 left'; a
+    running job between steps says what it is doing ('starting: loading the teacher')."""
     parts = max(1, job["parts"] or 1)
     done = min(job["part"], parts)
     within = job["step"] / job["total"] if job["total"] and done < parts else 0.0
     fraction = 1.0 if job["status"] == "succeeded" else min(1.0, (done + within) / parts)
-    text = (f"{job['part_unit']} {min(done + 1, parts)}/{parts}, "
-            f"{job['step_unit']} {job['step']}/{job['total']}")
+    text = f"{job['part_unit']} {min(done + 1, parts)}/{parts}, {job['step_unit']} {job['step']}/{job['total']}"
+    if job["status"] == "running":
+        if job.get("phase"):
+            text = f"{job['phase']} · {text}" if job["total"] else job["phase"]
+        if job.get("rate") and job["total"]:
+            text += f", {job['rate']:.3g} {job['step_unit']}/s"
+        if job.get("eta") is not None and job["total"]:
+            text += f", {clock(job['eta'])} left"
+    elif job["status"] == "queued":
+        text = "queued: starts when the running job ends"
     return fraction, text
+
+
+def clock(seconds: float) -> str:
+    """Seconds as 'm:ss' or 'h:mm:ss'."""
+    s = int(round(max(0.0, seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def elapsed(job: dict) -> float | None:
+    """Seconds since the job (last) started, to its end if it ended."""
+    if not job.get("started"):
+        return None
+    start = dt.datetime.fromisoformat(job["started"])
+    end = dt.datetime.fromisoformat(job["finished"]) if job.get("finished") and job["status"] in TERMINAL \
+        else dt.datetime.now(dt.timezone.utc)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=dt.timezone.utc)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (end - start).total_seconds())
 
 
 def submit(store: Store, kind: str, payload: dict | list, *, name: str, label: str, parts: int,
@@ -208,7 +269,8 @@ def cancel(store: Store, job_id: int) -> str:
         store.set_job_status(job_id, "canceled", only_from=("queued",))
     elif job["status"] == "running":
         if _alive(job["pid"]):
-            os.killpg(job["pid"], signal.SIGTERM)  # the body stops at its next check and the job is marked canceled
+            store.update_job(job_id, phase="canceling")  # shown at once; the body stops at its next check
+            os.killpg(job["pid"], signal.SIGTERM)  # and the job is marked canceled
         else:
             store.set_job_status(job_id, "canceled", only_from=("running",))
     else:

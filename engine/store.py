@@ -212,6 +212,16 @@ def _job_metrics_fake_loss(db: sqlite_utils.Database) -> None:
     db["job_metrics"].add_column("fake_loss", float)
 
 
+@MIGRATIONS(name="job_pace")
+def _job_pace(db: sqlite_utils.Database) -> None:
+    # How a running job is doing, for its page: what it is doing when it is not stepping (`phase`:
+    # "loading the teacher", "canceling"), its pace in steps per second and the seconds it has left;
+    # on a GPU its peak memory (MiB) and utilisation (%) at the last report.
+    for column, kind in (("phase", str), ("rate", float), ("eta", float), ("device_mem_mb", float),
+                         ("device_util", float)):
+        db["jobs"].add_column(column, kind)
+
+
 def _adopt_legacy_migrations(db: sqlite_utils.Database) -> None:
     """Databases made before the lab used sqlite-utils' migrations recorded them in a `migrations`
     table of their own: record those as applied, under the same names, and drop that table."""

@@ -11,6 +11,7 @@ from helpers import serve
 
 from app.blocks import build_app
 from app.distill import job_detail
+from app import state
 from app.state import Lab
 from engine import jobs
 from engine.store import Store
@@ -50,7 +51,7 @@ def test_round_table_gives_each_adherence_its_interval(tmp_path):
                                part_unit="round", step_unit="step")
     lab.store.add_job_eval(job, round=0, model="g", steps=50, guidance=5.0, adherence=0.8, n=120,
                            by_category={"basic": 0.9})
-    _, evals, _, _ = job_detail(lab, str(job))
+    _, evals, *_ = job_detail(lab, str(job))
     row = evals.iloc[0]
     lo, hi = (float(x) for x in row["95% interval"].split("–"))
     assert row["n"] == 120 and lo == pytest.approx(0.719, abs=2e-3) and hi == pytest.approx(0.862, abs=2e-3)
@@ -103,8 +104,10 @@ def test_launch_a_dmd_job_through_the_api(served):
     assert (recipe["technique"], recipe["student_steps"], recipe["real_guidance"], recipe["fake_updates"]) == \
         ("dmd", 1, 4.0, 2)
     assert registry.load("api-dmd", store=store, device="cpu").sampler == "consistency"
-    curve, _, _, _ = job_detail(Lab(store), picked)
-    assert set(curve["round"]) == {"generator", "fake score"}
+    chart, *_, images = job_detail(Lab(store), picked)
+    assert 'data-series="generator"' in chart and 'data-series="fake score"' in chart
+    # the student's images at fixed seeds, at the job's last step (4 steps; 100 between samples)
+    assert [caption for _, caption in images] == ["round 1 · step 4"]
 
 
 def test_bad_form_is_refused_with_the_field_named(served):
@@ -179,19 +182,58 @@ def test_the_form_shows_the_memory_plan_of_its_recipe(tmp_path):
     assert "none yet (teacher: no model named" in plan_text(lab, {"technique": technique, "teacher": "nope"})
 
 
-def test_the_loss_curve_is_typed_from_its_first_points(tmp_path):
-    """Before any point the chart's frame names rounds as text (not a number the legend would read
-    as -Infinity / Infinity); a job reports its first step, so two reports already draw a line."""
+def test_the_loss_chart_draws_a_line_from_the_first_two_reports(tmp_path):
+    """The trainer reports its first step at once; with the next report the chart is a line (an SVG
+    polyline through both points), per round; a DMD job's two losses are two curves; log scale and
+    smoothing redraw it, the raw loss staying beneath the smoothed one."""
+    import re
+
     from engine.distill.trainer import LoopConfig, make_accelerator, train_loop
 
     lab = Lab(Store(tmp_path / "d"))
-    curve, *_ = job_detail(lab, None)
-    assert curve.empty and not pd.api.types.is_numeric_dtype(curve["round"]) and curve["step"].dtype == "int64"
+    assert "Pick a job" in job_detail(lab, None)[0]
     reported = []
     net = torch.nn.Linear(2, 1)
     train_loop(make_accelerator("no"), net, lambda step: net(torch.ones(1, 2)).pow(2).sum(),
-               LoopConfig(steps=10, lr=1e-2, warmup=0), tmp_path / "ckpt", report=reported.append)
+               LoopConfig(steps=10, lr=1e-2, warmup=0, report_seconds=1e9), tmp_path / "ckpt",
+               report=reported.append)
     assert [r["step"] for r in reported] == [1, 10]
+    job = lab.store.create_job("distill", name="g", label="guidance: embedded -> g", payload={}, parts=1,
+                               part_unit="round", step_unit="step")
+    assert "No loss reported yet" in job_detail(lab, str(job))[0]
+    for r in reported:
+        lab.store.add_job_metric(job, round=0, step=r["step"], loss=r["loss"])
+    chart = job_detail(lab, str(job), False, 0.0)[0]
+    lines = re.findall(r'<polyline class="series" data-series="([^"]+)" points="([^"]+)"', chart)
+    assert [name for name, _ in lines] == ["round 1"] and len(lines[0][1].split()) == 2
+    smooth = job_detail(lab, str(job), True, 0.6)[0]
+    assert "log scale" in smooth and smooth.count('class="raw"') == 1
+    lab.store.add_job_metric(job, round=0, step=20, loss=0.5, fake_loss=0.7)
+    names = re.findall(r'<polyline class="series" data-series="([^"]+)"', job_detail(lab, str(job))[0])
+    assert names == ["round 1", "generator", "fake score"]
+
+
+def test_a_job_reports_its_pace_and_time_left_and_its_phase(tmp_path):
+    """Steps per second and the time left come from the job's own reports; between steps the job
+    says what it does; a cancel shows as canceling at once."""
+    from engine.jobs import Context
+
+    store = Store(tmp_path / "d")
+    job_id = store.create_job("distill", name="g", label="guidance: embedded -> g", payload={}, parts=2,
+                              part_unit="round", step_unit="step")
+    store.set_job_status(job_id, "running", started="2026-01-01T00:00:00+00:00")
+    ctx = Context(store, store.job(job_id))
+    ctx.phase("round 1: loading the teacher embedded")
+    assert jobs.progress(store.job(job_id))[1] == "round 1: loading the teacher embedded"
+    ctx.report(0, 1, 100, loss=1.0)
+    ctx.pace["time"] -= 10.0  # ten seconds ago: 90 steps since then
+    ctx.report(0, 91, 100, loss=0.5)
+    job = store.job(job_id)
+    assert job["rate"] == pytest.approx(9.0, rel=0.01) and job["eta"] == pytest.approx(109 / 9.0, rel=0.01)
+    text = jobs.progress(job)[1]
+    assert text.startswith("round 1/2, step 91/100, 9") and text.endswith("0:12 left"), text
+    line = state.job_status(job)
+    assert "running" in line and "running for" in line
 
 
 def test_cancel_without_a_picked_job_says_so(tmp_path):
@@ -199,3 +241,35 @@ def test_cancel_without_a_picked_job_says_so(tmp_path):
 
     with pytest.raises(Exception, match="cancel: pick a job first"):
         act(Lab(Store(tmp_path / "d")), "cancel", None)
+
+
+def test_browser_follows_a_job_after_a_reload_and_cancels_it(served, chromium):
+    """A long job launched elsewhere (the API) is there after the page is opened anew: the Job list
+    holds it and the earlier jobs, its loss chart is a drawn line, and Cancel from the page ends it."""
+    import re
+
+    url, store = served
+    client = Client(url, verbose=False)
+    client.predict(*form("tiny", "api-short", steps=2), api_name="/launch")
+    wait_done(store, max(j["id"] for j in store.jobs()))
+    client.predict(*form("tiny", "api-long", steps=100_000), api_name="/launch")
+    job_id = max(j["id"] for j in store.jobs())
+    end = time.time() + 120
+    while len(store.job_metrics(job_id)) < 2 and time.time() < end:  # step 1 at once, then every 2 s
+        time.sleep(0.5)
+    assert len(store.job_metrics(job_id)) >= 2, store.job(job_id)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url)
+    page.get_by_role("tab", name="Distill").click()
+    line = page.locator(".lab-loss svg polyline.series").first
+    line.wait_for(timeout=30_000)
+    assert len(line.get_attribute("points").split()) >= 2
+    page.get_by_label("Job", exact=True).click()
+    options = [o.replace("✓", "").strip() for o in page.get_by_role("option").all_inner_texts()]
+    assert f"{job_id} · guidance: tiny → api-long · running" in options, options
+    assert any("guidance: tiny → api-short · succeeded" in o for o in options), options  # the earlier job too
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Cancel job").click()
+    page.get_by_text(re.compile(rf"Job {job_id}: (canceling|canceled)")).first.wait_for(timeout=10_000)
+    assert wait_done(store, job_id, timeout=120)["status"] == "canceled"
+    page.close()

@@ -43,6 +43,8 @@ UNSET = {"argument_default": argparse.SUPPRESS}
          arg("--lora-save", choices=["merged", "adapter"]),
          arg("--ema", type=number, help="EMA decay of the student (default 0.995; 0: none)"),
          arg("--checkpoint-every", type=int_in(1, 10**7)),
+         arg("--sample-every", type=int_in(0, 10**7),
+             help="the student's images at 4 fixed seeds every N steps, shown beside the loss (default 100; 0: none)"),
          arg("--eval-n", type=int_in(0, 100000),
              help="embedded domain: prompts scored for adherence after every round"),
          arg("--prompts", help="training prompts, one per line (default: the model's domain)"),

@@ -109,5 +109,5 @@ def run(ctx: jobs.Context) -> list[str]:
 
     done = len(ctx.job["models"] or []) if ctx.job["resume"] else 0
     log = ctx.log if ctx.is_main else (lambda message: None)  # one process speaks for all
-    callbacks = Callbacks(report=report, round_done=round_done, log=log, should_stop=ctx.stopping)
+    callbacks = Callbacks(report=report, round_done=round_done, log=log, should_stop=ctx.stopping, phase=ctx.phase)
     return run_recipe(recipe, ctx.store, ctx.work_dir, callbacks, start_round=done)

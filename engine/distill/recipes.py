@@ -53,6 +53,7 @@ class Recipe:
     ema: float | None = 0.995  # EMA decay of the student weights (None: no EMA)
     grad_clip: float = 1.0
     checkpoint_every: int = 100  # optimisation steps between checkpoints
+    sample_every: int = 100  # the student's images at fixed seeds every this many steps (0: none)
     mixed_precision: str = "auto"  # accelerate's mixed precision: auto = bf16 on CUDA, no on CPU
     eval_n: int = 120  # embedded domain: prompts scored for adherence after every round (0: none)
     eval_steps: int = 50  # ... at this many steps for a guidance round (a progressive round uses its own)
@@ -112,6 +113,8 @@ class Recipe:
         _positive_int("checkpoint_every", self.checkpoint_every, 10_000_000)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise UsageError(f"lr must be a number in (0, 1], got {self.lr}")
+        if not isinstance(self.sample_every, int) or not 0 <= self.sample_every <= 10_000_000:
+            raise UsageError(f"sample_every must be an integer in 0..10000000 (0: no samples), got {self.sample_every}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise UsageError(f"warmup must be an integer >= 0, got {self.warmup}")
         for k in ("guidance_min", "guidance_max"):

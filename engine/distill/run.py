@@ -35,6 +35,7 @@ class Callbacks:
     round_done: Callable[[dict], None] = lambda r: None  # a round's model and evaluation
     log: Callable[[str], None] = print
     should_stop: Callable[[], bool] = lambda: False
+    phase: Callable[[str], None] = lambda text: None  # what it does between steps ("loading the teacher")
 
 
 @dataclass
@@ -86,6 +87,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
             continue
         # The teacher is frozen: it is held in the dtype mixed precision computes in (float32 without);
         # what trains is float32 (make_trainable).
+        callbacks.phase(f"round {p.index + 1}: loading the teacher {teacher_name}")
         teacher = registry.load(teacher_name, store=store, device=device, dtype=FROZEN_DTYPE[acc.mixed_precision])
         teacher.denoiser.requires_grad_(False)
         callbacks.log(f"round {p.index + 1}: {p.kind} from {teacher_name}"
@@ -96,6 +98,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
             student = _from_init(recipe, store, device, student)
             student.sampler = "consistency" if p.kind in FEW_STEP else "ddim"
         make_trainable(student, recipe, trainable_new)
+        callbacks.phase(f"round {p.index + 1}: the teacher's first trajectories")
         technique, walkers = round_technique(p, recipe, teacher, student, acc)
         if isinstance(technique, DMDRound):
             technique.fake.denoiser = distributed(acc, technique.fake.denoiser)
@@ -105,7 +108,8 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
                                  part=(acc.process_index, acc.num_processes))
 
         loop = LoopConfig(steps=recipe.train_steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip,
-                          ema=recipe.ema, checkpoint_every=recipe.checkpoint_every)
+                          ema=recipe.ema, checkpoint_every=recipe.checkpoint_every,
+                          sample_every=recipe.sample_every if acc.is_main_process else 0)
         # Under `accelerate launch` the student trains as DistributedDataParallel: the family calls the
         # wrapper, so gradients are averaged over the processes in the backward.
         net = student.denoiser
@@ -116,7 +120,8 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
         try:
             train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
                        report=lambda r, i=p.index: callbacks.report({**r, "round": i}),
-                       should_stop=callbacks.should_stop, technique=technique)
+                       should_stop=callbacks.should_stop, technique=technique,
+                       sample=samples_of(p, recipe, teacher, student, net, work_dir / "samples"))
         finally:
             student.denoiser = acc.unwrap_model(student.denoiser, keep_fp32_wrapper=False) \
                 if student.denoiser is not net else net
@@ -124,12 +129,47 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
         if recipe.gradient_checkpointing:
             student.denoiser.disable_gradient_checkpointing()
         if acc.is_main_process:
+            callbacks.phase(f"round {p.index + 1}: saving" + (" and scoring" if recipe.eval_n else "") + " the student")
             result = _finish_round(recipe, p, store, student, teacher_name, trainable_new, work_dir, callbacks)
             callbacks.round_done(result)
         acc.wait_for_everyone()
         teacher_name = p.model_name
         names.append(p.model_name)
     return names
+
+
+SAMPLE_SEEDS = (0, 1, 2, 3)
+
+
+def samples_of(p: Plan, recipe: Recipe, teacher: Family, student: Family, net: torch.nn.Module, out: Path):
+    """`sample(step)`: the student's images of the same four prompts and seeds, side by side, saved
+    as out/round<R>-step<S>.png (what the job's page shows beside the loss)."""
+    from PIL import Image
+
+    from ..sampling import sample
+
+    prompts = prompt_source(recipe, teacher)(random.Random(0), len(SAMPLE_SEEDS))
+
+    def save(step: int) -> None:
+        import copy
+
+        steps, guidance = recommended(recipe, p, student)
+        view = copy.copy(student)
+        view.denoiser = net  # the module itself, not the processes' wrapper
+        size = teacher.default_size
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                images, _ = sample(view, prompts, steps=steps, guidance=5.0 if guidance is None else guidance,
+                                   seeds=list(SAMPLE_SEEDS), height=size, width=size)
+        finally:
+            net.train(was_training)
+        out.mkdir(parents=True, exist_ok=True)
+        row = torch.cat(list(images), dim=1)  # (H, 4W, 3)
+        Image.fromarray(row.cpu().numpy()).save(out / f"round{p.index + 1}-step{step:07d}.png")
+
+    return save
 
 
 def round_technique(p: Plan, recipe: Recipe, teacher: Family, student: Family, acc):

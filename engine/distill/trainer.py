@@ -33,7 +33,9 @@ class LoopConfig:
     grad_clip: float = 1.0
     ema: float | None = None
     checkpoint_every: int = 100
-    log_every: int = 10
+    log_every: int = 10  # report at least every this many steps ...
+    report_seconds: float = 2.0  # ... and whenever this long has passed since the last report
+    sample_every: int = 0  # call `sample(step)` every this many steps and at the end (0: never)
 
 
 # accelerate's mixed precision -> the dtype frozen networks (the teacher, a LoRA student's base) are
@@ -65,13 +67,15 @@ def _lr_lambda(cfg: LoopConfig):
 
 def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor],
                cfg: LoopConfig, ckpt_dir: Path, *, report: Callable[[dict], None] = lambda r: None,
-               should_stop: Callable[[], bool] = lambda: False, technique=None) -> None:
+               should_stop: Callable[[], bool] = lambda: False, technique=None,
+               sample: Callable[[int], None] | None = None) -> None:
     """Train `module`'s trainable parameters for cfg.steps, resuming from `ckpt_dir` if it holds a
     checkpoint. `loss_fn(step)` builds a batch and returns its loss (inside accelerate's autocast).
     A DistributedDataParallel `module` averages the gradients over the processes. A `technique`
     with state of its own (a consistency target network; DMD's fake score and its optimiser) has it
     checkpointed beside the student's (`state_dict` / `load_state_dict`) and may add `metrics()`
-    to each report."""
+    to each report. `sample(step)` (the student's images, shown beside the loss) runs every
+    `cfg.sample_every` steps and after the last."""
     module = acc.unwrap_model(module, keep_fp32_wrapper=True)  # names and checkpoints: the module's own
     params = [p for p in module.parameters() if p.requires_grad]
     names = [n for n, p in module.named_parameters() if p.requires_grad]
@@ -81,6 +85,7 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
     opt, sched = acc.prepare(opt, sched)
     start = _load_checkpoint(ckpt_dir, module, names, opt, sched, ema, technique)
     t0, losses = time.time(), []
+    last_report = t0
     for step in range(start, cfg.steps):
         if should_stop():
             raise Stopped("stopped")  # the last checkpoint stands
@@ -101,11 +106,15 @@ def train_loop(acc: Accelerator, module: torch.nn.Module, loss_fn: Callable[[int
         # 3. checkpoint, then report (a job killed in between resumes after what it reported)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps and acc.is_main_process:
             _save_checkpoint(ckpt_dir, done, module, names, opt, sched, ema, technique)
-        if done == 1 or done % cfg.log_every == 0 or done == cfg.steps:  # the first step: a curve from the start
+        # the first step reported at once: a curve and a pace from the start
+        due = time.time() - last_report >= cfg.report_seconds
+        if done == 1 or done % cfg.log_every == 0 or done == cfg.steps or due:
             extra = technique.metrics() if hasattr(technique, "metrics") else {}
             report({"step": done, "total": cfg.steps, "loss": sum(losses) / len(losses),
                     "lr": sched.get_last_lr()[0], "seconds": time.time() - t0, **extra})
-            losses = []
+            losses, last_report = [], time.time()
+        if sample is not None and cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+            sample(done)
     if ema:
         ema.copy_to(params)
 
