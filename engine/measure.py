@@ -3,6 +3,7 @@ of the lab (evaluation, calibration, bench, sweep) for how close two images are.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -80,3 +81,21 @@ def psnr_per_image(images: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
         raise ValueError(f"psnr: images {tuple(images.shape)} and reference {tuple(reference.shape)} differ in shape")
     mse = ((images.double() - reference.double()) ** 2).flatten(1).mean(1)
     return (10 * torch.log10(255.0**2 / mse.clamp_min(1e-30))).clamp(max=PSNR_CAP)
+
+
+def difference_image(images: torch.Tensor, reference: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
+    """|images - reference| of uint8 images (B, H, W, 3) per pixel and channel, times `gain` and clipped
+    to uint8, so that differences of a few levels, which PSNR counts, can be seen."""
+    if images.shape != reference.shape:
+        raise ValueError(f"difference: images {tuple(images.shape)} and reference {tuple(reference.shape)} "
+                         "differ in shape")
+    return ((images.float() - reference.float()).abs() * gain).clamp(0, 255).to(torch.uint8)
+
+
+def steady_threads(device: torch.device) -> int:
+    """One torch thread on the CPU unless OMP_NUM_THREADS asks otherwise: several threads on a CPU
+    that other work shares spin against it and time unsteadily (bench --threads 1); a GPU is left
+    as it is. Returns the CPU threads torch uses."""
+    if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(1)
+    return torch.get_num_threads()
