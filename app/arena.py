@@ -23,6 +23,8 @@ BUTTONS = (("⬅ Left is better", "left"), ("Tie", "tie"), ("Both are bad", "bot
 INTRO = ("Two images of the same prompt, made by two model settings you cannot see. Pick the better one "
          "(look at the shapes, faces, digits and fine textures; open an image full screen to zoom). "
          "Who made which is shown after your vote.")
+NO_BATTLES = ("**No battles left for you.** Thank you! More come when an admin prepares them (Leaderboard tab → "
+              "*Prepare battles*, or `python -m engine arena prepare`).")
 SERVED = Path(tempfile.gettempdir()) / "distillation-lab-arena"
 
 
@@ -44,8 +46,7 @@ def _show(lab: Lab, battle: dict | None, rater: str, note: str = "") -> tuple:
     the largest part of a call's cost after the database's."""
     status = _status(lab, rater) + (f"  \n{note}" if note else "")
     if battle is None:
-        return ("", None, None, "", "**No battles left for you.** Thank you! Ask an admin to prepare more.", status,
-                gr.update(visible=False), gr.update(visible=False))
+        return ("", None, None, "", NO_BATTLES, status, gr.update(visible=False), gr.update(visible=False))
     left, right = (_as_served(lab, battle, name) for name in battles.files(battle))
     return (battle["token"], left, right, battle["prompt"], "", status, gr.update(visible=True),
             gr.update(visible=False))

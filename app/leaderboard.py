@@ -3,14 +3,16 @@ bias and rater agreement; export of the votes; and (admins) preparing battles fo
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from engine.arena import battles, leaderboard, votes
-from engine.arena.settings import PrepareConfig
+from engine.arena.settings import MAX_BATTLES, PrepareConfig
 from engine.errors import UsageError
 from engine.request import GUIDANCE_RANGE
 
-from .state import Lab
+from .state import Lab, progress_bar
 
 ALL = "all categories"
 SOURCES = {"embedded world": "world", "typed prompts": "typed", "golden set file": "golden"}
@@ -32,8 +34,15 @@ def export(lab: Lab, fmt: str) -> str:
 
 
 def prepare(lab: Lab, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b, n, source, category, typed,
-            golden, seed, progress=gr.Progress()) -> str:
+            golden, seed) -> str:
+    """Queue the battles' preparation as a job (checked first); returns at once."""
+    from engine.arena import job as arena_job
+
     try:
+        if n is None or not 1 <= n <= MAX_BATTLES:
+            raise UsageError(f"Battles must be a whole number in 1..{MAX_BATTLES}, got {n!r}")
+        if seed is None or seed < 0:
+            raise UsageError(f"Seed must be a whole number >= 0, got {seed!r}")
         n, seed = int(n), int(seed)
         prompts, name = battles.prompt_source(SOURCES.get(source, source), n=n, seed=seed,
                                               category=None if category in (None, "", ALL) else category,
@@ -41,11 +50,22 @@ def prepare(lab: Lab, model_a, steps_a, guidance_a, model_b, steps_b, guidance_b
         cfg = PrepareConfig(n=n, source=name, device=lab.device)
         settings = [{"model": model_a, "steps": steps_a, "guidance": guidance_a},
                     {"model": model_b, "steps": steps_b, "guidance": guidance_b}]
-        rows = battles.prepare(lab.store, settings, prompts, cfg,
-                               load=lab.load, progress=lambda i, k: progress(i / max(k, 1), desc=f"image {i}/{k}"))
+        job_id = arena_job.submit(lab.store, settings, prompts, cfg)
     except UsageError as e:
         raise gr.Error(str(e), print_exception=False) from None
-    return f"Prepared {len(rows)} battles; {len(lab.store.battles())} in all."
+    return f"Job {job_id} queued: {n} battles. Its progress is below and in the **Jobs** tab."
+
+
+def preparation_status(lab: Lab) -> str:
+    """The latest battle preparation's progress, or how many battles there are."""
+    from engine.arena import job as arena_job
+
+    latest = lab.store.jobs(kind=arena_job.KIND, limit=1)
+    total = f"{len(lab.store.battles())} battles in all."
+    if not latest:
+        return total
+    job = latest[0]
+    return f"{progress_bar(job)} <b>job {job['id']}</b>: {html.escape(job['status'])} · {total}"
 
 
 def build(lab: Lab) -> dict:
@@ -88,12 +108,14 @@ def build(lab: Lab) -> dict:
                          file_types=[".jsonl", ".txt"])
         prep = gr.Button("Prepare battles", variant="primary")
         prep_out = gr.Markdown()
+        prep_status = gr.HTML(preparation_status(lab))
+        gr.Timer(2.0).tick(lambda: preparation_status(lab), None, prep_status, api_visibility="private")
 
     outputs = [summary, ratings, wins, category]
     go.click(lambda c, b: refresh(lab, c, b), [category, n_boot], outputs, api_name="leaderboard")
     csv_btn.click(lambda: export(lab, "csv"), None, exported, api_name="arena_export_csv")
     json_btn.click(lambda: export(lab, "json"), None, exported, api_name="arena_export_json")
-    prep.click(lambda *a, progress=gr.Progress(): prepare(lab, *a, progress=progress),
-               [*pickers, n, source, cat, typed, golden, seed], prep_out, api_name="arena_prepare")
+    prep.click(lambda *a: prepare(lab, *a), [*pickers, n, source, cat, typed, golden, seed], prep_out,
+               api_name="arena_prepare")
     return {"refresh": go, "category": category, "bootstrap": n_boot, "outputs": outputs, "models": pickers[0::3],
             "refresh_fn": lambda: refresh(lab, ALL, 1000)}

@@ -140,17 +140,9 @@ def render(family, setting: dict, prompts: list[Prompt], batch_size: int) -> lis
     return out
 
 
-def prepare(store: Store, settings: list[dict], prompts: list[Prompt], cfg: PrepareConfig | None = None,
-            *, load: Callable[[str], object] | None = None,
-            progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """Pre-generate `cfg.n` battles between the settings on the prompts; returns the battle rows.
-
-    Every image is made before the first battle row is written, so raters never see half a battle.
-    Nothing a rater could recompute tells the sides apart: each battle's noise seed (its two sides
-    share it, so only the settings differ) and which side is on the left come from the system's
-    cryptographic random source, never from public inputs, and every battle has image files of its
-    own, so one battle's reveal says nothing of another's."""
-    cfg = cfg or PrepareConfig()
+def check(store: Store, settings: list[dict], prompts: list[Prompt], cfg: PrepareConfig) -> list[dict]:
+    """Refuse what `prepare` could not do, before any model runs (or a job is queued); returns the
+    settings normalised."""
     cfg.check(len(settings))
     if not prompts:
         raise UsageError("prompts: no prompts to draw battles from")
@@ -163,27 +155,49 @@ def prepare(store: Store, settings: list[dict], prompts: list[Prompt], cfg: Prep
         raise UsageError("settings: two settings are identical; a battle needs two different settings")
     if store.root is None:
         raise UsageError("prepare needs a data directory to keep the battle images")
+    return settings
+
+
+def prepare(store: Store, settings: list[dict], prompts: list[Prompt], cfg: PrepareConfig | None = None,
+            *, load: Callable[[str], object] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Pre-generate `cfg.n` battles between the settings on the prompts; returns the battle rows.
+
+    Every image is made before the first battle row is written, so raters never see half a battle.
+    Nothing a rater could recompute tells the sides apart: each battle's noise seed (its two sides
+    share it, so only the settings differ) and which side is on the left come from the system's
+    cryptographic random source, never from public inputs, and every battle has image files of its
+    own, so one battle's reveal says nothing of another's."""
+    cfg = cfg or PrepareConfig()
+    settings = check(store, settings, prompts, cfg)
+    keys = [S.key(s) for s in settings]
     load = load or (lambda name: registry.load(name, store=store, device=cfg.device))
     counts = {(r["a_setting"], r["b_setting"]): r["n_battles"] + r["n_votes"] for r in store.comparison_counts()}
     per_category = Counter((b["a_setting"], b["b_setting"], b["category"]) for b in store.battles())
     planned = [(a, b, replace(p, seed=_random.randrange(2**31)))
                for a, b, p in plan(keys, prompts, cfg, counts, per_category)]
 
-    # 1. Each setting draws its side of every battle it is in, one loaded model at a time.
+    # 1. Each setting draws its side of every battle it is in, one loaded model at a time. Stopped
+    # half way (a canceled job), it leaves no image behind.
     files: dict[tuple[int, str], str] = {}
     total, done = 2 * len(planned), 0
-    for k, setting in zip(keys, settings):
-        mine = [(i, p) for i, (a, b, p) in enumerate(planned) if k in (a, b)]
-        for j in range(0, len(mine), cfg.batch_size):
-            chunk = mine[j : j + cfg.batch_size]
-            for (i, _), image in zip(chunk, render(load(setting["model"]), setting, [p for _, p in chunk],
-                                                   cfg.batch_size)):
-                path = store.new_file(".png", folder="arena")
-                image.save(path)
-                files[(i, k)] = path.name
-            done += len(chunk)
-            if progress:
-                progress(done, total)
+    try:
+        for k, setting in zip(keys, settings):
+            mine = [(i, p) for i, (a, b, p) in enumerate(planned) if k in (a, b)]
+            for j in range(0, len(mine), cfg.batch_size):
+                chunk = mine[j : j + cfg.batch_size]
+                for (i, _), image in zip(chunk, render(load(setting["model"]), setting, [p for _, p in chunk],
+                                                       cfg.batch_size)):
+                    path = store.new_file(".png", folder="arena")
+                    image.save(path)
+                    files[(i, k)] = path.name
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+    except BaseException:
+        for name in files.values():
+            (store.root / "arena" / name).unlink(missing_ok=True)
+        raise
 
     # 2. Write the battles, each with its left side drawn at random.
     return [store.add_battle(prompt=p.text, seed=p.seed, category=p.category, source=cfg.source, a_setting=a,

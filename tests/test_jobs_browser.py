@@ -1,0 +1,84 @@
+"""Long work as jobs, in the browser: arena battles prepared by a job of their own, with progress on
+the page, the Jobs tab listing jobs of every kind, and a cancel from there that leaves nothing
+half-made."""
+
+import time
+
+from gradio_client import Client
+from helpers import serve
+
+from app.blocks import build_app
+from app.state import Lab
+from engine import jobs
+from engine.store import Store
+
+
+def wait_for(store, job_id, states, timeout=300):
+    end = time.time() + timeout
+    while time.time() < end:
+        job = store.job(job_id)
+        if job["status"] in states:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} is still {store.job(job_id)['status']}")
+
+
+def prepare_args(model, n):
+    # model, steps, guidance of A and B, battles, prompts source, category, typed, golden, seed
+    return [model, 4, 5.0, model, 2, 5.0, n, "embedded world", "all categories", "", None, 0]
+
+
+def test_battles_prepared_by_a_job_and_a_cancel_from_the_jobs_tab(tmp_path, tiny_model_dir, chromium):
+    store = Store(tmp_path / "lab")
+    store.register_model("tiny", tiny_model_dir, "embedded")
+    demo = build_app(Lab(store, device="cpu"))
+    url = serve(demo)
+    try:
+        client = Client(url, verbose=False)
+        # a bad value is refused by name before anything is queued
+        try:
+            client.predict(*prepare_args("tiny", 0), api_name="/arena_prepare")
+            raise AssertionError("no battles at all was accepted")
+        except Exception as e:
+            assert "Battles must be a whole number in 1..10000, got 0" in str(e)
+        assert store.jobs() == []
+        text = client.predict(*prepare_args("tiny", 2), api_name="/arena_prepare")
+        assert "queued" in text
+        done = wait_for(store, store.jobs()[0]["id"], jobs.TERMINAL)
+        assert done["status"] == "succeeded", jobs.log_path(store, done["id"]).read_text()
+        assert len(store.battles()) == 2 and done["kind"] == "arena"
+
+        page = chromium.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(url)
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.get_by_text("Prepare battles (admin)").click()
+        pickers = [p for p in page.get_by_label("Model", exact=True).all() if p.is_visible()]
+        assert len(pickers) == 2
+        for picker in pickers:  # the tiny model on both sides
+            picker.fill("tiny")
+            page.keyboard.press("Enter")
+        page.get_by_label("Battles", exact=True).fill("4000")
+        page.get_by_role("button", name="Prepare battles", exact=True).click()
+        page.get_by_text("queued: 4000 battles").wait_for(timeout=30_000)
+        job_id = max(j["id"] for j in store.jobs())
+        wait_for(store, job_id, ("running",))
+        end = time.time() + 120
+        while not store.job(job_id)["step"] and time.time() < end:  # images are being made
+            time.sleep(0.3)
+        page.locator("progress").first.wait_for(timeout=10_000)  # the progress on the Leaderboard tab
+        page.get_by_role("tab", name="Jobs").click()
+        row = page.locator("table.lab-jobs tr", has_text="arena: 4000 battles")
+        row.get_by_text("running").wait_for(timeout=10_000)
+        page.get_by_label("Job", exact=True).click()
+        page.get_by_role("option", name=f"{job_id} · arena: 4000 battles, tiny vs tiny · running").click()
+        page.get_by_role("button", name="Cancel job").click()
+        row.get_by_text("cancel").first.wait_for(timeout=10_000)  # canceling, then canceled
+        assert wait_for(store, job_id, jobs.TERMINAL, timeout=120)["status"] == "canceled"
+        page.locator("table.lab-jobs tr", has_text="arena: 4000 battles").get_by_text("canceled").wait_for(
+            timeout=10_000)
+        page.close()
+        # nothing half-made: the finished job's battles alone, and their images alone
+        assert len(store.battles()) == 2
+        assert len(list((store.root / "arena").glob("*.png"))) == 4
+    finally:
+        demo.close()
