@@ -306,7 +306,7 @@ def build(lab: Lab) -> dict:
         pass  # a device that is not there: loading a model will say so
     warmed: set = set()  # the settings that have run in this app: their next runs are warm
     with gr.Row():
-        prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", scale=4, max_lines=3)
+        prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", scale=4, max_lines=3, elem_id="compare-prompt")
         seed = gr.Number(0, label="Seed", precision=0, scale=1)
     pickers, speed = [], []
     with gr.Row():
@@ -360,10 +360,11 @@ def build(lab: Lab) -> dict:
             seeds_a = gr.Markdown()
             seeds_b = gr.Markdown()
     with gr.Accordion("History: the recent pairs (pick a row, then Reopen)", open=False):
-        table = gr.Dataframe(lambda: history_table(lab), interactive=False, wrap=True)  # read at each page load
+        table = gr.Dataframe(lambda: history_table(lab), interactive=False, wrap=True,
+                             elem_id="compare-history")  # read at each page load
         with gr.Row():
-            picked = gr.Number(None, label="Pair", precision=0, scale=1)
-            go_reopen = gr.Button("Reopen", scale=1)
+            picked = gr.Number(None, label="Pair", precision=0, scale=1, elem_id="compare-pair")
+            go_reopen = gr.Button("Reopen", scale=1, elem_id="compare-reopen")
     views = [img_a, img_b, slider, out_a, out_b, diff, diff_text, zoom]
     go.click(lambda *a, progress=gr.Progress(): generate_pair(lab, *a, warmed=warmed, progress=progress),
              [prompt, seed, *pickers, *speed, repeats], views, api_name="compare"

@@ -22,7 +22,7 @@ def test_compare_returns_two_large_images_and_measurements(app_url):
     url, store = app_url
     client = Client(url, verbose=False)
     a, b, pair, ra, rb, *_ = client.predict("a red circle", 3, "embedded", 4, 5.0, "embedded", 2, 1.0,
-                                        api_name="/compare")
+                                            api_name="/compare")
     ia, ib = Image.open(a), Image.open(b)
     assert ia.size[0] >= 256 and ia.size == ib.size  # 32 x 32 shown big enough to judge
     assert "NFE **8**" in ra and "NFE **2**" in rb  # CFG: two passes a step; guidance 1: one

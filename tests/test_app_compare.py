@@ -175,5 +175,14 @@ def test_after_one_generation_the_slider_difference_and_synced_zoom_show(served,
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
     pane.dblclick()
     assert all(scale(t) == 1 for t in transforms(page))
+    # the pair is in the history: picking its row and Reopen puts its settings back
+    prompt = page.locator("#compare-prompt textarea")
+    prompt.fill("something else")
+    page.get_by_text("History: the recent pairs").click()
+    history = page.locator("#compare-history")
+    history.get_by_text("a happy yellow face").locator("visible=true").first.click()
+    page.wait_for_function("!['', '0'].includes(document.querySelector('#compare-pair input').value)")
+    page.locator("#compare-reopen").click()
+    page.wait_for_function("document.querySelector('#compare-prompt textarea').value.startsWith('a happy')")
     assert not errors
     page.close()
