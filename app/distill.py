@@ -12,7 +12,7 @@ import pandas as pd
 from engine import jobs, registry
 from engine.arena.ratings import wilson
 from engine.distill import job as distill_job
-from engine.distill.recipes import Recipe, from_inputs, order_warning
+from engine.distill.recipes import MIXED_PRECISION, Recipe, from_inputs, order_warning
 from engine.errors import UsageError
 
 from . import state
@@ -41,8 +41,24 @@ def build_recipe(form: dict) -> Recipe:
     return from_inputs({**form, "technique": TECHNIQUES.get(form.get("technique"), form.get("technique"))})
 
 
+def kept_prompts(lab: Lab, uploaded) -> str | None:
+    """An uploaded prompt file, copied into the data directory (the job reads it in its own process,
+    later; the upload's temporary copy may be gone by then)."""
+    if not uploaded:
+        return None
+    import shutil
+
+    from engine.distill.recipes import read_prompts
+
+    read_prompts(str(uploaded))  # refused here, by name, if it holds no prompts
+    path = lab.store.new_file(".txt", folder="prompts")
+    shutil.copyfile(uploaded, path)
+    return str(path)
+
+
 def launch(lab: Lab, form: dict):
     try:
+        form = {**form, "prompts": kept_prompts(lab, form.get("prompts"))}
         recipe = build_recipe(form)
         job_id, warnings = distill_job.submit(lab.store, recipe)
     except UsageError as e:
@@ -230,6 +246,8 @@ def build(lab: Lab) -> dict:
             with gr.Row():
                 eval_n = gr.Number(DEFAULTS["eval_n"], precision=0,
                                    label="Adherence prompts scored after every round (embedded domain; 0: none)")
+                prompts = gr.File(label="Training prompts, one a line (a real teacher needs them; empty: the "
+                                  "embedded world's)", file_types=[".txt"], type="filepath", height=90)
             with gr.Row():
                 lora = gr.Checkbox(False, label="LoRA student")
                 rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank")
@@ -245,6 +263,15 @@ def build(lab: Lab) -> dict:
                                            label="Consistency: EMA decay of the target network (0: the student)")
                     ckpt = gr.Checkbox(DEFAULTS["gradient_checkpointing"],
                                        label="Gradient checkpointing (less memory, slower steps)")
+                with gr.Row():
+                    mixed = gr.Dropdown(list(MIXED_PRECISION), value=DEFAULTS["mixed_precision"],
+                                        label="Mixed precision (auto: bf16 on a GPU, none on a CPU)")
+                    warmup = gr.Number(DEFAULTS["warmup"], precision=0, minimum=0,
+                                       label="Warm-up steps of each round (learning rate)")
+                    ckpt_every = gr.Number(DEFAULTS["checkpoint_every"], precision=0, minimum=1,
+                                           label="Checkpoint every N steps (a stopped job resumes from the last)")
+                    sample_every = gr.Number(DEFAULTS["sample_every"], precision=0, minimum=0,
+                                             label="The student's images every N steps (0: none)")
             warning = gr.Markdown()
             memory_plan = gr.Markdown(plan_text(lab, {"technique": technique.value, "teacher": teacher.value}))
             go = gr.Button("Launch", variant="primary")
@@ -276,7 +303,9 @@ def build(lab: Lab) -> dict:
             "lora_save": lora_save, "train_steps": train_steps, "lr": lr, "batch_size": batch, "guidance_min": g_min,
             "guidance_max": g_max, "from_steps": from_steps, "to_steps": to_steps, "eval_n": eval_n, "init": init,
             "on_policy": on_policy, "ema": ema, "gradient_checkpointing": ckpt, "student_steps": student_steps,
-            "real_guidance": real_guidance, "fake_updates": fake_updates, "target_ema": target_ema}
+            "real_guidance": real_guidance, "fake_updates": fake_updates, "target_ema": target_ema,
+            "prompts": prompts, "mixed_precision": mixed, "warmup": warmup, "checkpoint_every": ckpt_every,
+            "sample_every": sample_every}
     go.click(lambda *values: launch(lab, dict(zip(form, values))), list(form.values()), [launched, table, picked],
              api_name="launch")
     for c in (technique, teacher):
@@ -289,7 +318,7 @@ def build(lab: Lab) -> dict:
     technique.change(lambda t: [gr.update(visible=TECHNIQUES.get(t, t) in kinds) for kinds in shown.values()],
                      technique, list(shown))
     # The memory plan follows the fields it depends on (and is there when the page opens).
-    for c in (technique, teacher, lora, rank, batch, ckpt, from_steps, init):
+    for c in (technique, teacher, lora, rank, batch, ckpt, from_steps, init, mixed):
         c.change(lambda *values: plan_text(lab, dict(zip(form, values))), list(form.values()), memory_plan)
     detail = [curve, evals, log, status, sample_view]
     for c in (picked, log_y, smooth):

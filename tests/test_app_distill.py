@@ -19,10 +19,22 @@ from engine.store import Store
 TECH = "Guidance distillation (one pass instead of two)"
 
 
-def form(teacher, name, steps=3, init="", on_policy=0.0, ema=0.995):
-    # technique, teacher, name, lora, rank, lora_save, train_steps, lr, batch, g_min, g_max, from, to, eval_n,
-    # init, on_policy, ema
-    return [TECH, teacher, name, False, 8, "merged", steps, 1e-4, 2, 1.0, 8.0, 64, 4, 0, init, on_policy, ema]
+FIELDS = ["technique", "teacher", "name", "lora", "lora_rank", "lora_save", "train_steps", "lr", "batch_size",
+          "guidance_min", "guidance_max", "from_steps", "to_steps", "eval_n", "init", "on_policy", "ema",
+          "gradient_checkpointing", "student_steps", "real_guidance", "fake_updates", "target_ema", "prompts",
+          "mixed_precision", "warmup", "checkpoint_every", "sample_every"]  # the /launch endpoint's inputs, in order
+DMD = "DMD2 (distribution matching: 1-4 steps)"
+
+
+def form(teacher, name, steps=3, **values) -> list:
+    """The launch form's values, in order: a quick guidance job unless `values` say otherwise."""
+    base = dict(technique=TECH, teacher=teacher, name=name, lora=False, lora_rank=8, lora_save="merged",
+                train_steps=steps, lr=1e-4, batch_size=2, guidance_min=1.0, guidance_max=8.0, from_steps=64,
+                to_steps=4, eval_n=0, init="", on_policy=0.0, ema=0.995, gradient_checkpointing=False,
+                student_steps=1, real_guidance=5.0, fake_updates=5, target_ema=0.95, prompts=None,
+                mixed_precision="auto", warmup=0, checkpoint_every=100, sample_every=100)
+    assert set(values) <= set(base), set(values) - set(base)
+    return [{**base, **values}[k] for k in FIELDS]
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +104,8 @@ def test_launch_a_dmd_job_through_the_api(served):
 
     url, store = served
     client = Client(url, verbose=False)
-    dmd = form("tiny", "api-dmd", steps=4)
-    dmd[0] = "DMD2 (distribution matching: 1-4 steps)"
-    # ..., gradient checkpointing, student steps, real guidance, fake-score updates, target EMA
-    text, _, _ = client.predict(*dmd, False, 1, 4.0, 2, 0.95, api_name="/launch")
+    dmd = form("tiny", "api-dmd", steps=4, technique=DMD, student_steps=1, real_guidance=4.0, fake_updates=2)
+    text, _, _ = client.predict(*dmd, api_name="/launch")
     assert "dmd of **tiny**" in text
     picked = str(max(j["id"] for j in store.jobs()))
     job = wait_done(store, int(picked))
@@ -110,22 +120,48 @@ def test_launch_a_dmd_job_through_the_api(served):
     assert [caption for _, caption in images] == ["round 1 · step 4"]
 
 
+def test_a_real_teachers_settings_reach_the_recipe(served, tmp_path):
+    """Prompt file upload (kept in the data directory), mixed precision, warm-up, checkpoint and
+    sample intervals, from the form to the job's recipe; an empty prompt file is refused by name."""
+    from gradio_client import handle_file
+
+    url, store = served
+    client = Client(url, verbose=False)
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("a red fox in the snow\na lighthouse at dusk\n")
+    real = dict(mixed_precision="no", warmup=1, checkpoint_every=2, sample_every=2)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    before = len(store.jobs())
+    with pytest.raises(Exception, match="has no prompts"):
+        client.predict(*form("tiny", "api-empty", steps=2, prompts=handle_file(str(empty)), **real),
+                       api_name="/launch")
+    assert len(store.jobs()) == before
+    client.predict(*form("tiny", "api-real", steps=2, prompts=handle_file(str(prompts)), **real),
+                   api_name="/launch")
+    job = wait_done(store, max(j["id"] for j in store.jobs()))
+    assert job["status"] == "succeeded", jobs.log_path(store, job["id"]).read_text()
+    recipe = job["payload"]
+    assert (recipe["mixed_precision"], recipe["warmup"], recipe["checkpoint_every"], recipe["sample_every"]) == \
+        ("no", 1, 2, 2)
+    kept = recipe["prompts"]
+    assert kept.startswith(str(store.root)) and open(kept).read() == prompts.read_text()
+
+
 def test_bad_form_is_refused_with_the_field_named(served):
     url, store = served
     client = Client(url, verbose=False)
     before = len(store.jobs())
-    bad = form("tiny", "bad")
-    bad[7] = -1.0  # learning rate
+    bad = form("tiny", "bad", lr=-1.0)
     with pytest.raises(Exception, match="lr must be"):
         client.predict(*bad, api_name="/launch")
     with pytest.raises(Exception, match="name must be"):
         client.predict(*form("tiny", ""), api_name="/launch")
     with pytest.raises(Exception, match="init"):
         client.predict(*form("tiny", "bad", init="no-such-model"), api_name="/launch")
-    bad = form("tiny", "bad")
-    bad[0] = "DMD2 (distribution matching: 1-4 steps)"
+    bad = form("tiny", "bad", technique=DMD, real_guidance=99.0)
     with pytest.raises(Exception, match="real_guidance must be"):
-        client.predict(*bad, False, 1, 99.0, 2, 0.95, api_name="/launch")
+        client.predict(*bad, api_name="/launch")
     assert len(store.jobs()) == before
 
 
