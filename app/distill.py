@@ -62,7 +62,7 @@ def launch(lab: Lab, form: dict):
         recipe = build_recipe(form)
         job_id, warnings = distill_job.submit(lab.store, recipe)
     except UsageError as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(str(e), print_exception=False) from None
     text = f"Job {job_id} queued: {recipe.technique} of **{recipe.teacher}** → **{recipe.name}**."
     if warnings:
         text += "\n\n⚠️ " + " ".join(warnings)

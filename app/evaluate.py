@@ -79,7 +79,7 @@ def launch(lab: Lab, whole_lineage: bool, *form):
         env = {cfgs[0].vlm.api_key_env: key} if key and cfgs[0].vlm is not None else None
         job_id = eval_job.submit(lab.store, cfgs, env=env)
     except (UsageError, ValueError) as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(str(e), print_exception=False) from None
     what = "the lineage of" if whole_lineage else "a setting of"
     return f"Job {job_id} queued: {len(cfgs)} evaluation(s), {what} **{cfgs[-1].model}**.", job_table(lab)
 
@@ -92,7 +92,7 @@ def estimate(lab: Lab, golden_name, upload, limit, vlm_url, vlm_model, price_in,
             return "Give the endpoint URL and model to estimate the VLM judge's cost."
         gs = golden.load(_golden_path(lab, golden_name, upload)).limited(int(limit) if limit else None)
     except (UsageError, ValueError) as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(str(e), print_exception=False) from None
     est = vlm.estimate_for(cfg, [p.text for p in gs.prompts])
     return vlm.describe_estimate(est) + " per evaluated setting (at most: cached answers are not sent again)."
 
@@ -114,7 +114,7 @@ def job_table(lab: Lab) -> str:
 def cancel(lab: Lab) -> str:
     running = [j for j in lab.store.jobs(kind=eval_job.KIND, limit=50) if j["status"] in jobs.ACTIVE]
     if not running:
-        raise gr.Error("cancel: no evaluation job is queued or running")
+        raise gr.Error("cancel: no evaluation job is queued or running", print_exception=False)
     for j in running:
         jobs.cancel(lab.store, j["id"])
     return job_table(lab)

@@ -148,7 +148,9 @@ def test_a_real_teachers_settings_reach_the_recipe(served, tmp_path):
     assert kept.startswith(str(store.root)) and open(kept).read() == prompts.read_text()
 
 
-def test_bad_form_is_refused_with_the_field_named(served):
+def test_bad_form_is_refused_with_the_field_named(served, capfd):
+    """Each bad field refused by name, nothing queued, and no traceback in the server's console
+    (an expected refusal is not an error of the app)."""
     url, store = served
     client = Client(url, verbose=False)
     before = len(store.jobs())
@@ -163,6 +165,8 @@ def test_bad_form_is_refused_with_the_field_named(served):
     with pytest.raises(Exception, match="real_guidance must be"):
         client.predict(*bad, api_name="/launch")
     assert len(store.jobs()) == before
+    console = capfd.readouterr()
+    assert "Traceback" not in console.out + console.err
 
 
 def test_browser_launch_watch_and_pick_the_student(served, chromium, tmp_path):
