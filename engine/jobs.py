@@ -321,6 +321,10 @@ def run(store: Store, job_id: int, body: Body) -> int:
     traceback goes to the log) - then start the next queued job. Returns the exit code."""
     state = process_state()
     ctx = Context(store, _job(store, job_id), is_main=state.is_main_process)
+    pid = ctx.job["pid"]
+    if ctx.is_main and ctx.job["status"] == "running" and pid not in (None, os.getpid(), os.getppid()) and _alive(pid):
+        print(f"job {job_id} is running already (process {pid}): not running it twice", flush=True)
+        return 1
     previous = signal.signal(signal.SIGTERM, lambda *_: ctx.stop_flag.update(stop=True))  # `cancel` sends it
     if ctx.is_main:
         # A job run by hand or by a cluster's launcher (`accelerate launch ... -m engine job-run ID`)

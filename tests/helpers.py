@@ -36,6 +36,16 @@ def serve(demo, **launch) -> str:
 
 
 @contextlib.contextmanager
+def stop_jobs(store) -> None:
+    """Cancel every queued or running job of `store` (a test that failed half way leaves none behind)."""
+    from engine import jobs
+
+    for job in store.jobs(limit=1000):
+        if job["status"] in jobs.ACTIVE:
+            with contextlib.suppress(Exception):
+                jobs.cancel(store, job["id"])
+
+
 def app_process(*args: str, env: dict | None = None):
     """`python -m app ARGS` on a free port, as a user starts it; yields its URL once the page
     answers (its output is the error if it dies first), and stops it afterwards."""

@@ -3,15 +3,14 @@ and finding its student in the Compare tab's pickers without a restart."""
 
 import time
 
-import pandas as pd
 import pytest
 import torch
 from gradio_client import Client
-from helpers import serve
+from helpers import serve, stop_jobs
 
+from app import state
 from app.blocks import build_app
 from app.distill import job_detail
-from app import state
 from app.state import Lab
 from engine import jobs
 from engine.store import Store
@@ -44,6 +43,7 @@ def served(tmp_path_factory, tiny_model_dir):
     demo = build_app(Lab(store))
     yield serve(demo), store
     demo.close()
+    stop_jobs(store)
 
 
 def wait_done(store, job_id, timeout=300):

@@ -140,6 +140,26 @@ def test_a_new_kind_runs_through_the_runner_unchanged(store):
         assert (store.job(job_id)["status"], store.job(job_id)["error"]) == (status, error)
 
 
+def test_a_job_running_in_another_process_is_not_run_twice(store):
+    """`job-run ID` by hand on a job its own process is running already refuses, body untouched."""
+    import subprocess
+    import sys
+
+    job_id = jobs.submit(store, "demo", {}, name="m", label="demo", parts=1, start=False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "job-run"])
+    try:
+        store.set_job_status(job_id, "running", only_from=("queued",))
+        store.update_job(job_id, pid=other.pid)
+        ran = []
+        assert jobs.run(store, job_id, lambda ctx: ran.append(1) or []) == 1
+        assert ran == [] and store.job(job_id)["status"] == "running"
+    finally:
+        other.kill()
+        other.wait()
+    store.update_job(job_id, status="queued", pid=None)
+    assert jobs.run(store, job_id, lambda ctx: ["m"]) == 0  # its own run goes ahead
+
+
 def test_a_jobs_environment_reaches_its_process_alone(store, monkeypatch):
     """An API key given at submit: in the child's environment, not in the app's, not in the database."""
     seen = {}

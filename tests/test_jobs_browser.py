@@ -5,7 +5,7 @@ half-made."""
 import time
 
 from gradio_client import Client
-from helpers import serve
+from helpers import serve, stop_jobs
 
 from app.blocks import build_app
 from app.state import Lab
@@ -82,3 +82,4 @@ def test_battles_prepared_by_a_job_and_a_cancel_from_the_jobs_tab(tmp_path, tiny
         assert len(list((store.root / "arena").glob("*.png"))) == 4
     finally:
         demo.close()
+        stop_jobs(store)
