@@ -134,6 +134,10 @@ def lineage_view(lab: Lab, model, golden_name, metric_label):
     chart = lines([r["label"] for r in done], series, LABELS[metric], title) if done else \
         f"<p><em>No evaluation of {html.escape(model)}'s lineage on this golden set yet: press "\
         f"<b>Evaluate the lineage</b>.</em></p>"
+    if done:  # numbers that rest on few prompts say so (the smallest run's notes stand for all)
+        smallest = min(done, key=lambda r: r["n"] or 0)
+        chart += "".join(f"<p class='lab-warning'>⚠️ {html.escape(note)}</p>"
+                         for note in report.small_sample_notes(smallest))
     table = pd.DataFrame([{"#": r["position"], "setting": r["label"], "n": r.get("n"), "NFE": r.get("nfe"),
                            **{LABELS[m]: r.get(m) for m in METRICS},
                            **{f"{c}": r["by_category"].get(c, {}).get(metric) if r["run"] else None for c in cats},

@@ -44,6 +44,9 @@ def test_lineage_chart_table_and_worst_prompts(client, evaluated):
     chart, table, _ = client.predict("tiny-student", "embedded", "FID ↓", api_name="/lineage")
     assert chart.count("<polyline") >= 1 and "tiny-teacher" in chart and "tiny-student" in chart
     assert all(f">{c}</text>" in chart for c in CATEGORIES)  # a line (legend entry) per category
+    # 12 prompts: FID, adherence and the categories of two prompts each say how little they rest on
+    assert "FID rests on 12 images" in chart and "Adherence rests on 12 prompts" in chart
+    assert "Categories of fewer than 20 prompts" in chart
     rows = table["data"]
     assert [r[1] for r in rows] == ["tiny-teacher · 4 steps · g 5", "tiny-student · 2 steps · g 5"]
     fid = table["headers"].index("FID ↓")

@@ -27,6 +27,27 @@ def setting_label(settings: dict) -> str:
     return " · ".join(parts)
 
 
+FID_FEW = 1000  # below this many images FID is biased upwards and noisy: compare runs of the same size only
+FEW = 100  # below this many prompts a proportion (adherence) moves by more than ten points by chance
+
+
+def small_sample_notes(result: dict) -> list[str]:
+    """Warnings for numbers that rest on few items: FID on few images, adherence on few prompts,
+    categories of a handful of prompts."""
+    n, notes = result["n"], []
+    if result.get("fid") is not None and n < FID_FEW:
+        notes.append(f"FID rests on {n} images: it is biased upwards at this size (more so the fewer the images) "
+                     f"and noisy; compare it only between runs of the same prompts, and use {FID_FEW}+ for a "
+                     "number to quote.")
+    if result.get("adherence") is not None and n < FEW:
+        half = 1.96 * (0.25 / n) ** 0.5
+        notes.append(f"Adherence rests on {n} prompts: by chance alone it moves by up to ±{half:.2f} (95%).")
+    few = [c for c, row in result.get("by_category", {}).items() if row["n"] < 20]
+    if few:
+        notes.append(f"Categories of fewer than 20 prompts ({', '.join(few)}): read their rows as anecdotes.")
+    return notes
+
+
 def markdown(result: dict, store: Store | None = None, per_category: int = 3) -> str:
     """The report of one run: overall metrics, the per-category table, what was unavailable and why,
     and each category's worst prompts."""
@@ -36,6 +57,9 @@ def markdown(result: dict, store: Store | None = None, per_category: int = 3) ->
              f"`{ref['model']}` at {ref['steps']} steps, guidance {ref['guidance']:g}, same prompts and seeds. "
              f"FID space: {result.get('fid_space') or '—'}. NFE per image: {_fmt(result.get('nfe'))}.", "",
              "| metric | value |", "|---|---|"]
+    notes = small_sample_notes(result)
+    if notes:
+        lines[-2:-2] = [*(f"> ⚠️ {note}" for note in notes), ""]
     lines += [f"| {LABELS[m]} | {_fmt(result.get(m))} |" for m in METRICS]
     if result.get("vlm"):
         v = result["vlm"]
