@@ -45,7 +45,7 @@ def test_compare_says_why_a_cache_cannot_run(app):
 
 def test_decide_answers_from_the_latest_bench_run(app):
     client, store = app
-    with pytest.raises(Exception, match="no bench run"):
+    with pytest.raises(Exception, match="no finished bench run of 'embedded' yet: run bench first"):
         client.predict("embedded", "no", "none", "gpu", 0, 0.05, api_name="/decide")
     rows = [{"key": "teacher", "row": "teacher (50 steps, CFG)", "model": "embedded", "seconds": 1.3, "speedup": 1.0,
              "nfe": 100, "skipped": 0, "adherence": 0.82, "psnr_teacher": 100.0},
@@ -56,10 +56,19 @@ def test_decide_answers_from_the_latest_bench_run(app):
     assert "Recommendation: teacher + teacache 0.4" in text and "3.25×" in text and "74 passes skipped" in text
 
 
-def test_sweep_returns_cells_a_chart_and_a_table(app):
-    client, _ = app
-    gallery, chart, table = client.predict("embedded", "a red star", 0, "4, 2", "5", "none", "", "off", 0,
-                                           api_name="/sweep")
+def test_sweep_runs_as_a_job_whose_cells_make_a_chart_and_a_table(app):
+    from app.sweep import view
+    from engine import jobs
+    from engine.decide.job import sweep_result
+
+    client, store = app
+    line = client.predict("embedded", "a red star", 0, "4, 2", "5", "none", "", "off", 0, 2, api_name="/sweep")
+    assert "queued — follow it in the Jobs tab" in line  # at once, not when it is done
+    job_id = line.split("Job ")[1].split(" ")[0]
+    job = jobs.follow(store, int(job_id), out=open("/dev/null", "w"), poll=0.2)
+    assert job["status"] == "succeeded", jobs.log_path(store, int(job_id)).read_text()
+    gallery, chart, table = view(sweep_result(store, int(job_id)))
     assert len(gallery) == 2
     assert "<svg" in chart and "4 steps, s 5" in chart
     assert "| 4 | 5 | none | 8 | 0 |" in table and "| 2 | 5 | none | 4 | 0 |" in table
+    assert "median of 2 timed images after a warm-up" in table

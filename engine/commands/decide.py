@@ -10,7 +10,13 @@ from ..accel.options import CALIBRATED
 from ..decide.config import ROLES, BenchConfig, SweepConfig
 from ..errors import UsageError
 from ..request import check_guidance
-from .args import COMMON, SEED, STEPS, THREADS, arg, command, int_in, number, open_store, say, set_threads
+from .args import COMMON, SEED, STEPS, arg, command, int_in, number, open_store, say
+
+TIMING_THREADS = arg("--threads", type=int_in(0, 1024), default=1,
+                     help="torch threads on a CPU while it runs (default 1: steady timings on a shared CPU; "
+                          "0: torch's own)")
+QUEUE = arg("--queue", action="store_true",
+            help="run it as a job in the background (`jobs` lists it, `cancel` stops it); prints the job at once")
 
 
 @command("bench", "the decision table for a model: speed, memory and quality of each technique",
@@ -18,7 +24,8 @@ from .args import COMMON, SEED, STEPS, THREADS, arg, command, int_in, number, op
          arg("--steps", type=STEPS, default=50, help="the teacher's sampling steps"),
          arg("--guidance", type=number, default=5.0),
          arg("--n", type=int_in(1, 100000), default=60, help="prompts scored for quality per row"),
-         arg("--timing", type=int_in(1, 1000), default=5, help="timed generations per row (median)"),
+         arg("--timing", type=int_in(1, 1000), default=5,
+             help="timed generations per row after an untimed warm-up (median and its interval)"),
          arg("--timing-batch", type=int_in(1, 4096), default=[1], nargs="+",
              help="images per timed generation: 1 measures latency, more measures throughput per image; "
                   "several (e.g. 1 16) time each row at each size in the same run"),
@@ -32,7 +39,7 @@ from .args import COMMON, SEED, STEPS, THREADS, arg, command, int_in, number, op
              help="embedded domain: prompts whose seeds score each row's diversity (default 0: no diversity column)"),
          arg("--diversity-k", type=int_in(2, 64), default=8, help="seeds per prompt for diversity"),
          arg("--json", action="store_true", help="print JSON instead of Markdown"),
-         THREADS,
+         TIMING_THREADS, QUEUE,
          *COMMON)
 def bench(args):
     students = dict(item.partition("=")[::2] for item in args.student)  # ROLE=NAME; BenchConfig checks them
@@ -40,16 +47,18 @@ def bench(args):
     cfg = BenchConfig(model=args.model, steps=args.steps, guidance=args.guidance, n=args.n, timing=args.timing,
                       seed=args.seed, batch_size=args.batch_size, timing_batch=timing_batch,
                       thresholds=tuple(args.thresholds) if args.thresholds else None, students=students,
-                      diversity=args.diversity, diversity_k=args.diversity_k)
+                      diversity=args.diversity, diversity_k=args.diversity_k, threads=args.threads)
     cfg.check()
     from .. import registry
+    from ..decide import job
     from ..decide.bench import markdown, run
 
     store = open_store(args)
     registry.resolve(cfg.model, store)
     for role, name in students.items():  # a student asked for by name must exist before anything runs
         registry.resolve(name, store, field=f"--student {role}")
-    set_threads(args.threads)
+    if args.queue:
+        return _queued(store, job.submit_bench(store, cfg, device=args.device, dtype=args.dtype))
     result = run(cfg, store=store, device=args.device, dtype=args.dtype, log=say)
     return result if args.json else markdown(result)
 
@@ -64,19 +73,26 @@ def bench(args):
          arg("--thresholds", type=number, nargs="+", default=[], help="cache thresholds as the columns"),
          arg("--fp8", default="off"),
          arg("--n", type=int_in(0, 100000), default=0, help="embedded domain: adherence prompts per cell"),
+         arg("--timing", type=int_in(1, 20), default=3,
+             help="timed images per cell after its recorded (warm-up) image: median and its interval"),
          arg("--out-dir", default=None, help="write each cell's image here"),
+         TIMING_THREADS, QUEUE,
          *COMMON)
 def sweep(args) -> dict:
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None and not out_dir.is_dir():
         raise UsageError(f"--out-dir: {args.out_dir!r} is not a folder")
     cfg = SweepConfig(prompt=args.prompt, seed=args.seed, steps=tuple(args.steps), guidance=tuple(args.guidance),
-                      cache=args.cache, thresholds=tuple(args.thresholds), fp8=args.fp8, n=args.n)
+                      cache=args.cache, thresholds=tuple(args.thresholds), fp8=args.fp8, n=args.n, timing=args.timing,
+                      threads=args.threads)
     cfg.check()
     from .. import registry
+    from ..decide import job
     from ..decide.sweep import run_sweep
 
     store = open_store(args)
+    if args.queue:
+        return _queued(store, job.submit_sweep(store, args.model, cfg, device=args.device, dtype=args.dtype))
     family = registry.load(args.model, store=store, device=args.device, dtype=args.dtype)
     result = run_sweep(family, cfg, model_name=args.model, store=store)
     cells = []
@@ -87,6 +103,13 @@ def sweep(args) -> dict:
             image.save(cell["out"])
         cells.append(cell)
     return {"model": args.model, "reference": result["reference"], "cells": cells}
+
+
+def _queued(store, job_id: int) -> dict:
+    from ..jobs import log_path
+
+    say(f"job {job_id} queued (log: {log_path(store, job_id)}); `python -m engine jobs` follows it")
+    return {"job": job_id, "status": store.job(job_id)["status"]}
 
 
 @command("calibrate", "calibrate a cache for a model (TeaCache: polynomial and threshold; MagCache: ratios)",

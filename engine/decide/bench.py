@@ -4,9 +4,12 @@ Rows: the teacher (full steps, CFG); its guidance-distilled, step-distilled (8 a
 both-distilled students; its consistency student at 4 and 2 steps and its DMD students at 4 and 1;
 FP8 on the teacher and on the fastest student; TeaCache (or the model's
 diffusers cache) at the calibrated threshold and a faster one, on the teacher and on the 4-step
-student. Per row: NFE and passes skipped, seconds per image (median of timed runs of `timing_batch`
-images, timed round-robin across the rows so a busy machine slows every row alike), speed-up over the teacher,
-peak and parameter memory, and quality: adherence (embedded domain, GenEval-style, by the judge)
+student. Each student row names its model and why it is the one (picked, shipped, the most trained:
+`candidates`). Per row: NFE and passes skipped, seconds per image (median of timed runs of
+`timing_batch` images after an untimed warm-up, timed round-robin across the rows so a busy machine
+slows every row alike, one torch thread on a CPU), speed-up over the teacher (the median of the
+per-round ratios), each with the interval of its median (engine/decide/timing.py), peak and
+parameter memory, and quality: adherence (embedded domain, GenEval-style, by the judge)
 FID to the teacher's images in the judge's feature space, PSNR to the teacher's image and to the
 same model without the speed feature, at the same prompt and seed, and (`diversity` > 0) diversity
 over seeds with its bootstrap interval (engine/evaluate/diversity.py). A student that does not
@@ -32,6 +35,7 @@ from ..families.base import Family
 from ..measure import psnr_per_image
 from ..sampling import sample
 from ..world import sample_prompts
+from . import timing
 from .config import BenchConfig
 
 # Conventional names of MODEL's students for each role (config.ROLES), tried after the lineage (`discover`).
@@ -59,6 +63,7 @@ class Row:
     fp8: str = "off"
     base: str | None = None  # key of the same model without this row's speed feature
     missing: str | None = None  # why the row could not be measured
+    chosen: str = ""  # a student row: why this student (picked, shipped, the most trained, ...)
 
 
 def _round_of(row: dict) -> dict | None:
@@ -71,11 +76,21 @@ def _round_of(row: dict) -> dict | None:
         return None
 
 
-def discover(store, teacher: str) -> dict[str, str]:
-    """The newest student of `teacher` for each role (shipped or registered), from the lineage and
-    the recipe each distillation job recorded (a progressive student of a guidance student counts as both)."""
-    found: dict[str, str] = {}
-    for row in registry.models(store):  # oldest first: newer students replace older ones
+def _trained(row: dict) -> int:
+    """Optimisation steps behind a student: its recipe's steps per round times the rounds up to its own."""
+    try:
+        return int(Recipe.from_json(row["recipe"]).train_steps) * (int(row["round"]) + 1)
+    except (UsageError, ValueError, TypeError, KeyError):
+        return 0
+
+
+def candidates(store, teacher: str) -> dict[str, list[dict]]:
+    """Every student of `teacher` for each role (shipped or registered), best first: the shipped one,
+    then the most trained (a 30-step test job never stands in for a real student), then the newest.
+    Each is {"name", "shipped", "trained"}; roles come from the lineage and the recipe each
+    distillation job recorded (a progressive student of a guidance student counts as both)."""
+    found: dict[str, list[tuple]] = {}
+    for order, row in enumerate(registry.models(store)):  # oldest first
         chain = registry.lineage(store, row["name"])
         if teacher not in chain[:-1]:
             continue
@@ -84,36 +99,58 @@ def discover(store, teacher: str) -> dict[str, str]:
             continue
         rounds = [_round_of(r) for r in (registry.model_row(store, n) for n in chain) if r]
         guided = any(r and r["kind"] == "guidance" for r in rounds)
-        if this["kind"] == "consistency":  # one consistency student serves both rows, unless each has its own
-            for role, steps in (("consistency4", 4), ("consistency2", 2)):
-                if role not in found or this["student_steps"] == steps:
-                    found[role] = row["name"]
+        roles: list[tuple[str, bool]] = []  # (role, the student's own steps are the role's)
+        if this["kind"] == "consistency":  # one consistency student serves both rows, its own steps first
+            roles = [(role, this["student_steps"] == steps) for role, steps in (("consistency4", 4),
+                                                                                ("consistency2", 2))]
         elif this["kind"] == "dmd":
             if f"dmd{this['student_steps']}" in FEW_STEP_ROLES:
-                found[f"dmd{this['student_steps']}"] = row["name"]
+                roles = [(f"dmd{this['student_steps']}", True)]
         elif this["kind"] == "guidance":
-            found["guidance"] = row["name"]
+            roles = [("guidance", True)]
         elif this["student_steps"] in (4, 8):
             role = "both" if guided and this["student_steps"] == 4 else f"step{this['student_steps']}"
             if role != "step8" or not guided:
-                found[role] = row["name"]
-    return found
+                roles = [(role, True)]
+        shipped = row.get("created") is None and row["name"] in registry.SHIPPED
+        for role, own in roles:
+            found.setdefault(role, []).append((own, shipped, _trained(row), order, row["name"]))
+    return {role: [{"name": name, "shipped": shipped, "trained": trained}
+                   for own, shipped, trained, order, name in sorted(rows, reverse=True)]
+            for role, rows in found.items()}
 
 
-def _student(store, teacher: str, role: str, cfg: BenchConfig, discovered: dict[str, str]) -> str | None:
+def why_chosen(found: list[dict], name: str) -> str:
+    """The rule that chose `name` among a role's candidates, in words."""
+    pick = next((c for c in found if c["name"] == name), None)
+    if pick is None:
+        return "its conventional name"
+    if pick["shipped"]:
+        return "shipped with the lab"
+    steps = f"{pick['trained']:,} training steps" if pick["trained"] else "training unknown"
+    return f"the only one ({steps})" if len(found) == 1 else f"the most trained of {len(found)} ({steps})"
+
+
+def discover(store, teacher: str) -> dict[str, str]:
+    """The student of `teacher` each role takes unless one is picked (`candidates`' first)."""
+    return {role: found[0]["name"] for role, found in candidates(store, teacher).items()}
+
+
+def _student(store, teacher: str, role: str, cfg: BenchConfig, found: dict[str, list[dict]]) -> tuple[str | None, str]:
+    """The student of a row and why it is the one: picked, else the rule of `candidates`, else a conventional name."""
     if role in cfg.students:
         names = [cfg.students[role]]
     else:  # a conventional name that discovery placed in another role is not this role's student
-        elsewhere = {n for r, n in discovered.items() if r != role}
-        names = ([discovered[role]] if role in discovered else []) + [
+        elsewhere = {c["name"] for r, cs in found.items() if r != role for c in cs}
+        names = [c["name"] for c in found.get(role, [])[:1]] + [
             n.format(m=teacher) for n in STUDENT_NAMES[role] if n.format(m=teacher) not in elsewhere]
     for name in names:
         try:
             registry.resolve(name, store)
-            return name
         except UsageError:
             continue
-    return None
+        return name, "you picked it" if role in cfg.students else why_chosen(found.get(role, []), name)
+    return None, ""
 
 
 def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float], cache_method: str) -> list[Row]:
@@ -128,25 +165,27 @@ def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float]
         rows.append(Row("teacher+fp8c", "teacher + FP8 compute", cfg.model, s, g, fp8="compute", base="teacher"))
     roles = {"guidance": ("guidance-distilled", s), "step8": ("step-distilled, 8 steps", 8),
              "step4": ("step-distilled, 4 steps", 4), "both": ("guidance + step-distilled, 4 steps", 4)}
-    found, discovered = {}, discover(store, cfg.model)
+    found, each = {}, candidates(store, cfg.model)
+    discovered = {role: cs[0]["name"] for role, cs in each.items()}
     for role, (label, steps) in roles.items():
-        name = found[role] = _student(store, cfg.model, role, cfg, discovered)
+        name, why = _student(store, cfg.model, role, cfg, each)
+        found[role] = name
         taken = {n for n in found.values() if n} | set(discovered.values())
         wanted = cfg.students.get(role) or next(
             (c for c in (n.format(m=cfg.model) for n in STUDENT_NAMES[role]) if c not in taken),
             f"{cfg.model}-{role}")
         missing = None if name else f"no student yet: distil one (e.g. `{wanted}`) or pass --student {role}=NAME"
-        rows.append(Row(role, label, name, steps, g, missing=missing))
+        rows.append(Row(role, label, name, steps, g, missing=missing, chosen=why))
     few = {"consistency4": "consistency, 4 steps", "consistency2": "consistency, 2 steps", "dmd4": "DMD2, 4 steps",
            "dmd1": "DMD2, 1 step"}
     for role, label in few.items():
-        name = _student(store, cfg.model, role, cfg, discovered)
+        name, why = _student(store, cfg.model, role, cfg, each)
         missing = None if name else (f"no student yet: distil one (`distill {role.rstrip('0123456789')} --steps "
                                      f"{FEW_STEP_ROLES[role]}`) or pass --student {role}=NAME")
         # a DMD generator without a guidance input runs one pass at guidance 1; the others at the table's scale
         guidance = g if name is None or role.startswith("consistency") or registry.takes_guidance(
             registry.resolve(name, store)) else 1.0
-        rows.append(Row(role, label, name, FEW_STEP_ROLES[role], guidance, missing=missing))
+        rows.append(Row(role, label, name, FEW_STEP_ROLES[role], guidance, missing=missing, chosen=why))
     fastest = "both" if found["both"] else "step4"
     if found[fastest]:
         rows.append(Row(f"{fastest}+fp8w", f"{roles[fastest][0]} + FP8 weights", found[fastest], 4, g,
@@ -158,7 +197,10 @@ def plan(cfg: BenchConfig, teacher: Family, store, cache_thresholds: list[float]
     return rows
 
 
-def _quality(family: Family, row: Row, prompts, judge, cfg: BenchConfig, store) -> tuple[torch.Tensor, dict]:
+def _quality(family: Family, row: Row, prompts, judge, cfg: BenchConfig, store,
+             step=lambda done, total: None) -> tuple[torch.Tensor, dict]:
+    """The row's images of the quality prompts and what they score; `step(done, total)` after each
+    batch (it may raise to stop)."""
     size = family.default_size
     images, misses = [], []
     with accelerated(family, row.cache, row.fp8, steps=row.steps, store=store) as acc:
@@ -169,6 +211,7 @@ def _quality(family: Family, row: Row, prompts, judge, cfg: BenchConfig, store) 
             images.append(imgs)
             if judge is not None:
                 misses += score(judge, imgs, batch)
+            step(i + len(batch), len(prompts))
     out = {"cache": acc.cache, "fp8": acc.fp8, "param_mem_mb": acc.param_mem_mb}
     if judge is not None:
         out["adherence"] = summarize(prompts, misses)["adherence"]
@@ -190,12 +233,18 @@ def _time_once(family: Family, row: Row, prompt, store, batch: int = 1) -> dict:
     return {"seconds": m.seconds / batch, "nfe": m.nfe, "skipped": m.skipped, "peak_mem_mb": m.peak_mem_mb}
 
 
-def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "auto", log=None) -> dict:
-    """Measure every row; returns {"model", "device", "config", "rows": [...]}, stored as a bench
-    run (with its "id") when a store is given."""
-    cfg.check()
-    say = log or (lambda msg: None)
-    teacher = registry.load(cfg.model, store=store, device=device, dtype=dtype)
+def _speed(ts: list[dict], teacher: list[dict], suffix: str = "") -> dict:
+    """A row's seconds per image (median and its interval) and its speed-up over the teacher, paired
+    round by round (timing.paired_speedup)."""
+    sec, lo, hi = timing.median_interval([t["seconds"] for t in ts])
+    up, up_lo, up_hi = timing.paired_speedup([t["seconds"] for t in teacher], [t["seconds"] for t in ts])
+    return {f"seconds{suffix}": round(sec, 4), f"seconds_lo{suffix}": round(lo, 4), f"seconds_hi{suffix}": round(hi, 4),
+            f"speedup{suffix}": round(up, 2), f"speedup_lo{suffix}": round(up_lo, 2),
+            f"speedup_hi{suffix}": round(up_hi, 2)}
+
+
+def thresholds_for(teacher: Family, cfg: BenchConfig, store, say) -> tuple[str | None, list[float]]:
+    """The cache method the teacher supports and the thresholds its rows use (calibrated where needed)."""
     caches = supported_caches(teacher)
     method = "teacache" if "teacache" in caches else next((c for c in caches if c != "none"), None)
     thresholds = list(cfg.thresholds or [])
@@ -206,60 +255,96 @@ def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "aut
         else:
             th = {"fbcache": 0.05, "taylorseer": 3}[method]
         thresholds = [th, round(2 * th, 4)]
-    rows = plan(cfg, teacher, store, thresholds if method else [], method or "cache")
+    return method, thresholds if method else []
+
+
+def run(cfg: BenchConfig, *, store=None, device: str = "auto", dtype: str = "auto", log=None, progress=None,
+        check_stop=None, on_rows=None) -> dict:
+    """Measure every row; returns {"model", "device", "config", "rows": [...]}, stored as a bench
+    run (with its "id") when a store is given. Progress comes in parts: each row's quality images
+    (`progress(part, images, total)`), then the timing rounds as the last part; `check_stop()`
+    runs between batches and timed images (it raises to stop); `on_rows(rows)` hears the plan."""
+    cfg.check()
+    say = log or (lambda msg: None)
+    progress = progress or (lambda part, step, total: None)
+    check_stop = check_stop or (lambda: None)
+    teacher = registry.load(cfg.model, store=store, device=device, dtype=dtype)
+    before = timing.one_thread(teacher.device, cfg.threads)
+    try:
+        return _measure(cfg, teacher, store, device, dtype, say, progress, check_stop, on_rows)
+    finally:
+        if before is not None:
+            torch.set_num_threads(before)
+
+
+def _measure(cfg, teacher, store, device, dtype, say, progress, check_stop, on_rows) -> dict:
+    method, thresholds = thresholds_for(teacher, cfg, store, say)
+    rows = plan(cfg, teacher, store, thresholds, method or "cache")
+    if on_rows:
+        on_rows(rows)
     judge = teacher.judge()
     prompts = sample_prompts(cfg.n, cfg.seed)
     families = {}
     results: dict[str, dict] = {}
     images: dict[str, torch.Tensor] = {}
-    # 1. quality: every row renders the same prompts at the same seeds
-    for row in rows:
+    div_prompts = sample_prompts(cfg.diversity, cfg.seed + 2) if cfg.diversity and judge is not None else []
+    # 1. quality: every row renders the same prompts at the same seeds; then diversity, K seeds of each prompt
+    for part, row in enumerate(rows):
+        check_stop()
         if row.missing:
             results[row.key] = {"missing": row.missing}
+            progress(part, 0, 0)
             continue
         fam = families.get(row.model) or registry.load(row.model, store=store, device=device, dtype=dtype)
         families[row.model] = fam
         say(f"quality: {row.label} ({cfg.n} images)")
+        total = cfg.n + len(div_prompts) * cfg.diversity_k
+
+        def step(done, _total, part=part, total=total):
+            progress(part, done, total)
+            check_stop()
+        step(0, total)
         try:
-            images[row.key], results[row.key] = _quality(fam, row, prompts, judge, cfg, store)
+            images[row.key], results[row.key] = _quality(fam, row, prompts, judge, cfg, store, step)
         except UsageError as e:
             results[row.key] = {"missing": str(e)}
-    # 1b. diversity: K seeds of each of `diversity` prompts, read by the judge
-    if cfg.diversity and judge is not None:
-        div_prompts = sample_prompts(cfg.diversity, cfg.seed + 2)
-        for row in (r for r in rows if "missing" not in results[r.key]):
+            continue
+        if div_prompts:
             say(f"diversity: {row.label} ({cfg.diversity} prompts x {cfg.diversity_k} seeds)")
-            with accelerated(families[row.model], row.cache, row.fp8, steps=row.steps, store=store):
-                d = diversity(families[row.model], judge, div_prompts, steps=row.steps, guidance=row.guidance,
-                              k=cfg.diversity_k, batch_size=cfg.batch_size)
+            with accelerated(fam, row.cache, row.fp8, steps=row.steps, store=store):
+                d = diversity(fam, judge, div_prompts, steps=row.steps, guidance=row.guidance, k=cfg.diversity_k,
+                              batch_size=cfg.batch_size, progress=lambda i, _: step(cfg.n + i * cfg.diversity_k, 0))
             results[row.key].update({"diversity": d["diversity"], "diversity_interval": d["interval"]})
-    # 2. speed: single images, round-robin over the rows, after one warm-up each
+    # 2. speed: round-robin over the rows, so a busy machine slows every row alike; round 0 is an
+    # untimed warm-up (a model's first runs pay one-off costs: kernels chosen, memory allocated)
     live = [r for r in rows if "missing" not in results[r.key]]
     sizes = batches(cfg)
     timings: dict[int, dict[str, list[dict]]] = {b: {r.key: [] for r in live} for b in sizes}
     timing_prompts = sample_prompts(cfg.timing + 1, cfg.seed + 1)
+    total = len(timing_prompts) * len(live) * sum(sizes)
+    done = 0
     for i, prompt in enumerate(timing_prompts):
         say(f"timing: round {i}/{cfg.timing}" + (" (warm-up)" if i == 0 else ""))
         for row in live:
             for b in sizes:
+                check_stop()
                 t = _time_once(families[row.model], row, prompt, store, b)
                 if i > 0:
                     timings[b][row.key].append(t)
-    teacher_s = {b: statistics.median(t["seconds"] for t in timings[b]["teacher"]) for b in sizes}
+                done += b
+                progress(len(rows), done, total)
     out_rows = []
     for row in rows:
         r = {"key": row.key, "row": row.label, "model": row.model, "steps": row.steps, "guidance": row.guidance,
-             **results[row.key]}
+             **({"chosen": row.chosen} if row.chosen and row.model else {}), **results[row.key]}
         if row.key in timings[sizes[0]]:
             ts = timings[sizes[0]][row.key]
-            sec = statistics.median(t["seconds"] for t in ts)
             r.update({"nfe": round(statistics.mean(t["nfe"] for t in ts), 1),
                       "skipped": round(statistics.mean(t["skipped"] for t in ts), 1),
-                      "seconds": round(sec, 4), "speedup": round(teacher_s[sizes[0]] / sec, 2),
+                      **_speed(ts, timings[sizes[0]]["teacher"]),
                       "peak_mem_mb": round(max(t["peak_mem_mb"] for t in ts), 1)})
             for b in sizes[1:]:  # the same row timed at the other batch sizes
-                sec_b = statistics.median(t["seconds"] for t in timings[b][row.key])
-                r.update({f"seconds_b{b}": round(sec_b, 4), f"speedup_b{b}": round(teacher_s[b] / sec_b, 2)})
+                r.update(_speed(timings[b][row.key], timings[b]["teacher"], f"_b{b}"))
             r["psnr_teacher"] = round(float(psnr_per_image(images[row.key], images["teacher"]).mean()), 2)
             fid = frechet_distance(images[row.key], images["teacher"], JudgeFeatures(judge)) if judge else None
             if isinstance(fid, float):
@@ -302,34 +387,41 @@ def columns(result: dict) -> list[tuple[str, str]]:
     return first + extra + COLUMNS[at:]
 
 
+def _cell(r: dict, k: str) -> str:
+    v = r.get(k)
+    if v is None:
+        return "—"
+    if k.startswith("speedup"):
+        suffix = k[len("speedup"):]
+        return timing.describe(v, r.get(f"speedup_lo{suffix}"), r.get(f"speedup_hi{suffix}"), short=True)
+    if k.startswith("seconds"):
+        suffix = k[len("seconds"):]
+        return timing.seconds(v, r.get(f"seconds_lo{suffix}"), r.get(f"seconds_hi{suffix}"))
+    if k == "adherence":
+        return f"{v:.3f}"
+    if k == "diversity":
+        lo, hi = r.get("diversity_interval") or (v, v)
+        return f"{v:.3f} ({lo:.2f}–{hi:.2f})"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def markdown(result: dict) -> str:
-    """The decision table as Markdown; missing rows say why."""
+    """The decision table as Markdown; missing rows say why; under it, which student each row used and why."""
     cols = columns(result)
     head = "| " + " | ".join(h for _, h in cols) + " |"
     runs = "; ".join(_runs(b) for b in batches(result["config"]))
-    lines = [f"Model `{result['model']}` on {result['device']}; {result['config']['n']} prompts for quality, "
-             f"median of {result['config']['timing']} {runs} for time.", "", head,
+    cfg = result["config"]
+    lines = [f"Model `{result['model']}` on {result['device']}; {cfg['n']} prompts for quality, "
+             f"{cfg['timing']} {runs} for time after a warm-up (median, and in brackets the interval of the "
+             f"median; a speed-up marked ≈ 1× cannot be told apart from the teacher's speed).", "", head,
              "|" + "---|" * len(cols)]
     for r in result["rows"]:
         if "missing" in r:
             blank = " |" * (len(cols) - 3)
             lines.append(f"| {r['row']} | {r.get('model') or '—'} | *{r['missing']}* |{blank}")
             continue
-        cells = []
-        for k, _ in cols:
-            v = r.get(k)
-            if v is None:
-                cells.append("—")
-            elif k.startswith("speedup"):
-                cells.append(f"{v:.2f}×")
-            elif k == "adherence":
-                cells.append(f"{v:.3f}")
-            elif k == "diversity":
-                lo, hi = r.get("diversity_interval") or (v, v)
-                cells.append(f"{v:.3f} ({lo:.2f}–{hi:.2f})")
-            elif isinstance(v, float):
-                cells.append(f"{v:g}")
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cell(r, k) for k, _ in cols) + " |")
+    chosen = [f"{r['row']}: `{r['model']}` ({r['chosen']})" for r in result["rows"] if r.get("chosen")]
+    if chosen:
+        lines += ["", "Students: " + "; ".join(chosen) + "."]
     return "\n".join(lines)

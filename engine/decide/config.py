@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..accel.options import check_threshold, parse_cache
 from ..errors import UsageError
@@ -19,7 +19,7 @@ class BenchConfig:
     steps: int = 50  # the teacher's (and the guidance student's) sampling steps
     guidance: float = 5.0  # guidance scale s
     n: int = 60  # prompts scored for quality per row
-    timing: int = 5  # timed generations per row (the median is reported)
+    timing: int = 5  # timed generations per row, after an untimed warm-up (median and its interval)
     timing_batch: int | tuple[int, ...] = 1  # images per timed generation: 1 = latency; more = throughput
     # (s/image = time / batch); several sizes time each row at each, in the same round-robin
     seed: int = 0  # seeds the prompts and their noise
@@ -28,10 +28,16 @@ class BenchConfig:
     students: dict[str, str] = field(default_factory=dict)  # role (ROLES) -> model name, instead of discovery
     diversity: int = 0  # embedded domain: prompts whose K seeds score each row's diversity (0: no diversity column)
     diversity_k: int = 8  # seeds per prompt for diversity
+    threads: int = 1  # torch threads on a CPU while it runs (1: steady timings on a shared CPU; 0: torch's own)
 
     def check(self) -> None:
         """Raise UsageError naming the first bad field and what is allowed."""
         check_guidance(self.guidance)
+        for name in ("n", "timing"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise UsageError(f"{name} must be a whole number >= 1, got {v}")
+        check_threads(self.threads)
         for role, name in self.students.items():
             if role not in ROLES or not name:
                 raise UsageError(f"student must be ROLE=NAME with ROLE one of {', '.join(ROLES)}, got {role}={name}")
@@ -41,6 +47,32 @@ class BenchConfig:
             raise UsageError(f"diversity must be a whole number of prompts >= 0, got {self.diversity}")
         if not isinstance(self.diversity_k, int) or not 2 <= self.diversity_k <= 64:
             raise UsageError(f"diversity_k must be a whole number of seeds in 2..64, got {self.diversity_k}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> BenchConfig:
+        d = known(cls, d)
+        if isinstance(d.get("timing_batch"), list):
+            d["timing_batch"] = tuple(d["timing_batch"])
+        if d.get("thresholds") is not None:
+            d["thresholds"] = tuple(d["thresholds"])
+        return cls(**d)
+
+
+def known(cls, d: dict) -> dict:
+    """The fields of `cls` in a saved config (a job's payload); a field it does not know is refused."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise UsageError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+    return dict(d)
+
+
+def check_threads(threads) -> None:
+    if not isinstance(threads, int) or not 0 <= threads <= 1024:
+        raise UsageError(f"threads must be a whole number in 0..1024 (0: torch's own), got {threads}")
 
 
 @dataclass
@@ -54,13 +86,29 @@ class SweepConfig:
     fp8: str = "off"  # off | weights | compute, for every cell
     n: int = 0  # embedded domain: prompts scored for adherence per cell (0: PSNR only)
     quality_seed: int = 0  # seeds those prompts
+    timing: int = 3  # timed images per cell after its untimed warm-up (median and its interval)
+    threads: int = 1  # torch threads on a CPU while it runs (1: steady timings on a shared CPU; 0: torch's own)
 
     def check(self) -> None:
         """Raise UsageError naming the first bad field and what is allowed."""
         Request(prompt=self.prompt, seed=self.seed, cache=self.cache, fp8=self.fp8).check()
         for g in self.guidance:
             check_guidance(g)
+        if not isinstance(self.timing, int) or not 1 <= self.timing <= 20:
+            raise UsageError(f"timing must be a whole number of timed images in 1..20, got {self.timing}")
+        check_threads(self.threads)
         self.cells()
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> SweepConfig:
+        d = known(cls, d)
+        for name in ("steps", "guidance", "thresholds"):
+            if name in d:
+                d[name] = tuple(d[name])
+        return cls(**d)
 
     def cells(self) -> list[dict]:
         method = parse_cache(self.cache).method
