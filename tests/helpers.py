@@ -35,7 +35,6 @@ def serve(demo, **launch) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-@contextlib.contextmanager
 def stop_jobs(store) -> None:
     """Cancel every queued or running job of `store` (a test that failed half way leaves none behind)."""
     from engine import jobs
@@ -46,6 +45,7 @@ def stop_jobs(store) -> None:
                 jobs.cancel(store, job["id"])
 
 
+@contextlib.contextmanager
 def app_process(*args: str, env: dict | None = None):
     """`python -m app ARGS` on a free port, as a user starts it; yields its URL once the page
     answers (its output is the error if it dies first), and stops it afterwards."""
