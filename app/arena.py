@@ -9,6 +9,7 @@ battle" loads the next one.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,21 @@ from .state import Lab
 BUTTONS = (("⬅ Left is better", "left"), ("Tie", "tie"), ("Both are bad", "both_bad"), ("Right is better ➡", "right"))
 INTRO = ("Two images of the same prompt, made by two model settings you cannot see. Pick the better one "
          "(look at the shapes, faces, digits and fine textures; open an image full screen to zoom). "
-         "Who made which is shown after your vote.")
+         "Who made which is shown after your vote. Keys: ← left, → right, T tie, B both bad, N next battle, "
+         "U undo.")
+# The vote keys: a key clicks the button of that id when it is on screen (never while typing).
+KEYS = {"ArrowLeft": "lab-vote-left", "ArrowRight": "lab-vote-right", "t": "lab-vote-tie", "b": "lab-vote-both_bad",
+        "n": "lab-next", "u": "lab-undo"}
+HEAD = """<script>
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+  if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
+  const id = (%s)[e.key.length === 1 ? e.key.toLowerCase() : e.key];
+  const button = id && document.getElementById(id);
+  if (button && button.offsetParent !== null && !button.disabled) { e.preventDefault(); button.click(); }
+});
+</script>""" % json.dumps(KEYS)
 NO_BATTLES = ("**No battles left for you.** Thank you! More come when an admin prepares them (Leaderboard tab → "
               "*Prepare battles*, or `python -m engine arena prepare`).")
 SERVED = Path(tempfile.gettempdir()) / "distillation-lab-arena"
@@ -118,12 +133,12 @@ def build(lab: Lab) -> dict:
         right = gr.Image(label="Right", type="filepath", format="png", interactive=False, height=420,
                          buttons=["fullscreen"])
     with gr.Row(visible=False) as vote_row:
-        vote_buttons = [(gr.Button(text, variant="primary" if o in ("left", "right") else "secondary"), o)
-                        for text, o in BUTTONS]
+        vote_buttons = [(gr.Button(text, variant="primary" if o in ("left", "right") else "secondary",
+                                   elem_id=f"lab-vote-{o}"), o) for text, o in BUTTONS]
     reveal = gr.Markdown()
     with gr.Row(visible=False) as after_row:
-        next_btn = gr.Button("Next battle ▶", variant="primary")
-        undo_btn = gr.Button("Undo my vote")
+        next_btn = gr.Button("Next battle ▶", variant="primary", elem_id="lab-next")
+        undo_btn = gr.Button("Undo my vote", elem_id="lab-undo")
     status = gr.Markdown()
 
     show_outputs = [token, left, right, prompt, reveal, status, vote_row, after_row]

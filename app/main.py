@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {exposed}", flush=True)
     from engine import jobs
 
+    from .arena import HEAD
     from .blocks import CSS, build_app, build_arena_app
     from .state import Lab
 
@@ -69,6 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:  # a read-only or full data directory: served for reading, writes refused
         print(f"warning: {e}", flush=True)
     demo = (build_arena_app if args.arena_only else build_app)(lab, access)
-    demo.queue().launch(server_name=args.host, server_port=args.port, css=CSS, footer_links=["api"],
+    demo.queue().launch(server_name=args.host, server_port=args.port, css=CSS, head=HEAD, footer_links=["api"],
                         auth=access.gradio_auth())
     return 0

@@ -6,6 +6,7 @@ received before a vote (page, image URLs, every fetched response) names a model 
 import pytest
 from helpers import arena_store, assert_blind, forbidden, serve
 
+from app.arena import HEAD
 from app.blocks import build_arena_app
 from app.state import Lab
 from engine.arena import settings as S
@@ -38,7 +39,7 @@ def served(tmp_path_factory, tiny_model_dir):
     """The arena alone, as `python -m app --arena-only` serves it to raters."""
     store = arena_store(tmp_path_factory.mktemp("arena-browser"), tiny_model_dir, n=3)
     demo = build_arena_app(Lab(store))
-    yield serve(demo), store
+    yield serve(demo, head=HEAD), store
     demo.close()
 
 
@@ -80,14 +81,17 @@ def test_vote_through_every_battle_and_check_each_reveal(served, chromium, tiny_
             page.screenshot(path=str(tmp_path / "arena-reveal.png"), full_page=True)
         page.evaluate("window.__seen = []")  # what came with the reveal names the models
         if i == len(choices) - 1:
-            # undo brings this battle back, unrevealed, and the new vote replaces the old one
-            page.get_by_role("button", name="Undo my vote").click()
+            # undo brings this battle back, unrevealed, and the new vote replaces the old one; by the
+            # keys this time (U undo, ← left, N next)
+            page.keyboard.press("u")
             page.get_by_text("withdrawn").wait_for(timeout=60_000)
             page.wait_for_timeout(500)
             blind_now(page, words, "the battle brought back by undo")
-            page.get_by_role("button", name="⬅ Left is better").click()
+            page.keyboard.press("ArrowLeft")
             page.get_by_text("You chose").wait_for(timeout=60_000)
-        page.get_by_role("button", name="Next battle ▶").click()
+            page.keyboard.press("n")
+        else:
+            page.get_by_role("button", name="Next battle ▶").click()
     page.get_by_text("No battles left").wait_for(timeout=60_000)
     mine = [v for v in store.votes() if v["rater"] == "hana"]
     assert [v["outcome"] for v in mine] == ["left", "right", "left"]
