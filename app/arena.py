@@ -33,11 +33,11 @@ document.addEventListener("keydown", (e) => {
   const t = e.target;
   if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
   if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
-  const id = (%s)[e.key.length === 1 ? e.key.toLowerCase() : e.key];
+  const id = (KEYS)[e.key.length === 1 ? e.key.toLowerCase() : e.key];
   const button = id && document.getElementById(id);
   if (button && button.offsetParent !== null && !button.disabled) { e.preventDefault(); button.click(); }
 });
-</script>""" % json.dumps(KEYS)
+</script>""".replace("KEYS", json.dumps(KEYS))
 NO_BATTLES = ("**No battles left for you.** Thank you! More come when an admin prepares them (Leaderboard tab → "
               "*Prepare battles*, or `python -m engine arena prepare`).")
 SERVED = Path(tempfile.gettempdir()) / "distillation-lab-arena"
