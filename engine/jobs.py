@@ -137,7 +137,9 @@ def progress(job: dict) -> tuple[float, str]:
     fraction = 1.0 if job["status"] == "succeeded" else min(1.0, (done + within) / parts)
     text = f"{job['part_unit']} {min(done + 1, parts)}/{parts}, {job['step_unit']} {job['step']}/{job['total']}"
     if job["status"] == "running":
-        if job.get("phase"):
+        if not job["total"] and not job.get("phase"):
+            text = "starting: its process is loading"
+        elif job.get("phase"):
             text = f"{job['phase']} · {text}" if job["total"] else job["phase"]
         if job.get("rate") and job["total"]:
             text += f", {job['rate']:.3g} {job['step_unit']}/s"

@@ -263,6 +263,7 @@ def test_a_job_reports_its_pace_and_time_left_and_its_phase(tmp_path):
                               part_unit="round", step_unit="step")
     store.set_job_status(job_id, "running", started="2026-01-01T00:00:00+00:00")
     ctx = Context(store, store.job(job_id))
+    assert jobs.progress(store.job(job_id))[1] == "starting: its process is loading"  # not "step 0/0"
     ctx.phase("round 1: loading the teacher embedded")
     assert jobs.progress(store.job(job_id))[1] == "round 1: loading the teacher embedded"
     ctx.report(0, 1, 100, loss=1.0)
