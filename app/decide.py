@@ -5,6 +5,8 @@ took and why."""
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from engine import jobs
@@ -47,13 +49,32 @@ def latest_job(lab: Lab, model: str) -> dict | None:
     return next((j for j in lab.store.jobs(kind=decide_job.BENCH, limit=50) if j["name"] == model), None)
 
 
+def table(result: dict) -> str:
+    """The decision table as HTML that keeps its headers whole (it scrolls sideways rather than squeeze),
+    the rows not measured listed under it with why, then which student each row used."""
+    cols = decide_bench.columns(result)
+    nowrap = "style='white-space:nowrap'"
+    head = "".join(f"<th {nowrap}>{html.escape(h)}</th>" for _, h in cols)
+    body = []
+    for r in (r for r in result["rows"] if "missing" not in r):
+        cells = [f"<td style='min-width:12em'>{html.escape(r['row'])}</td>"]
+        cells += [f"<td {nowrap}>{html.escape(decide_bench.cell(r, k))}</td>" for k, _ in cols[1:]]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    md = lambda text: html.escape(text).replace("`", "")  # noqa: E731
+    missing = "".join(f"<li>{html.escape(r['row'])}: {md(r['missing'])}</li>" for r in result["rows"] if "missing" in r)
+    return (f"<p>Run {result['id']} · {html.escape(result['created'])}. {md(decide_bench.intro(result))}</p>"
+            f"<div style='overflow-x:auto'><table class='lab-jobs'><tr>{head}</tr>{''.join(body)}</table></div>"
+            + (f"<p>Not measured:</p><ul>{missing}</ul>" if missing else "")
+            + (f"<p>{md(decide_bench.students(result))}</p>" if decide_bench.students(result) else ""))
+
+
 def show(lab: Lab, model):
-    """The latest bench run of `model`: (table markdown, chart data)."""
+    """The latest bench run of `model`: (table HTML, chart data)."""
     result = latest(lab, model)
     if result is None:
-        return (f"No bench run of `{model}` yet: press **Run bench** (or `python -m engine bench --model {model}`).",
-                _chart(None))
-    return f"Run {result['id']} · {result['created']}\n\n" + decide_bench.markdown(result), _chart(result)
+        return (f"<p>No bench run of <code>{html.escape(str(model))}</code> yet: press <b>Run bench</b> (or "
+                f"<code>python -m engine bench --model {html.escape(str(model))}</code>).</p>", _chart(None))
+    return table(result), _chart(result)
 
 
 def picker_choices(lab: Lab, model) -> list[list[tuple[str, str]]]:
@@ -160,8 +181,7 @@ def build(lab: Lab) -> dict:
                     "row (a short test job never replaces it); each row names the student it used.")
     job_line = gr.HTML()
     seen = gr.State("")  # the watched job as "id:status"
-    with gr.Row():
-        table = gr.Markdown()
+    table = gr.HTML()
     chart = gr.HTML(label="Speed against quality")
     gr.Markdown("### What do you need?")
     with gr.Row():

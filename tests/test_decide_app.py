@@ -36,7 +36,7 @@ def test_run_bench_queues_a_job_and_the_table_refreshes_when_it_has_succeeded(tm
     assert job["status"] == "succeeded", jobs.log_path(store, job_id).read_text()
     status, seen, table, chart = decide.watch(lab, model, seen)
     assert seen == f"{job_id}:succeeded" and "succeeded" in status
-    assert "| step-distilled, 4 steps |" in table and "you picked it" in table and "<svg" in chart
+    assert ">step-distilled, 4 steps</td>" in table and "you picked it" in table and "<svg" in chart
     assert decide.watch(lab, model, seen)[2] == gr.skip()  # shown once, not on every tick
     assert "Recommendation:" in decide.decide(lab, model, "yes", "small", "cpu", 0, 0.05)
 

@@ -387,7 +387,8 @@ def columns(result: dict) -> list[tuple[str, str]]:
     return first + extra + COLUMNS[at:]
 
 
-def _cell(r: dict, k: str) -> str:
+def cell(r: dict, k: str) -> str:
+    """One cell of the decision table, as text: a speed-up or seconds with its interval."""
     v = r.get(k)
     if v is None:
         return "—"
@@ -409,19 +410,28 @@ def markdown(result: dict) -> str:
     """The decision table as Markdown; missing rows say why; under it, which student each row used and why."""
     cols = columns(result)
     head = "| " + " | ".join(h for _, h in cols) + " |"
-    runs = "; ".join(_runs(b) for b in batches(result["config"]))
-    cfg = result["config"]
-    lines = [f"Model `{result['model']}` on {result['device']}; {cfg['n']} prompts for quality, "
-             f"{cfg['timing']} {runs} for time after a warm-up (median, and in brackets the interval of the "
-             f"median; a speed-up marked ≈ 1× cannot be told apart from the teacher's speed).", "", head,
-             "|" + "---|" * len(cols)]
+    lines = [intro(result), "", head, "|" + "---|" * len(cols)]
     for r in result["rows"]:
         if "missing" in r:
             blank = " |" * (len(cols) - 3)
             lines.append(f"| {r['row']} | {r.get('model') or '—'} | *{r['missing']}* |{blank}")
             continue
-        lines.append("| " + " | ".join(_cell(r, k) for k, _ in cols) + " |")
-    chosen = [f"{r['row']}: `{r['model']}` ({r['chosen']})" for r in result["rows"] if r.get("chosen")]
-    if chosen:
-        lines += ["", "Students: " + "; ".join(chosen) + "."]
+        lines.append("| " + " | ".join(cell(r, k) for k, _ in cols) + " |")
+    if students(result):
+        lines += ["", students(result)]
     return "\n".join(lines)
+
+
+def intro(result: dict) -> str:
+    """What the table measured, in a sentence."""
+    cfg = result["config"]
+    runs = "; ".join(_runs(b) for b in batches(cfg))
+    return (f"Model `{result['model']}` on {result['device']}; {cfg['n']} prompts for quality, {cfg['timing']} "
+            f"{runs} for time after a warm-up (median, and in brackets the interval of the median; a speed-up "
+            f"marked ≈ 1× cannot be told apart from the teacher's speed).")
+
+
+def students(result: dict) -> str:
+    """Which student each row measured and why ('' where none did)."""
+    chosen = [f"{r['row']}: `{r['model']}` ({r['chosen']})" for r in result["rows"] if r.get("chosen")]
+    return "Students: " + "; ".join(chosen) + "." if chosen else ""

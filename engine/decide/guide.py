@@ -25,7 +25,7 @@ NEEDS = {  # row key prefix -> (training budget, needs FP8-compute hardware, the
     "teacher": ("none", False, "the baseline: full steps with CFG"),
     "teacher+fp8w": ("none", False, "no retraining, less memory: FP8 weight storage"),
     "teacher+fp8c": ("none", True, "no retraining, faster matmuls: FP8 compute"),
-    "teacher+": ("none", False, "cannot retrain: caching"),
+    "teacher+": ("none", False, "no retraining needed: caching"),
     "guidance": ("small", False, "ship fast on a small budget: guidance distillation"),
     "step8": ("large", False, "maximum throughput: step distillation"),
     "step4": ("large", False, "maximum throughput: step distillation"),

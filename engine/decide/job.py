@@ -41,7 +41,8 @@ def run_bench(ctx: jobs.Context) -> list[str]:
         if ctx.is_main:
             ctx.store.update_job(ctx.id, parts=parts)
         for i, r in enumerate(rows):
-            ctx.log(f"row {i + 1}/{parts}: {r.label}: " + (r.missing or f"{r.model} ({r.chosen or 'the teacher'})"))
+            what = r.missing or r.model + (f" ({r.chosen})" if r.chosen else "")
+            ctx.log(f"row {i + 1}/{parts}: {r.label}: {what}")
         ctx.log(f"row {parts}/{parts}: timing, {cfg.timing} rounds after a warm-up")
 
     result = run(cfg, store=ctx.store, device=ctx.job["payload"].get("device", "auto"),
