@@ -138,7 +138,6 @@ let s = 1, x = 0, y = 0, drag = null;
 const apply = () => {
   element.querySelectorAll('.lab-zoom-img').forEach(im => {
     im.style.transform = `translate(${x}px, ${y}px) scale(${s})`; });
-  element.dataset.zoom = `${s.toFixed(3)} ${x.toFixed(1)} ${y.toFixed(1)}`;
 };
 element.addEventListener('wheel', e => {
   const pane = e.target.closest('.lab-zoom-pane'); if (!pane) return;
