@@ -84,7 +84,7 @@ def test_launch_through_the_api_and_use_the_student(served):
     assert recipe["init"] == "api-g" and recipe["on_policy"] == 1.0
     assert recipe["ema"] is None
     # the new student runs in Compare at once, one pass per step
-    _, _, _, left, _ = client.predict("a red circle", 0, "api-g", 2, 5.0, "embedded", 1, 1.0,
+    _, _, _, left, *_ = client.predict("a red circle", 0, "api-g", 2, 5.0, "embedded", 1, 1.0,
                                       *[] if len(client.view_api(return_format="dict")["named_endpoints"]["/compare"]
                                                   ["parameters"]) == 8 else _extra_compare_args(client),
                                       api_name="/compare")
