@@ -85,6 +85,7 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
         refresh = lambda: [gr.Dropdown(choices=lab.model_names())] * 2  # noqa: E731
         demo.load(refresh, None, tab["models"], api_visibility="private")
         compare_tab.select(refresh, None, tab["models"], api_visibility="private")
+        compare_tab.select(lambda: compare.history_table(lab), None, tab["history"], api_visibility="private")
         def distill_pickers():
             names = lab.model_names()
             return gr.Dropdown(choices=names), gr.Dropdown(choices=[""] + names)
@@ -96,6 +97,7 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
             event(jobs_view["refresh"], None, [jobs_view["table"], jobs_view["picked"]], api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
                   api_visibility="private")
+        board_tab.select(board["refresh_fn"], None, board["outputs"], api_visibility="private")
         for view, tab_ in ((sweep_view, sweep_tab), (decide_view, decide_tab)):
             tab_.select(lambda: gr.Dropdown(choices=lab.model_names()), None, view["model"], api_visibility="private")
         models_tab.select(lambda: (models.inventory(lab), gr.Dropdown(choices=lab.model_names())), None,

@@ -15,6 +15,8 @@ from engine.request import GUIDANCE_RANGE
 from .state import Lab, progress_bar
 
 ALL = "all categories"
+EMPTY = ("**No votes yet** ({battles} battles prepared). Prepare battles between two settings below "
+         "(*Prepare battles*), then vote in the **Arena** tab; ratings appear here as votes come in.")
 SOURCES = {"embedded world": "world", "typed prompts": "typed", "golden set file": "golden"}
 
 
@@ -23,7 +25,8 @@ def refresh(lab: Lab, category: str | None, n_bootstrap: int) -> tuple:
     cfg = leaderboard.LeaderboardConfig(n_bootstrap=int(n_bootstrap),
                                         category=None if category in (None, "", ALL) else category)
     board = leaderboard.leaderboard(lab.store, cfg)
-    return (leaderboard.summary(board), leaderboard.rating_table(board), leaderboard.win_table(board),
+    text = leaderboard.summary(board) if board["votes"] else EMPTY.format(battles=len(lab.store.battles()))
+    return (text, leaderboard.rating_table(board), leaderboard.win_table(board),
             gr.update(choices=[ALL, *cats], value=category if category in cats else ALL))
 
 

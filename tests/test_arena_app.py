@@ -124,3 +124,16 @@ def test_served_images_are_all_one_size_in_bytes_and_never_shared_between_battle
         assert len(urls) == 8 == len(set(urls)) and len(sizes) == 1
     finally:
         demo.close()
+
+
+def test_empty_states_say_what_to_do_next(tmp_path):
+    """With no battles the Arena points to where they are prepared; with no votes the Leaderboard
+    says how votes come, and how many battles wait."""
+    from app import arena, leaderboard
+    from engine.store import Store
+
+    lab = Lab(Store(tmp_path / "d"))
+    shown = arena.next_battle(lab, "ana")
+    assert "No battles left" in shown[4] and "Prepare battles" in shown[4]
+    text, *_ = leaderboard.refresh(lab, leaderboard.ALL, 0)
+    assert text.startswith("**No votes yet** (0 battles prepared)") and "Arena" in text
