@@ -274,7 +274,24 @@ def test_a_job_reports_its_pace_and_time_left_and_its_phase(tmp_path):
     text = jobs.progress(job)[1]
     assert text.startswith("round 1/2, step 91/100, 9") and text.endswith("0:12 left"), text
     line = state.job_status(job)
-    assert "running" in line and "running for" in line
+    assert "running" in line and "running for" in line and "GPU" not in line  # no GPU here
+
+
+def test_a_job_on_a_gpu_shows_its_memory_and_utilisation(tmp_path, monkeypatch):
+    """Where the job's process uses CUDA, each report carries its peak memory and the GPU's
+    utilisation, shown on the job's status line (CUDA's calls stood in for on this CPU machine)."""
+    from engine.jobs import Context
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**30)
+    monkeypatch.setattr(torch.cuda, "utilization", lambda *a: 87)
+    store = Store(tmp_path / "d")
+    job_id = store.create_job("distill", name="g", label="g", payload={}, parts=1, part_unit="round",
+                              step_unit="step")
+    store.set_job_status(job_id, "running")
+    Context(store, store.job(job_id)).report(0, 1, 10, loss=1.0)
+    assert "GPU memory 3.0 GiB peak, 87% busy" in state.job_status(store.job(job_id))
 
 
 def test_cancel_without_a_picked_job_says_so(tmp_path):
