@@ -37,6 +37,7 @@ def test_run_bench_queues_a_job_and_the_table_refreshes_when_it_has_succeeded(tm
     status, seen, table, chart = decide.watch(lab, model, seen)
     assert seen == f"{job_id}:succeeded" and "succeeded" in status
     assert ">step-distilled, 4 steps</td>" in table and "you picked it" in table and "<svg" in chart
+    assert "Adherence rests on 1 prompt a row: by chance alone it moves by up to ±0.98" in table
     assert decide.watch(lab, model, seen)[2] == gr.skip()  # shown once, not on every tick
     assert "Recommendation:" in decide.decide(lab, model, "yes", "small", "cpu", 0, 0.05)
 

@@ -127,7 +127,7 @@ def test_a_registered_diffusers_model_runs_in_the_compare_tab(tiny_pipeline, tmp
     lab = Lab(Store(tmp_path / "data"), device="cpu")
     registry.register(lab.store, "tiny-sd", str(tiny_pipeline("sd")))
     assert "tiny-sd" in lab.model_names()
-    a, b, _, readout_a, readout_b = generate_pair(lab, "a red cube", 3, "tiny-sd", 2, 3.0, "tiny-sd", 2, 1.0,
+    a, b, _, readout_a, readout_b, *_ = generate_pair(lab, "a red cube", 3, "tiny-sd", 2, 3.0, "tiny-sd", 2, 1.0,
                                                   progress=lambda *args, **kw: None)
     assert a.size[0] >= 64 and a.size == b.size
     assert "NFE **4**" in readout_a and "NFE **2**" in readout_b  # CFG on the left, none at guidance 1

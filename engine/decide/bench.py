@@ -428,7 +428,15 @@ def intro(result: dict) -> str:
     runs = "; ".join(_runs(b) for b in batches(cfg))
     return (f"Model `{result['model']}` on {result['device']}; {cfg['n']} prompts for quality, {cfg['timing']} "
             f"{runs} for time after a warm-up (median, and in brackets the interval of the median; a speed-up "
-            f"marked ≈ 1× cannot be told apart from the teacher's speed).")
+            f"marked ≈ 1× cannot be told apart from the teacher's speed)." + few_prompts(cfg["n"]))
+
+
+def few_prompts(n: int) -> str:
+    """A warning when adherence rests on under 100 prompts a row: how far it moves by chance alone."""
+    if n >= 100:
+        return ""
+    return (f" ⚠️ Adherence rests on {n} prompt{'s' * (n != 1)} a row: by chance alone it moves by up to "
+            f"±{1.96 * (0.25 / n) ** 0.5:.2f} (95%), so rows closer than that are not told apart.")
 
 
 def students(result: dict) -> str:

@@ -121,7 +121,7 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
             train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
                        report=lambda r, i=p.index: callbacks.report({**r, "round": i}),
                        should_stop=callbacks.should_stop, technique=technique,
-                       sample=samples_of(p, recipe, teacher, student, net, work_dir / "samples"))
+                       sample=samples_of(p, recipe, teacher, student, net, work_dir / "samples", acc))
         finally:
             student.denoiser = acc.unwrap_model(student.denoiser, keep_fp32_wrapper=False) \
                 if student.denoiser is not net else net
@@ -141,9 +141,10 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
 SAMPLE_SEEDS = (0, 1, 2, 3)
 
 
-def samples_of(p: Plan, recipe: Recipe, teacher: Family, student: Family, net: torch.nn.Module, out: Path):
+def samples_of(p: Plan, recipe: Recipe, teacher: Family, student: Family, net: torch.nn.Module, out: Path, acc):
     """`sample(step)`: the student's images of the same four prompts and seeds, side by side, saved
-    as out/round<R>-step<S>.png (what the job's page shows beside the loss)."""
+    as out/round<R>-step<S>.png (what the job's page shows beside the loss). They are drawn under the
+    mixed precision the student trains in (its frozen parts are in that dtype)."""
     from PIL import Image
 
     from ..sampling import sample
@@ -160,7 +161,7 @@ def samples_of(p: Plan, recipe: Recipe, teacher: Family, student: Family, net: t
         was_training = net.training
         net.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), acc.autocast():
                 images, _ = sample(view, prompts, steps=steps, guidance=5.0 if guidance is None else guidance,
                                    seeds=list(SAMPLE_SEEDS), height=size, width=size)
         finally:
