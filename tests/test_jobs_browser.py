@@ -83,3 +83,39 @@ def test_battles_prepared_by_a_job_and_a_cancel_from_the_jobs_tab(tmp_path, tiny
     finally:
         demo.close()
         stop_jobs(store)
+
+
+def test_a_bench_runs_as_a_job_with_progress_and_is_canceled_from_the_decide_tab(tmp_path, tiny_model_dir, chromium):
+    store = Store(tmp_path / "lab")
+    store.register_model("tiny", tiny_model_dir, "embedded")
+    demo = build_app(Lab(store, device="cpu"))
+    url = serve(demo)
+    try:
+        page = chromium.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(url)
+        page.get_by_role("tab", name="Decide").click()
+        page.get_by_label("Model (the teacher)").fill("tiny")
+        page.keyboard.press("Enter")
+        for label, value in (("Quality prompts per row", "10"), ("Timed images per row", "1")):  # the least
+            field = page.get_by_role("spinbutton", name=label)
+            field.fill(value)
+            field.press("Enter")
+        page.get_by_role("button", name="Run bench").click()
+        page.get_by_text("queued — follow it in the Jobs tab").wait_for(timeout=30_000)
+        job_id = store.jobs()[0]["id"]
+        job = store.job(job_id)
+        cfg = job["payload"]["config"]
+        assert job["kind"] == "bench" and (cfg["model"], cfg["n"], cfg["timing"]) == ("tiny", 10, 1)
+        end = time.time() + 120
+        while not store.job(job_id)["step"] and time.time() < end:  # its first images are done
+            time.sleep(0.3)
+        page.get_by_text(f"Bench job {job_id}").wait_for(timeout=10_000)
+        assert page.locator("progress").count() >= 1  # the job's progress on the Decide tab
+        page.get_by_role("button", name="Cancel bench").click()
+        assert wait_for(store, job_id, jobs.TERMINAL, timeout=120)["status"] == "canceled"
+        page.get_by_text("canceled").first.wait_for(timeout=10_000)
+        assert store.bench_runs("tiny") == []  # a canceled bench stores no run
+        page.close()
+    finally:
+        demo.close()
+        stop_jobs(store)
