@@ -162,6 +162,18 @@ def smoothed(values: list[float], weight: float) -> list[float]:
     return out
 
 
+def nice_ticks(lo: float, hi: float, about: int = 5) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten apart) inside [lo, hi], about `about` of them."""
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    raw = span / max(1, about - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+
 def curves(series: dict[str, list[tuple[float, float]]], x_title: str, y_title: str, *, log_y: bool = False,
            smooth: float = 0.0, title: str = "") -> str:
     """Training curves: one line per series over a numeric x (a loss over steps), drawn from its
@@ -192,13 +204,12 @@ def curves(series: dict[str, list[tuple[float, float]]], x_title: str, y_title: 
     out = [_open(w, h, title or f"{y_title} against {x_title}", "lab-loss-chart"),
            f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="none" '
            f'stroke="#ccc"/>']
-    for k in range(5):
-        v = y0 + (y1 - y0) * k / 4
+    for v in nice_ticks(y0, y1):
         shown = 10 ** v if log_y else v
         y = top + (y1 - v) / (y1 - y0) * (h - top - bottom)
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{shown:.3g}</text>')
         out.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
-        x = x0 + (x1 - x0) * k / 4
+    for x in nice_ticks(x0, x1):
         out.append(f'<text x="{px(x):.1f}" y="{h - bottom + 16}" text-anchor="middle" fill="#555">{x:.4g}</text>')
     out.append(f'<text x="{(left + w - right) / 2}" y="{h - 6}" text-anchor="middle">{escape(x_title)}</text>')
     out.append(_y_title(y_title + (" (log scale)" if log_y else ""), (h - bottom + top) / 2))

@@ -179,6 +179,35 @@ def samples(lab: Lab, job_id: int) -> list[tuple[str, str]]:
             for f in reversed(files[-SAMPLES_SHOWN:])]
 
 
+def shown_detail(lab: Lab, job_id, log_y: bool = False, smooth: float = 0.6):
+    """`job_detail` as the page shows it: the samples as one filmstrip."""
+    *rest, images = job_detail(lab, job_id, log_y, smooth)
+    return *rest, filmstrip(images)
+
+
+def filmstrip(items: list[tuple[str, str]], side: int = 96):
+    """The samples as one picture, newest on top, each row labelled with its round and step and its
+    images enlarged to `side` pixels (pixels kept square): the student learning, read downwards."""
+    from PIL import Image, ImageDraw
+
+    if not items:
+        return None
+    rows = []
+    for path, caption in items:
+        row = Image.open(path).convert("RGB")
+        factor = max(1, side // row.height)
+        rows.append((row.resize((row.width * factor, row.height * factor), Image.Resampling.NEAREST), caption))
+    label, gap = 72, 6
+    width = label + max(r.width for r, _ in rows)
+    out = Image.new("RGB", (width, sum(r.height + gap for r, _ in rows) - gap), "white")
+    draw, y = ImageDraw.Draw(out), 0
+    for row, caption in rows:
+        out.paste(row, (label, y))
+        draw.text((6, y + row.height // 2 - 12), caption.replace(" · ", "\n"), fill="#333")
+        y += row.height + gap
+    return out
+
+
 def job_detail(lab: Lab, job_id, log_y: bool = False, smooth: float = 0.6):
     """Loss chart, per-round quality, log tail, status line and the student's samples of one job."""
     nothing = ("<p class='lab-empty'><em>Pick a job to see its loss.</em></p>", pd.DataFrame(), "",
@@ -291,9 +320,9 @@ def build(lab: Lab) -> dict:
                 smooth = gr.Slider(0, 0.99, value=0.6, step=0.01,
                                    label="Smoothing (moving average; the raw loss stays faint beneath)")
         with gr.Column(scale=2):
-            sample_view = gr.Gallery(label="The student's images at 4 fixed seeds as it trains (newest first)",
-                                     columns=1, height=420, object_fit="contain", preview=False,
-                                     elem_classes="lab-samples")
+            sample_view = gr.Image(label="The student's images at 4 fixed seeds as it trains (newest on top)",
+                                   type="pil", format="png", interactive=False, height=460,
+                                   elem_classes="lab-samples", buttons=["fullscreen", "download"])
     evals = gr.Dataframe(label="Adherence after every round (the loss compounds; the interval is Wilson's 95%)",
                          interactive=False,
                          headers=["round", "model", "steps", "guidance", "adherence", "n", "95% interval"])
@@ -322,7 +351,7 @@ def build(lab: Lab) -> dict:
         c.change(lambda *values: plan_text(lab, dict(zip(form, values))), list(form.values()), memory_plan)
     detail = [curve, evals, log, status, sample_view]
     for c in (picked, log_y, smooth):
-        c.change(lambda j, y, s: job_detail(lab, j, y, s), [picked, log_y, smooth], detail)
+        c.change(lambda j, y, s: shown_detail(lab, j, y, s), [picked, log_y, smooth], detail)
     cancel_btn.click(lambda j: act(lab, "cancel", j), picked, table, api_name="cancel")
     resume_btn.click(lambda j: act(lab, "resume", j), picked, table, api_name="resume")
     shown_state = gr.State({})  # what the page shows already: the timer sends only what changed
@@ -332,7 +361,7 @@ def build(lab: Lab) -> dict:
         choices = job_choices(lab)
         new = {"choices": choices, "images": images}
         out = [job_table(lab), chart, evals_, log_, status_]
-        out.append(images if images != shown.get("images") else gr.skip())
+        out.append(filmstrip(images) if images != shown.get("images") else gr.skip())
         out.append(gr.Dropdown(choices=choices) if choices != shown.get("choices") else gr.skip())
         return *out, new
 

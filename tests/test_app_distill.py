@@ -253,6 +253,28 @@ def test_the_loss_chart_draws_a_line_from_the_first_two_reports(tmp_path):
     assert names == ["round 1", "generator", "fake score"]
 
 
+def test_the_samples_show_as_one_filmstrip_newest_on_top(tmp_path):
+    """Sample grids saved by a job (round<R>-step<S>.png) are listed newest first with their captions
+    and drawn as one picture, each row enlarged with square pixels."""
+    from PIL import Image
+
+    from app.distill import filmstrip, samples
+
+    lab = Lab(Store(tmp_path / "d"))
+    job = lab.store.create_job("distill", name="g", label="g", payload={}, parts=2, part_unit="round",
+                               step_unit="step")
+    folder = jobs.job_dir(lab.store, job) / "samples"
+    folder.mkdir()
+    for name, shade in (("round1-step0000100", 10), ("round1-step0000020", 20), ("round2-step0000020", 30)):
+        Image.new("RGB", (128, 32), (shade, shade, shade)).save(folder / f"{name}.png")
+    items = samples(lab, job)
+    assert [c for _, c in items] == ["round 2 · step 20", "round 1 · step 100", "round 1 · step 20"]
+    strip = filmstrip(items, side=96)
+    assert strip.size == (72 + 384, 3 * 96 + 2 * 6)
+    assert strip.getpixel((72 + 10, 10)) == (30, 30, 30)  # the newest row on top
+    assert filmstrip([]) is None
+
+
 def test_a_job_reports_its_pace_and_time_left_and_its_phase(tmp_path):
     """Steps per second and the time left come from the job's own reports; between steps the job
     says what it does; a cancel shows as canceling at once."""

@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from app.chart import label_box, place_labels, scatter
 
 
@@ -23,3 +25,11 @@ def test_scatter_names_every_point_once():
                   "speed-up", "adherence")
     assert svg.count("<circle") == 2
     assert re.findall(r">(teacher[^<]*)</text>", svg) == ["teacher", "teacher + teacache"]
+
+
+def test_nice_ticks_are_round_numbers_inside_the_range():
+    from app.chart import nice_ticks
+
+    assert nice_ticks(1, 80) == [20, 40, 60, 80]
+    assert nice_ticks(-0.0558, 1.72) == pytest.approx([0.0, 0.5, 1.0, 1.5])
+    assert nice_ticks(3, 3) == [3]
