@@ -167,7 +167,7 @@ def loss_series(metrics: list[dict]) -> dict[str, list[tuple[float, float]]]:
     return series
 
 
-SAMPLES_SHOWN = 6
+SAMPLES_SHOWN = 4  # the newest few: the filmstrip shows them at their own size
 
 
 def samples(lab: Lab, job_id: int) -> list[tuple[str, str]]:
@@ -321,7 +321,7 @@ def build(lab: Lab) -> dict:
                                    label="Smoothing (moving average; the raw loss stays faint beneath)")
         with gr.Column(scale=2):
             sample_view = gr.Image(label="The student's images at 4 fixed seeds as it trains (newest on top)",
-                                   type="pil", format="png", interactive=False, height=460,
+                                   type="pil", format="png", interactive=False, height=470,
                                    elem_classes="lab-samples", buttons=["fullscreen", "download"])
     evals = gr.Dataframe(label="Adherence after every round (the loss compounds; the interval is Wilson's 95%)",
                          interactive=False,
