@@ -35,6 +35,28 @@ def serve(demo, **launch) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+def wait_for(cond, timeout: float = 240, poll: float = 0.2) -> bool:
+    """Wait until `cond()` holds (True), or fail after `timeout` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(poll)
+    raise AssertionError("timed out")
+
+
+def wait_job(store, job_id: int, states=None, timeout: float = 300) -> dict:
+    """Wait until a job is in one of `states` (default: ended); returns its row."""
+    from engine import jobs
+
+    states = states or jobs.TERMINAL
+    try:
+        wait_for(lambda: store.job(job_id)["status"] in states, timeout, poll=0.3)
+    except AssertionError:
+        raise AssertionError(f"job {job_id} is still {store.job(job_id)['status']}") from None
+    return store.job(job_id)
+
+
 def stop_jobs(store) -> None:
     """Cancel every queued or running job of `store` (a test that failed half way leaves none behind)."""
     from engine import jobs

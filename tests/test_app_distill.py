@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 from gradio_client import Client
-from helpers import serve, stop_jobs
+from helpers import serve, stop_jobs, wait_job
 
 from app import state
 from app.blocks import build_app
@@ -46,16 +46,6 @@ def served(tmp_path_factory, tiny_model_dir):
     stop_jobs(store)
 
 
-def wait_done(store, job_id, timeout=300):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = store.job(job_id)
-        if job["status"] in ("succeeded", "failed", "canceled", "interrupted"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def test_round_table_gives_each_adherence_its_interval(tmp_path):
     """120 prompts at 0.8 adherence: Wilson's 95% interval is about 0.72-0.86, shown beside it."""
     lab = Lab(Store(tmp_path / "d"))
@@ -74,11 +64,11 @@ def test_launch_through_the_api_and_use_the_student(served):
     client = Client(url, verbose=False)
     text, table, _ = client.predict(*form("tiny", "api-g"), api_name="/launch")
     assert "queued" in text and "api-g" in text
-    job = wait_done(store, store.jobs()[0]["id"])
+    job = wait_job(store, store.jobs()[0]["id"])
     assert job["status"] == "succeeded", (job, jobs.log_path(store, job["id"]).read_text())
     # a second job continues that student on its own trajectories, from the form's "more settings"
     client.predict(*form("tiny", "api-g2", init="api-g", on_policy=1.0, ema=0), api_name="/launch")
-    job = wait_done(store, max(j["id"] for j in store.jobs()))
+    job = wait_job(store, max(j["id"] for j in store.jobs()))
     recipe = job["payload"]
     assert job["status"] == "succeeded", (job, jobs.log_path(store, job["id"]).read_text())
     assert recipe["init"] == "api-g" and recipe["on_policy"] == 1.0
@@ -108,7 +98,7 @@ def test_launch_a_dmd_job_through_the_api(served):
     text, _, _ = client.predict(*dmd, api_name="/launch")
     assert "dmd of **tiny**" in text
     picked = str(max(j["id"] for j in store.jobs()))
-    job = wait_done(store, int(picked))
+    job = wait_job(store, int(picked))
     assert job["status"] == "succeeded", (job, jobs.log_path(store, job["id"]).read_text())
     recipe = job["payload"]
     assert (recipe["technique"], recipe["student_steps"], recipe["real_guidance"], recipe["fake_updates"]) == \
@@ -139,7 +129,7 @@ def test_a_real_teachers_settings_reach_the_recipe(served, tmp_path):
     assert len(store.jobs()) == before
     client.predict(*form("tiny", "api-real", steps=2, prompts=handle_file(str(prompts)), **real),
                    api_name="/launch")
-    job = wait_done(store, max(j["id"] for j in store.jobs()))
+    job = wait_job(store, max(j["id"] for j in store.jobs()))
     assert job["status"] == "succeeded", jobs.log_path(store, job["id"]).read_text()
     recipe = job["payload"]
     assert (recipe["mixed_precision"], recipe["warmup"], recipe["checkpoint_every"], recipe["sample_every"]) == \
@@ -331,7 +321,7 @@ def test_browser_follows_a_job_after_a_reload_and_cancels_it(served, chromium):
     url, store = served
     client = Client(url, verbose=False)
     client.predict(*form("tiny", "api-short", steps=2), api_name="/launch")
-    wait_done(store, max(j["id"] for j in store.jobs()))
+    wait_job(store, max(j["id"] for j in store.jobs()))
     client.predict(*form("tiny", "api-long", steps=100_000), api_name="/launch")
     job_id = max(j["id"] for j in store.jobs())
     end = time.time() + 120
@@ -351,5 +341,5 @@ def test_browser_follows_a_job_after_a_reload_and_cancels_it(served, chromium):
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Cancel job").click()
     page.get_by_text(re.compile(rf"Job {job_id}: (canceling|canceled)")).first.wait_for(timeout=10_000)
-    assert wait_done(store, job_id, timeout=120)["status"] == "canceled"
+    assert wait_job(store, job_id, timeout=120)["status"] == "canceled"
     page.close()

@@ -2,9 +2,9 @@
 results stored; canceled between images; the CLI queues one with --queue."""
 
 import json
-import time
 
 import pytest
+from helpers import wait_for
 
 from engine import cli, jobs
 from engine.accel.calibrate import VERSION
@@ -15,15 +15,6 @@ from engine.families.embedded import EmbeddedFamily
 from engine.store import Store
 
 CALIBRATION = {"method": "teacache", "version": VERSION, "coefficients": [1.0, 0.0], "threshold": 0.3}
-
-
-def wait_for(cond, timeout=120, poll=0.2):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(poll)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 import json
 import os
 import signal
-import time
 
 import pytest
+from helpers import wait_for
 
 from engine import cli, jobs, registry
 from engine.distill import job as distill_job
@@ -19,15 +19,6 @@ def recipe(teacher, name, **kw):
     base = dict(technique="guidance", teacher=str(teacher), name=name, train_steps=4, batch_size=2,
                 teacher_steps=4, eval_n=0, checkpoint_every=2, warmup=1)
     return Recipe(**{**base, **kw})
-
-
-def wait_for(cond, timeout=240, poll=0.2):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(poll)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture

@@ -5,22 +5,12 @@ half-made."""
 import time
 
 from gradio_client import Client
-from helpers import serve, stop_jobs
+from helpers import serve, stop_jobs, wait_job
 
 from app.blocks import build_app
 from app.state import Lab
 from engine import jobs
 from engine.store import Store
-
-
-def wait_for(store, job_id, states, timeout=300):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = store.job(job_id)
-        if job["status"] in states:
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} is still {store.job(job_id)['status']}")
 
 
 def prepare_args(model, n):
@@ -44,7 +34,7 @@ def test_battles_prepared_by_a_job_and_a_cancel_from_the_jobs_tab(tmp_path, tiny
         assert store.jobs() == []
         text = client.predict(*prepare_args("tiny", 2), api_name="/arena_prepare")
         assert "queued" in text
-        done = wait_for(store, store.jobs()[0]["id"], jobs.TERMINAL)
+        done = wait_job(store, store.jobs()[0]["id"], jobs.TERMINAL)
         assert done["status"] == "succeeded", jobs.log_path(store, done["id"]).read_text()
         assert len(store.battles()) == 2 and done["kind"] == "arena"
 
@@ -61,7 +51,7 @@ def test_battles_prepared_by_a_job_and_a_cancel_from_the_jobs_tab(tmp_path, tiny
         page.get_by_role("button", name="Prepare battles", exact=True).click()
         page.get_by_text("queued: 4000 battles").wait_for(timeout=30_000)
         job_id = max(j["id"] for j in store.jobs())
-        wait_for(store, job_id, ("running",))
+        wait_job(store, job_id, ("running",))
         end = time.time() + 120
         while not store.job(job_id)["step"] and time.time() < end:  # images are being made
             time.sleep(0.3)
@@ -73,7 +63,7 @@ def test_battles_prepared_by_a_job_and_a_cancel_from_the_jobs_tab(tmp_path, tiny
         page.get_by_role("option", name=f"{job_id} · arena: 4000 battles, tiny vs tiny · running").click()
         page.get_by_role("button", name="Cancel job").click()
         row.get_by_text("cancel").first.wait_for(timeout=10_000)  # canceling, then canceled
-        assert wait_for(store, job_id, jobs.TERMINAL, timeout=120)["status"] == "canceled"
+        assert wait_job(store, job_id, jobs.TERMINAL, timeout=120)["status"] == "canceled"
         page.locator("table.lab-jobs tr", has_text="arena: 4000 battles").get_by_text("canceled").wait_for(
             timeout=10_000)
         page.close()
@@ -112,7 +102,7 @@ def test_a_bench_runs_as_a_job_with_progress_and_is_canceled_from_the_decide_tab
         page.get_by_text(f"Bench job {job_id}").wait_for(timeout=10_000)
         assert page.locator("progress").count() >= 1  # the job's progress on the Decide tab
         page.get_by_role("button", name="Cancel bench").click()
-        assert wait_for(store, job_id, jobs.TERMINAL, timeout=120)["status"] == "canceled"
+        assert wait_job(store, job_id, jobs.TERMINAL, timeout=120)["status"] == "canceled"
         page.get_by_text("canceled").first.wait_for(timeout=10_000)
         assert store.bench_runs("tiny") == []  # a canceled bench stores no run
         page.close()
