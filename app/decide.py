@@ -162,6 +162,18 @@ def decide(lab: Lab, model, can_retrain, budget, hardware, latency, max_loss):
     return text
 
 
+def default_hardware(lab: Lab) -> str:
+    """The hardware answer the app's own device gives: a CPU, or a GPU with or without FP8 compute."""
+    import torch
+
+    from engine import registry
+
+    device = registry.pick_device(lab.device)
+    if device.type != "cuda":
+        return "cpu"
+    return "gpu-fp8" if torch.cuda.get_device_capability(device) >= (8, 9) else "gpu"
+
+
 def build(lab: Lab) -> dict:
     with gr.Row():
         model = gr.Dropdown(lab.model_names(), value="embedded", label="Model (the teacher)", scale=3)
@@ -187,7 +199,8 @@ def build(lab: Lab) -> dict:
     with gr.Row():
         retrain = gr.Radio(["yes", "no"], value="yes", label="Can you retrain (train a student)?")
         budget = gr.Radio([(v, k) for k, v in BUDGET_LABELS.items()], value="small", label="Training budget")
-        hardware = gr.Radio([(v, k) for k, v in HARDWARE_LABELS.items()], value="gpu", label="Hardware")
+        hardware = gr.Radio([(v, k) for k, v in HARDWARE_LABELS.items()], value=default_hardware(lab),
+                            label="Hardware")
     with gr.Row():
         latency = gr.Number(0, label="Latency target, seconds per image on the bench machine (0: none)",
                             minimum=0)

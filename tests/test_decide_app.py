@@ -52,3 +52,7 @@ def test_the_pickers_name_the_rule_s_choice_and_offer_the_lineage(tmp_path):
     assert choices["both"][0] == ("automatic: embedded-4step (shipped with the lab)", "")
     assert ("embedded-4step", "embedded-4step") in choices["both"]
     assert choices["step8"][0] == ("automatic: none yet", "")
+
+
+def test_the_hardware_question_starts_at_the_apps_own_device(tmp_path):
+    assert decide.default_hardware(Lab(Store(tmp_path / "d"), device="cpu")) == "cpu"
