@@ -15,6 +15,12 @@ CSS = """
 .lab-battle img { width: 100%; height: 100%; object-fit: contain; }
 table.lab-jobs { width: 100%; border-collapse: collapse; }
 table.lab-jobs td, table.lab-jobs th { padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; }
+/* Tables keep words and numbers whole: a table wider than its column scrolls sideways instead. */
+.gradio-container .prose table { display: block; max-width: 100%; overflow-x: auto; }
+.gradio-container .prose table th, .gradio-container .prose table td { word-break: keep-all; overflow-wrap: normal;
+  hyphens: none; }
+.gradio-container .prose table th { white-space: nowrap; }
+.lab-warning { color: #975a16; }
 """
 
 
@@ -94,7 +100,8 @@ def build_app(lab: Lab, access: Access | None = None) -> gr.Blocks:
             event(distill_pickers, None, [distill_tab["teacher"], distill_tab["init"]], api_visibility="private")
         demo.load(lambda: distill.picker(lab), None, distill_tab["picked"], api_visibility="private")
         for event in (demo.load, jobs_tab_.select):
-            event(jobs_view["refresh"], None, [jobs_view["table"], jobs_view["picked"]], api_visibility="private")
+            event(jobs_view["refresh"], jobs_view["picked"], [jobs_view["table"], jobs_view["picked"]],
+                  api_visibility="private")
         demo.load(lambda: [gr.Dropdown(choices=lab.model_names())] * 2, None, board["models"],
                   api_visibility="private")
         board_tab.select(board["refresh_fn"], None, board["outputs"], api_visibility="private")

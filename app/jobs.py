@@ -54,5 +54,10 @@ def build(lab: Lab) -> dict:
         return table(lab), *detail(lab, j), picker, choices
 
     gr.Timer(2.0).tick(tick, [picked, shown], [view, status, log, picked, shown], api_visibility="private")
-    return {"picked": picked, "table": view,
-            "refresh": lambda: (table(lab), gr.Dropdown(choices=state.job_choices(lab.store)))}
+    return {"picked": picked, "table": view, "refresh": lambda current: refresh(lab, current)}
+
+
+def refresh(lab: Lab, current) -> tuple:
+    """The table and the picker as the tab opens: every job listed, the one picked kept (the newest if none)."""
+    choices = state.job_choices(lab.store)
+    return table(lab), gr.Dropdown(choices=choices, value=current or (choices[0][1] if choices else None))

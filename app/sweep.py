@@ -116,9 +116,8 @@ def build(lab: Lab) -> dict:
     job_line = gr.HTML()
     followed, shown = gr.State(""), gr.State("")  # the job this page follows, and the one whose cells are shown
     gallery = gr.Gallery(label="Cells", columns=4, height="auto", object_fit="contain")
-    with gr.Row():
-        chart = gr.HTML(label="Quality against time")
-        table = gr.Markdown()
+    chart = gr.HTML(label="Quality against time")
+    table = gr.Markdown()  # under the chart, the page's width: its columns keep their words whole
     go.click(lambda *a: sweep(lab, *a), [model, prompt, seed, steps, guidance, cache, thresholds, fp8, n, repeats],
              [job_line, followed], api_name="sweep")
     stop.click(lambda j: cancel(lab, j), followed, job_line, api_name="cancel_sweep")

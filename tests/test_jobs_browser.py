@@ -109,3 +109,14 @@ def test_a_bench_runs_as_a_job_with_progress_and_is_canceled_from_the_decide_tab
     finally:
         demo.close()
         stop_jobs(store)
+
+
+def test_the_jobs_tab_opens_on_the_newest_job_and_keeps_a_picked_one(tmp_path):
+    from app import jobs as jobs_tab
+
+    lab = Lab(Store(tmp_path / "lab"))
+    for name in ("a", "b"):
+        jobs.submit(lab.store, "demo", {}, name=name, label=f"demo {name}", parts=1, start=False)
+    html, picker = jobs_tab.refresh(lab, None)
+    assert picker.value == "2" and [c[1] for c in picker.choices] == ["2", "1"] and "demo a" in html
+    assert jobs_tab.refresh(lab, "1")[1].value == "1"
