@@ -21,7 +21,7 @@ from engine.evaluate.config import LABELS, METRICS, EvalConfig
 from engine.evaluate.scoring import worst
 
 from .chart import lines
-from .state import Lab, enlarge, progress_bar
+from .state import Lab, enlarge, fitted, progress_bar
 
 METRIC_CHOICES = {"adherence (embedded judge) ↑": "adherence", "FID ↓": "fid", "CLIP score ↑": "clip_score",
                   "PSNR to teacher ↑": "psnr", "feature distance to teacher ↓": "feature_distance"}
@@ -144,7 +144,7 @@ def lineage_view(lab: Lab, model, golden_name, metric_label):
                            "adherence after training": r["training_adherence"]} for r in rows])
     table = table.dropna(axis=1, how="all").round(4)  # columns no row has (e.g. CLIP score without a CLIP model)
     choices = [(f"{r['label']} (run {r['run']})", str(r["run"])) for r in done]
-    return chart, table, gr.Dropdown(choices=choices, value=choices[-1][1] if choices else None)
+    return chart, fitted(table), gr.Dropdown(choices=choices, value=choices[-1][1] if choices else None)
 
 
 def _pair(lab: Lab, item: dict) -> Image.Image:

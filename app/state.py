@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+import gradio as gr
+import pandas as pd
 from PIL import Image
 
 from engine import jobs, registry
@@ -24,6 +26,17 @@ class Lab:
 
     def load(self, name: str) -> Family:
         return registry.load(name, store=self.store, device=self.device)
+
+
+def fitted(table: pd.DataFrame, **kwargs) -> gr.Dataframe:
+    """A table whose columns are as wide as their longest word or number (headers included), so
+    nothing breaks mid-word; a table wider than the page scrolls sideways."""
+    def width(texts) -> int:
+        longest = max((len(w) for t in texts for w in str(t).split()), default=1)
+        return 28 + 10 * longest  # the headers are bold monospace, with a menu button beside them
+
+    widths = [max(width([c]), width(table[c].astype(str).tolist())) for c in table.columns]
+    return gr.Dataframe(value=table, column_widths=[f"{w}px" for w in widths], **kwargs)
 
 
 def enlarge(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:

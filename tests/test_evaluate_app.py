@@ -101,3 +101,13 @@ def test_the_lineage_chart_in_a_browser(url, chromium, tmp_path):
     page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # worst prompts beside the teacher's
     page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
     page.close()
+
+
+def test_table_columns_are_as_wide_as_their_longest_word():
+    """No header or number breaks mid-word: each column is as wide as its longest word."""
+    import pandas as pd
+
+    from app.state import fitted
+
+    table = fitted(pd.DataFrame({"adherence ↑": [0.7167], "setting": ["embedded-guidance · 50 steps"]}))
+    assert table.column_widths == [f"{28 + 10 * len('adherence')}px", f"{28 + 10 * len('embedded-guidance')}px"]
