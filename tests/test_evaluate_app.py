@@ -47,6 +47,7 @@ def test_lineage_chart_table_and_worst_prompts(client, evaluated):
     # 12 prompts: FID, adherence and the categories of two prompts each say how little they rest on
     assert "FID rests on 12 images" in chart and "Adherence rests on 12 prompts" in chart
     assert "Categories of fewer than 20 prompts" in chart
+    table = table.get("value", table)  # sent with its column widths
     rows = table["data"]
     assert [r[1] for r in rows] == ["tiny-teacher · 4 steps · g 5", "tiny-student · 2 steps · g 5"]
     fid = table["headers"].index("FID ↓")
