@@ -89,6 +89,12 @@ def watch(lab: Lab, job_id: str, shown: str):
     return (line, job_id, *view(sweep_job.sweep_result(lab.store, job["id"])))
 
 
+def newest(lab: Lab) -> str:
+    """The newest sweep job's id ('' if none)."""
+    latest = lab.store.jobs(kind=sweep_job.SWEEP, limit=1)
+    return str(latest[0]["id"]) if latest else ""
+
+
 def cancel(lab: Lab, job_id: str) -> str:
     job = lab.store.job(int(job_id)) if job_id else None
     if job is None or job["status"] not in jobs.ACTIVE:
@@ -114,7 +120,9 @@ def build(lab: Lab) -> dict:
         go = gr.Button("Run sweep", variant="primary", scale=4)
         stop = gr.Button("Cancel sweep", variant="stop", scale=1)
     job_line = gr.HTML()
-    followed, shown = gr.State(""), gr.State("")  # the job this page follows, and the one whose cells are shown
+    # the job this page follows (as it opens: the newest sweep, so a reload shows it again), and the
+    # one whose cells are shown
+    followed, shown = gr.State(lambda: newest(lab)), gr.State("")
     gallery = gr.Gallery(label="Cells", columns=4, height="auto", object_fit="contain")
     chart = gr.HTML(label="Quality against time")
     table = gr.Markdown()  # under the chart, the page's width: its columns keep their words whole

@@ -56,3 +56,14 @@ def test_the_pickers_name_the_rule_s_choice_and_offer_the_lineage(tmp_path):
 
 def test_the_hardware_question_starts_at_the_apps_own_device(tmp_path):
     assert decide.default_hardware(Lab(Store(tmp_path / "d"), device="cpu")) == "cpu"
+
+
+def test_the_sweep_tab_follows_the_newest_sweep_as_it_opens(tmp_path):
+    """A reload of the Sweep tab shows the last sweep again: the page follows the newest sweep job."""
+    from app import sweep
+
+    lab = Lab(Store(tmp_path / "d"))
+    assert sweep.newest(lab) == ""
+    first = jobs.submit(lab.store, "sweep", {}, name="embedded", label="sweep", parts=1, start=False)
+    jobs.submit(lab.store, "bench", {}, name="embedded", label="bench", parts=1, start=False)
+    assert sweep.newest(lab) == str(first)
