@@ -529,8 +529,9 @@ class Store:
             busy = self._one("SELECT 1 AS busy FROM jobs WHERE status = 'running' LIMIT 1")
             row = None if busy else self._one("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1")
             if row:
-                self.db.execute("UPDATE jobs SET status = 'running', started = ?, pid = NULL, error = NULL "
-                                "WHERE id = ?", [_now(), row["id"]])
+                # a resumed job starts afresh: no process yet, and nothing left of its last run's pace or phase
+                self.db.execute("UPDATE jobs SET status = 'running', started = ?, pid = NULL, error = NULL, "
+                                "phase = NULL, rate = NULL, eta = NULL WHERE id = ?", [_now(), row["id"]])
         return self.job(row["id"]) if row else None
 
     def add_job_metric(self, job_id: int, **fields: Any) -> None:

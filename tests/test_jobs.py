@@ -245,3 +245,13 @@ def test_a_full_disk_fails_the_job_or_leaves_it_interrupted_never_running_and_no
     (small_disk / "filler").unlink()  # space again: the database says so too
     assert cli.main(["jobs", "--data-dir", str(small_disk / "lab")]) == 0
     assert Store(small_disk / "lab").job(job_id)["status"] in ("failed", "interrupted")
+
+
+def test_a_resumed_job_starts_without_its_last_runs_phase_or_pace(store):
+    """A canceled job showed 'canceling' and had a pace: claimed again, it shows neither."""
+    job_id = jobs.submit(store, "demo", {}, name="m", label="demo", parts=1, start=False)
+    store.set_job_status(job_id, "canceled", phase="canceling", rate=3.0, eta=10.0)
+    store.set_job_status(job_id, "queued", only_from=("canceled",), resume=1)
+    job = store.claim_next_job()
+    assert job["id"] == job_id and (job["phase"], job["rate"], job["eta"]) == (None, None, None)
+    assert jobs.progress(job)[1] == "starting: its process is loading"
