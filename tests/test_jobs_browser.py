@@ -84,8 +84,10 @@ def test_a_bench_runs_as_a_job_with_progress_and_is_canceled_from_the_decide_tab
         page = chromium.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(url)
         page.get_by_role("tab", name="Decide").click()
-        page.get_by_label("Model (the teacher)").fill("tiny")
-        page.keyboard.press("Enter")
+        picker = page.get_by_label("Model (the teacher)")
+        picker.click()
+        page.get_by_role("option", name="tiny", exact=True).click()
+        page.wait_for_function("document.querySelector('input[aria-label=\"Model (the teacher)\"]').value === 'tiny'")
         for label, value in (("Quality prompts per row", "10"), ("Timed images per row", "1")):  # the least
             field = page.get_by_role("spinbutton", name=label)
             field.fill(value)
