@@ -67,7 +67,8 @@ class Context:
         now = time.monotonic()
         if self.pace.get("part") != part or step < self.pace["step"]:
             self.pace = {"part": part, "step": step, "time": now}
-        fields: dict = {"part": part, "step": step, "total": total, "phase": None}
+        # a report ends a phase, except a cancel's: that one stands until the job has stopped
+        fields: dict = {"part": part, "step": step, "total": total, "phase": "canceling" if self.stopping() else None}
         elapsed, done = now - self.pace["time"], step - self.pace["step"]
         if done > 0 and elapsed > 0:
             rate = done / elapsed

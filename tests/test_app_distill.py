@@ -287,6 +287,10 @@ def test_a_job_reports_its_pace_and_time_left_and_its_phase(tmp_path, monkeypatc
     assert jobs.progress(job)[1] == "round 1/2, step 91/100, 9 step/s, 0:12 left"
     line = state.job_status(job)
     assert "running" in line and "running for" in line and "GPU" not in line  # no GPU here
+    store.update_job(job_id, phase="canceling")  # as `cancel` marks it, then signals the process
+    ctx.stop_flag["stop"] = True  # the signal arrived while a step was finishing: its report keeps the mark
+    ctx.report(0, 92, 100, loss=0.5)
+    assert store.job(job_id)["phase"] == "canceling"
 
 
 def test_a_job_on_a_gpu_shows_its_memory_and_utilisation(tmp_path, monkeypatch):
