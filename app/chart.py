@@ -152,6 +152,9 @@ def lines(x_labels: list[str], series: dict[str, list[float | None]], y_title: s
     return "".join(out)
 
 
+MAX_POINTS = 600  # points drawn per curve: more add nothing at the chart's width
+
+
 def smoothed(values: list[float], weight: float) -> list[float]:
     """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not
     pulled towards zero. weight 0: the values themselves."""
@@ -218,8 +221,10 @@ def curves(series: dict[str, list[tuple[float, float]]], x_title: str, y_title: 
         raw = [y for _, y in pts]
         lines_ = [(raw, 0.25, 1)] if smooth else []
         lines_.append((smoothed(raw, smooth) if smooth else raw, 1.0, 2))
+        stride = max(1, -(-len(pts) // MAX_POINTS))  # a long job: every stride-th point (and the last) drawn
+        keep = sorted(set(range(0, len(pts), stride)) | {len(pts) - 1})
         for values, opacity, width in lines_:
-            path = " ".join(f"{px(x):.1f},{py(v):.1f}" for (x, _), v in zip(pts, values))
+            path = " ".join(f"{px(pts[i][0]):.1f},{py(values[i]):.1f}" for i in keep)
             cls = "series" if opacity == 1.0 else "raw"
             out.append(f'<polyline class="{cls}" data-series="{escape(name)}" points="{path}" fill="none" '
                        f'stroke="{colour}" stroke-width="{width}" stroke-opacity="{opacity}"/>')

@@ -33,3 +33,12 @@ def test_nice_ticks_are_round_numbers_inside_the_range():
     assert nice_ticks(1, 80) == [20, 40, 60, 80]
     assert nice_ticks(-0.0558, 1.72) == pytest.approx([0.0, 0.5, 1.0, 1.5])
     assert nice_ticks(3, 3) == [3]
+
+
+def test_a_long_curve_is_drawn_from_a_few_hundred_points_ending_at_the_last():
+    from app.chart import MAX_POINTS, curves
+
+    svg = curves({"round 1": [(x, 1.0 / x) for x in range(1, 20_001)]}, "step", "loss")
+    points = re.search(r'class="series"[^>]*points="([^"]+)"', svg).group(1).split()
+    assert len(points) <= MAX_POINTS + 1
+    assert float(points[-1].split(",")[0]) == max(float(p.split(",")[0]) for p in points)
