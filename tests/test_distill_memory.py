@@ -158,7 +158,7 @@ def test_a_lora_student_holds_one_copy_of_the_base(tiny_pipeline):
 def test_a_bf16_job_holds_its_frozen_teacher_in_bf16_and_trains_in_float32(tiny_pipeline, tmp_path):
     """Mixed precision bf16 (here on the CPU, as accelerate allows), a job of its own: a LoRA
     guidance round with gradient checkpointing trains float32 adapters over the bf16 teacher's own
-    weights, its losses finite, its student saved."""
+    weights, its losses finite, its student saved, and its samples drawn under bf16 too."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na lighthouse at dusk\n")
     done = run_cli("distill", "guidance", "--teacher", str(tiny_pipeline("sd")), "--name", "bf", "--train-steps", "2",
@@ -171,6 +171,11 @@ def test_a_bf16_job_holds_its_frozen_teacher_in_bf16_and_trains_in_float32(tiny_
     losses = [m["loss"] for m in store.job_metrics(store.jobs()[0]["id"])]
     assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses)
     assert registry.load("bf", store=store, device="cpu").guidance_embedded
+    from engine import jobs
+
+    job_id = store.jobs()[0]["id"]
+    assert (jobs.job_dir(store, job_id) / "samples" / "round1-step0000002.png").exists()
+    assert "skipped" not in jobs.log_path(store, job_id).read_text()
 
 
 def test_plans_made_at_once_leave_attention_as_it_was(tiny_pipeline):

@@ -3,6 +3,7 @@ register it. Called inside a job's own process (engine/distill/job.py); reports 
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,7 +122,8 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
             train_loop(acc, student.denoiser, loss_fn, loop, work_dir / f"round{p.index}",
                        report=lambda r, i=p.index: callbacks.report({**r, "round": i}),
                        should_stop=callbacks.should_stop, technique=technique,
-                       sample=samples_of(p, recipe, teacher, student, net, work_dir / "samples", acc))
+                       sample=samples_of(p, recipe, teacher, student, net, work_dir / "samples", acc,
+                                         callbacks.log))
         finally:
             student.denoiser = acc.unwrap_model(student.denoiser, keep_fp32_wrapper=False) \
                 if student.denoiser is not net else net
@@ -141,10 +143,12 @@ def run_recipe(recipe: Recipe, store: Store, work_dir: Path, callbacks: Callback
 SAMPLE_SEEDS = (0, 1, 2, 3)
 
 
-def samples_of(p: Plan, recipe: Recipe, teacher: Family, student: Family, net: torch.nn.Module, out: Path, acc):
+def samples_of(p: Plan, recipe: Recipe, teacher: Family, student: Family, net: torch.nn.Module, out: Path, acc,
+               log: Callable[[str], None] = print):
     """`sample(step)`: the student's images of the same four prompts and seeds, side by side, saved
     as out/round<R>-step<S>.png (what the job's page shows beside the loss). They are drawn under the
-    mixed precision the student trains in (its frozen parts are in that dtype)."""
+    mixed precision the student trains in (its frozen parts are in that dtype). A sample that fails
+    (out of memory, say) is logged and skipped: it never ends the training it illustrates."""
     from PIL import Image
 
     from ..sampling import sample
@@ -152,8 +156,12 @@ def samples_of(p: Plan, recipe: Recipe, teacher: Family, student: Family, net: t
     prompts = prompt_source(recipe, teacher)(random.Random(0), len(SAMPLE_SEEDS))
 
     def save(step: int) -> None:
-        import copy
+        try:
+            draw(step)
+        except Exception as e:
+            log(f"samples at step {step} skipped: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
 
+    def draw(step: int) -> None:
         steps, guidance = recommended(recipe, p, student)
         view = copy.copy(student)
         view.denoiser = net  # the module itself, not the processes' wrapper
